@@ -1,0 +1,107 @@
+// Asymmetric keys: ECDSA P-256 and Ed25519.
+//
+// Signatures: ECDSA P-256 signs SHA-256(message) and emits a DER ECDSA-Sig-Value; Ed25519 is
+// pure Ed25519 (RFC 8032) over the message. A key's identifier throughout Moat is the SHA-256
+// of its DER SubjectPublicKeyInfo (device IDs, image-signing key IDs).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "crypto/digest.h"
+
+typedef struct evp_pkey_st EVP_PKEY;
+
+namespace moat::crypto {
+
+enum class KeyType { kEcdsaP256, kEd25519 };
+
+// "ecdsa-p256" or "ed25519".
+std::string_view KeyTypeName(KeyType type);
+Result<KeyType> ParseKeyType(std::string_view name);
+
+// A byte string holding a secret; wiped when destroyed. Move-only.
+class SecretString {
+ public:
+  SecretString() = default;
+  explicit SecretString(std::string value) : value_(std::move(value)) {}
+  ~SecretString();
+  SecretString(SecretString&& other) noexcept : value_(std::move(other.value_)) {
+    other.value_.clear();
+  }
+  SecretString& operator=(SecretString&& other) noexcept;
+  SecretString(const SecretString&) = delete;
+  SecretString& operator=(const SecretString&) = delete;
+
+  std::string_view view() const { return value_; }
+
+ private:
+  std::string value_;
+};
+
+// A public key. Cheap to copy (shares the underlying OpenSSL object, which is immutable).
+class PublicKey {
+ public:
+  static Result<PublicKey> FromDer(std::span<const uint8_t> spki_der);
+  static Result<PublicKey> FromPem(std::string_view pem);
+  // Raw encodings as used by TUF "keyval.public": Ed25519 32 bytes; P-256 uncompressed point
+  // (65 bytes, 0x04 || X || Y).
+  static Result<PublicKey> FromRaw(KeyType type, std::span<const uint8_t> raw);
+
+  KeyType type() const { return type_; }
+  std::vector<uint8_t> ToDer() const;  // SubjectPublicKeyInfo
+  std::string ToPem() const;
+  std::vector<uint8_t> ToRaw() const;
+
+  // SHA-256 of ToDer(): the key's identity in Moat.
+  Sha256Digest Fingerprint() const;
+  std::string FingerprintHex() const;
+
+  // kVerificationFailed if the signature does not match; kInvalidArgument if malformed.
+  Result<void> Verify(std::span<const uint8_t> message, std::span<const uint8_t> signature) const;
+  Result<void> Verify(std::string_view message, std::span<const uint8_t> signature) const;
+
+  bool operator==(const PublicKey& other) const;
+
+  // For use inside the crypto component only.
+  EVP_PKEY* native() const { return key_.get(); }
+  static Result<PublicKey> FromNative(EVP_PKEY* key);  // takes a new reference
+
+ private:
+  PublicKey(std::shared_ptr<EVP_PKEY> key, KeyType type) : key_(std::move(key)), type_(type) {}
+  std::shared_ptr<EVP_PKEY> key_;
+  KeyType type_;
+};
+
+// A private key held in process memory. Devices keep their identity keys in a KeyStore
+// (src/rot) instead; PrivateKey is for service CAs, signing tools and the development store.
+class PrivateKey {
+ public:
+  static Result<PrivateKey> Generate(KeyType type);
+  // Unencrypted PKCS#8 ("BEGIN PRIVATE KEY") or SEC1 ("BEGIN EC PRIVATE KEY") PEM.
+  static Result<PrivateKey> FromPem(std::string_view pem);
+
+  KeyType type() const { return type_; }
+  PublicKey public_key() const;
+
+  // SECURITY: the PEM holds the secret key. Write it with mode 0600; never log it.
+  Result<SecretString> ToPem() const;
+
+  Result<std::vector<uint8_t>> Sign(std::span<const uint8_t> message) const;
+  Result<std::vector<uint8_t>> Sign(std::string_view message) const;
+
+  // For use inside the crypto component only.
+  EVP_PKEY* native() const { return key_.get(); }
+
+ private:
+  PrivateKey(std::shared_ptr<EVP_PKEY> key, KeyType type) : key_(std::move(key)), type_(type) {}
+  std::shared_ptr<EVP_PKEY> key_;
+  KeyType type_;
+};
+
+}  // namespace moat::crypto
