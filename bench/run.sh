@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs Moat's benchmarks beside the reference measurements, in one session, on one core.
+#   bench/run.sh BUILD_DIR
+# Prints each figure and the ratio that the goals are stated in. Nothing here asserts a
+# timing: machines are shared and noisy, so compare ratios from one run.
+set -euo pipefail
+build=${1:-build}
+out="$build/bench-results"
+mkdir -p "$out"
+pin="taskset -c 0"
+command -v taskset >/dev/null || pin=""
+
+echo "== openssl speed (reference), pinned to one core"
+$pin openssl speed -seconds 3 -evp sha256 -bytes 1048576 2>/dev/null | tee "$out/openssl-sha256.txt" | tail -2
+$pin openssl speed -seconds 3 ecdsap256 ed25519 2>/dev/null | tee "$out/openssl-sign.txt" | grep -E "^ *(sign|256 bits|253 bits)" || true
+
+echo
+echo "== Moat crypto_bench, pinned to one core"
+$pin "$build/bench/crypto_bench" --benchmark_min_time=2 --benchmark_format=console \
+  --benchmark_out="$out/crypto_bench.json" --benchmark_out_format=json | tee "$out/crypto_bench.txt"
+
+python3 - "$out" <<'PY'
+import json, re, sys
+out = sys.argv[1]
+# openssl speed prints e.g. "sha256   1234567.89k" in 1000s of bytes per second.
+line = [l for l in open(f"{out}/openssl-sha256.txt") if l.lower().startswith("sha256")][-1]
+openssl_bps = float(line.split()[-1].rstrip("k")) * 1000
+bench = json.load(open(f"{out}/crypto_bench.json"))["benchmarks"]
+by = {b["name"]: b for b in bench}
+pkg = by.get("BM_VerifyImagePackage_64MiB")
+sha = by.get("BM_Sha256_16MiB")
+print()
+print(f"openssl speed -evp sha256 (1 MiB blocks): {openssl_bps/1e6:8.1f} MB/s")
+if sha:
+    print(f"moat SHA-256 of 16 MiB:                   {sha['bytes_per_second']/1e6:8.1f} MB/s  ({sha['bytes_per_second']/openssl_bps:.0%} of openssl)")
+if pkg:
+    r = pkg['bytes_per_second']/openssl_bps
+    print(f"moat verify 64 MiB image package:         {pkg['bytes_per_second']/1e6:8.1f} MB/s  ({r:.0%} of openssl; goal >= 80%)")
+PY
