@@ -70,7 +70,8 @@ Sha256Digest Sha256(std::span<const uint8_t> data) {
 }
 
 Sha256Digest Sha256(std::string_view data) {
-  return Sha256(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+  return Sha256(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
 }
 
 Sha512Digest Sha512(std::span<const uint8_t> data) {

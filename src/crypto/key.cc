@@ -2,8 +2,8 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/err.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -59,8 +59,8 @@ std::string_view KeyTypeName(KeyType type) {
 Result<KeyType> ParseKeyType(std::string_view name) {
   if (name == "ecdsa-p256" || name == "p256") return KeyType::kEcdsaP256;
   if (name == "ed25519") return KeyType::kEd25519;
-  return Fail(ErrorCode::kInvalidArgument,
-              "unknown key type '{}' (expected ecdsa-p256 or ed25519)", name.substr(0, 32));
+  return Fail(ErrorCode::kInvalidArgument, "unknown key type '{}' (expected ecdsa-p256 or ed25519)",
+              name.substr(0, 32));
 }
 
 SecretString::~SecretString() {
@@ -108,8 +108,8 @@ Result<PublicKey> PublicKey::FromPem(std::string_view pem) {
   if (!bio) return Fail(OpenSslError(ErrorCode::kInternal, "BIO_new_mem_buf"));
   EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
   if (!key) {
-    return Fail(OpenSslError(ErrorCode::kInvalidArgument,
-                             "public key: not a PEM 'PUBLIC KEY' block"));
+    return Fail(
+        OpenSslError(ErrorCode::kInvalidArgument, "public key: not a PEM 'PUBLIC KEY' block"));
   }
   MOAT_ASSIGN_OR_RETURN(KeyType type, TypeOf(key.get()));
   return PublicKey(Share(key.release()), type);
@@ -130,11 +130,11 @@ Result<PublicKey> PublicKey::FromRaw(KeyType type, std::span<const uint8_t> raw)
                 "P-256 public key must be a 65-byte uncompressed point");
   }
   EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>("prime256v1"), 0),
-      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, const_cast<uint8_t*>(raw.data()),
-                                        raw.size()),
-      OSSL_PARAM_construct_end()};
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+                                                          const_cast<char*>("prime256v1"), 0),
+                         OSSL_PARAM_construct_octet_string(
+                             OSSL_PKEY_PARAM_PUB_KEY, const_cast<uint8_t*>(raw.data()), raw.size()),
+                         OSSL_PARAM_construct_end()};
   EVP_PKEY* out = nullptr;
   if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
       EVP_PKEY_fromdata(ctx.get(), &out, EVP_PKEY_PUBLIC_KEY, params) != 1 || out == nullptr) {
@@ -174,7 +174,8 @@ std::vector<uint8_t> PublicKey::ToRaw() const {
   std::vector<uint8_t> out(65);
   size_t len = 0;
   if (EVP_PKEY_get_octet_string_param(key_.get(), OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, out.data(),
-                                      out.size(), &len) != 1 || len != 65) {
+                                      out.size(), &len) != 1 ||
+      len != 65) {
     return {};
   }
   return out;
@@ -191,17 +192,16 @@ Result<void> PublicKey::Verify(std::span<const uint8_t> message,
                 signature.size());
   }
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestVerifyInit_ex(ctx.get(), nullptr,
-                                      type_ == KeyType::kEcdsaP256 ? "SHA256" : nullptr, nullptr,
-                                      nullptr, key_.get(), nullptr) != 1) {
+  if (!ctx ||
+      EVP_DigestVerifyInit_ex(ctx.get(), nullptr, type_ == KeyType::kEcdsaP256 ? "SHA256" : nullptr,
+                              nullptr, nullptr, key_.get(), nullptr) != 1) {
     return Fail(OpenSslError(ErrorCode::kInternal, "EVP_DigestVerifyInit"));
   }
   int rc = EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), message.data(),
                             message.size());
   if (rc != 1) {
     ERR_clear_error();  // a mismatch is an expected outcome, not a library failure
-    return Fail(ErrorCode::kVerificationFailed, "{} signature does not match",
-                KeyTypeName(type_));
+    return Fail(ErrorCode::kVerificationFailed, "{} signature does not match", KeyTypeName(type_));
   }
   return Ok();
 }
@@ -224,7 +224,7 @@ Result<PrivateKey> PrivateKey::Generate(KeyType type) {
     out = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
   }
   if (out == nullptr) return Fail(OpenSslError(ErrorCode::kInternal, "key generation"));
-  return PrivateKey(Share(out), type);
+  return FromNativeOwned(Share(out), type);
 }
 
 Result<PrivateKey> PrivateKey::FromPem(std::string_view pem) {
@@ -242,19 +242,31 @@ Result<PrivateKey> PrivateKey::FromPem(std::string_view pem) {
                 "private key: not an unencrypted PEM private key (PKCS#8 or SEC1)");
   }
   MOAT_ASSIGN_OR_RETURN(KeyType type, TypeOf(key.get()));
-  return PrivateKey(Share(key.release()), type);
+  return FromNativeOwned(Share(key.release()), type);
 }
 
-PublicKey PrivateKey::public_key() const {
-  // The private EVP_PKEY also carries the public half; share it as a public key.
-  return *PublicKey::FromNative(key_.get());
+Result<PrivateKey> PrivateKey::FromNativeOwned(std::shared_ptr<EVP_PKEY> key, KeyType type) {
+  // SECURITY: the public half gets an object of its own. Sharing the private EVP_PKEY would
+  // keep the secret in memory for as long as any copy of the PublicKey lives (caches,
+  // certificates, requests), long after the PrivateKey is gone.
+  int len = i2d_PUBKEY(key.get(), nullptr);
+  if (len <= 0) return Fail(OpenSslError(ErrorCode::kInternal, "i2d_PUBKEY"));
+  std::vector<uint8_t> spki(static_cast<size_t>(len));
+  unsigned char* p = spki.data();
+  if (i2d_PUBKEY(key.get(), &p) != len) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "i2d_PUBKEY"));
+  }
+  MOAT_ASSIGN_OR_RETURN(PublicKey public_key, PublicKey::FromDer(spki));
+  return PrivateKey(std::move(key), type, std::move(public_key));
 }
+
+PublicKey PrivateKey::public_key() const { return public_key_; }
 
 Result<SecretString> PrivateKey::ToPem() const {
   BioPtr bio(BIO_new(BIO_s_secmem()));
   if (!bio) bio.reset(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key_.get(), nullptr, nullptr, 0, nullptr,
-                                       nullptr) != 1) {
+  if (!bio ||
+      PEM_write_bio_PrivateKey(bio.get(), key_.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     return Fail(OpenSslError(ErrorCode::kInternal, "PEM_write_bio_PrivateKey"));
   }
   return SecretString(internal::BioToString(bio.get()));
@@ -262,9 +274,9 @@ Result<SecretString> PrivateKey::ToPem() const {
 
 Result<std::vector<uint8_t>> PrivateKey::Sign(std::span<const uint8_t> message) const {
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestSignInit_ex(ctx.get(), nullptr,
-                                    type_ == KeyType::kEcdsaP256 ? "SHA256" : nullptr, nullptr,
-                                    nullptr, key_.get(), nullptr) != 1) {
+  if (!ctx ||
+      EVP_DigestSignInit_ex(ctx.get(), nullptr, type_ == KeyType::kEcdsaP256 ? "SHA256" : nullptr,
+                            nullptr, nullptr, key_.get(), nullptr) != 1) {
     return Fail(OpenSslError(ErrorCode::kInternal, "EVP_DigestSignInit"));
   }
   size_t len = 0;

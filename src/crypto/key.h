@@ -99,9 +99,13 @@ class PrivateKey {
   EVP_PKEY* native() const { return key_.get(); }
 
  private:
-  PrivateKey(std::shared_ptr<EVP_PKEY> key, KeyType type) : key_(std::move(key)), type_(type) {}
+  PrivateKey(std::shared_ptr<EVP_PKEY> key, KeyType type, PublicKey public_key)
+      : key_(std::move(key)), type_(type), public_key_(std::move(public_key)) {}
+  // Completes a private key with a public-only copy of its public half.
+  static Result<PrivateKey> FromNativeOwned(std::shared_ptr<EVP_PKEY> key, KeyType type);
   std::shared_ptr<EVP_PKEY> key_;
   KeyType type_;
+  PublicKey public_key_;
 };
 
 }  // namespace moat::crypto
