@@ -8,7 +8,8 @@
 #   layer 0  core
 #   layer 1  crypto
 #   layer 2  formats, rot, store, net
-#   layer 3  device, service        (never each other: they meet in formats and crypto)
+#   layer 3  device_*, service_*    (never each other: they meet in formats and crypto);
+#            sub-layers 3.1, 3.2 ... order the parts of one side (sandbox < supervisor)
 #   layer 4  cli, apps
 #
 # Note: docs/architecture.md draws formats beside crypto on layer 1 while letting it use
@@ -28,6 +29,12 @@ function(moat_component name)
       message(FATAL_ERROR
         "layering: component '${name}' depends on '${dep}', which is not defined yet "
         "(a dependency must be on a lower layer and added before its users)")
+    endif()
+    if((name MATCHES "^device" AND dep MATCHES "^service") OR
+       (name MATCHES "^service" AND dep MATCHES "^device"))
+      message(FATAL_ERROR
+        "layering: '${name}' may not depend on '${dep}': device and service code meet only "
+        "in formats and crypto")
     endif()
     if(NOT dep_layer LESS ARG_LAYER)
       message(FATAL_ERROR
@@ -81,7 +88,14 @@ function(moat_check_include_layering)
       endif()
       file(STRINGS ${f} includes REGEX "^#include \"[a-z_]+/")
       foreach(line IN LISTS includes)
+        # "device/sandbox/x.h" belongs to component device_sandbox; "core/x.h" to core.
         string(REGEX REPLACE "^#include \"([a-z_]+)/.*" "\\1" inc ${line})
+        if(line MATCHES "^#include \"([a-z_]+)/([a-z_]+)/")
+          set(two "${CMAKE_MATCH_1}_${CMAKE_MATCH_2}")
+          if(two IN_LIST components)
+            set(inc ${two})
+          endif()
+        endif()
         if(inc IN_LIST components AND NOT inc IN_LIST allowed)
           file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR} ${f})
           message(FATAL_ERROR
