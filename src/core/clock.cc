@@ -52,9 +52,9 @@ Result<SystemTime> ParseRfc3339(std::string_view text) {
     return true;
   };
   int year, mon, day, hour, min, sec;
-  if (!num(0, 4, year) || text[4] != '-' || !num(5, 2, mon) || text[7] != '-' ||
-      !num(8, 2, day) || (text[10] != 'T' && text[10] != 't') || !num(11, 2, hour) ||
-      text[13] != ':' || !num(14, 2, min) || text[16] != ':' || !num(17, 2, sec)) {
+  if (!num(0, 4, year) || text[4] != '-' || !num(5, 2, mon) || text[7] != '-' || !num(8, 2, day) ||
+      (text[10] != 'T' && text[10] != 't') || !num(11, 2, hour) || text[13] != ':' ||
+      !num(14, 2, min) || text[16] != ':' || !num(17, 2, sec)) {
     return bad();
   }
   size_t pos = 19;

@@ -23,9 +23,13 @@ TEST(HexTest, RejectsOddLengthAndBadDigits) {
 }
 
 TEST(Base64Test, Rfc4648Vectors) {
-  const std::pair<const char*, const char*> vectors[] = {
-      {"", ""},         {"f", "Zg=="},        {"fo", "Zm8="},         {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
   for (auto [plain, encoded] : vectors) {
     EXPECT_EQ(Base64Encode(AsBytes(plain)), encoded);
     auto d = Base64Decode(encoded);
@@ -46,7 +50,7 @@ TEST(Base64Test, RejectsMalformed) {
   EXPECT_EQ(Base64Decode("Zm9").error().message(), "base64: length 3 is not a multiple of 4");
   EXPECT_EQ(Base64Decode("Zm$v").error().message(), "base64: invalid character at position 2");
   EXPECT_EQ(Base64Decode("Zh==").error().message(), "base64: non-zero trailing bits");
-  EXPECT_FALSE(Base64Decode("Z===") );
+  EXPECT_FALSE(Base64Decode("Z==="));
   // Padding is refused where it is not expected.
   EXPECT_FALSE(Base64Decode("Zg==", Base64Alphabet::kUrl, Base64Padding::kWithout));
 }

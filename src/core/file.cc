@@ -9,8 +9,8 @@
 #include <cstring>
 #include <system_error>
 
-#include "core/random.h"
 #include "core/encoding.h"
+#include "core/random.h"
 
 namespace moat {
 
@@ -99,8 +99,8 @@ Result<void> AtomicWriteFile(const std::filesystem::path& path, std::span<const 
   // pre-create it; O_EXCL makes sure we own what we write.
   uint8_t suffix[8];
   SystemRandom().Fill(suffix);
-  std::filesystem::path tmp = dir / fmt::format(".{}.tmp-{}", path.filename().string(),
-                                                HexEncode(suffix));
+  std::filesystem::path tmp =
+      dir / fmt::format(".{}.tmp-{}", path.filename().string(), HexEncode(suffix));
   MOAT_ASSIGN_OR_RETURN(UniqueFd fd,
                         OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, options.mode));
   auto cleanup_on_error = [&](Error e) -> Result<void> {
@@ -108,13 +108,15 @@ Result<void> AtomicWriteFile(const std::filesystem::path& path, std::span<const 
     return Fail(std::move(e));
   };
   // The mode passed to open() is filtered by the umask; set it exactly.
-  if (::fchmod(fd.get(), options.mode) != 0) return cleanup_on_error(ErrnoError("fchmod", tmp, errno));
+  if (::fchmod(fd.get(), options.mode) != 0)
+    return cleanup_on_error(ErrnoError("fchmod", tmp, errno));
   if (auto r = WriteAll(fd.get(), data, tmp.string()); !r) return cleanup_on_error(r.error());
   if (::fsync(fd.get()) != 0) return cleanup_on_error(ErrnoError("fsync", tmp, errno));
   fd.Reset();
   if (options.exclusive) {
     // link(2) fails if the target exists, so a racing writer cannot be overwritten.
-    if (::link(tmp.c_str(), path.c_str()) != 0) return cleanup_on_error(ErrnoError("link", path, errno));
+    if (::link(tmp.c_str(), path.c_str()) != 0)
+      return cleanup_on_error(ErrnoError("link", path, errno));
     ::unlink(tmp.c_str());
   } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return cleanup_on_error(ErrnoError("rename", path, errno));

@@ -43,8 +43,8 @@ TEST(JsonTest, EnforcesSizeAndDepthLimits) {
 }
 
 TEST(JsonTest, RejectsMalformedInput) {
-  for (const char* bad : {"", "{", "{\"a\":}", "[1,]", "{'a':1}", "tru", "1 2", "\"\xff\"",
-                          "{\"a\":1,}", "NaN"}) {
+  for (const char* bad :
+       {"", "{", "{\"a\":}", "[1,]", "{'a':1}", "tru", "1 2", "\"\xff\"", "{\"a\":1,}", "NaN"}) {
     auto j = ParseJson(bad, "doc");
     EXPECT_FALSE(j) << bad;
     if (!j) {

@@ -33,11 +33,16 @@ void Init(std::string_view program, Level level) {
 void SetLevel(Level level) { spdlog::set_level(ToSpd(level)); }
 
 bool ParseLevel(std::string_view text, Level& out) {
-  if (text == "debug") out = Level::kDebug;
-  else if (text == "info") out = Level::kInfo;
-  else if (text == "warn") out = Level::kWarn;
-  else if (text == "error") out = Level::kError;
-  else return false;
+  if (text == "debug")
+    out = Level::kDebug;
+  else if (text == "info")
+    out = Level::kInfo;
+  else if (text == "warn")
+    out = Level::kWarn;
+  else if (text == "error")
+    out = Level::kError;
+  else
+    return false;
   return true;
 }
 
