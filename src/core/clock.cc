@@ -65,13 +65,17 @@ Result<SystemTime> ParseRfc3339(std::string_view text) {
     if (digits == 0) return bad();
   }
   if (pos + 1 != text.size() || (text[pos] != 'Z' && text[pos] != 'z')) return bad();
-  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60) {
+  // SystemTime counts nanoseconds in 64 bits: years outside 1970..9999 are refused here, and
+  // years past 2262 (the end of that range) clamp to the largest representable time below.
+  if (year < 1970 || mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
+      sec > 60) {
     return bad();
   }
   using namespace std::chrono;
   year_month_day ymd{std::chrono::year(year), month(static_cast<unsigned>(mon)),
                      std::chrono::day(static_cast<unsigned>(day))};
   if (!ymd.ok()) return bad();
+  if (year >= 2262) return SystemTime::max();
   return sys_days(ymd) + hours(hour) + minutes(min) + std::chrono::seconds(sec);
 }
 

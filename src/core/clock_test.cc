@@ -27,6 +27,16 @@ TEST(ClockTest, Rfc3339RejectsMalformed) {
   }
 }
 
+TEST(ClockTest, Rfc3339HandlesTheEndsOfTheRange) {
+  // TPM EK certificates say "valid until 9999-12-31"; that must not overflow.
+  auto far = ParseRfc3339("9999-12-31T23:59:59Z");
+  ASSERT_TRUE(far);
+  EXPECT_EQ(*far, SystemTime::max());
+  auto before_epoch = ParseRfc3339("1969-12-31T23:59:59Z");
+  ASSERT_FALSE(before_epoch);
+  EXPECT_EQ(before_epoch.error().code(), ErrorCode::kInvalidArgument);
+}
+
 TEST(ClockTest, FakeClockMovesOnlyWhenTold) {
   auto start = *ParseRfc3339("2030-01-01T00:00:00Z");
   FakeClock clock(start);

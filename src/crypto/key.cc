@@ -295,4 +295,47 @@ Result<std::vector<uint8_t>> PrivateKey::Sign(std::string_view message) const {
   return Sign(AsBytes(message));
 }
 
+Result<std::vector<uint8_t>> PrivateKey::SignDigest(const Sha256Digest& digest) const {
+  if (type_ != KeyType::kEcdsaP256) {
+    return Fail(ErrorCode::kInvalidArgument, "{} keys sign messages, not digests",
+                KeyTypeName(type_));
+  }
+  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key_.get(), nullptr));
+  size_t len = 0;
+  if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1 ||
+      EVP_PKEY_CTX_set_signature_md(ctx.get(), EVP_sha256()) != 1 ||
+      EVP_PKEY_sign(ctx.get(), nullptr, &len, digest.data(), digest.size()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "EVP_PKEY_sign (size)"));
+  }
+  std::vector<uint8_t> sig(len);
+  if (EVP_PKEY_sign(ctx.get(), sig.data(), &len, digest.data(), digest.size()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "EVP_PKEY_sign"));
+  }
+  sig.resize(len);
+  return sig;
+}
+
+Result<void> PublicKey::VerifyDigest(const Sha256Digest& digest,
+                                     std::span<const uint8_t> signature) const {
+  if (type_ != KeyType::kEcdsaP256) {
+    return Fail(ErrorCode::kInvalidArgument, "{} keys verify messages, not digests",
+                KeyTypeName(type_));
+  }
+  if (signature.empty() || signature.size() > 512) {
+    return Fail(ErrorCode::kInvalidArgument, "signature of {} bytes is malformed",
+                signature.size());
+  }
+  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key_.get(), nullptr));
+  if (!ctx || EVP_PKEY_verify_init(ctx.get()) != 1 ||
+      EVP_PKEY_CTX_set_signature_md(ctx.get(), EVP_sha256()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "EVP_PKEY_verify_init"));
+  }
+  if (EVP_PKEY_verify(ctx.get(), signature.data(), signature.size(), digest.data(),
+                      digest.size()) != 1) {
+    ERR_clear_error();
+    return Fail(ErrorCode::kVerificationFailed, "ecdsa-p256 signature does not match");
+  }
+  return Ok();
+}
+
 }  // namespace moat::crypto

@@ -65,6 +65,8 @@ class PublicKey {
   // kVerificationFailed if the signature does not match; kInvalidArgument if malformed.
   Result<void> Verify(std::span<const uint8_t> message, std::span<const uint8_t> signature) const;
   Result<void> Verify(std::string_view message, std::span<const uint8_t> signature) const;
+  // ECDSA P-256 only: verifies a signature over a precomputed SHA-256 digest.
+  Result<void> VerifyDigest(const Sha256Digest& digest, std::span<const uint8_t> signature) const;
 
   bool operator==(const PublicKey& other) const;
 
@@ -94,6 +96,11 @@ class PrivateKey {
 
   Result<std::vector<uint8_t>> Sign(std::span<const uint8_t> message) const;
   Result<std::vector<uint8_t>> Sign(std::string_view message) const;
+
+  // ECDSA P-256 only: signs a precomputed SHA-256 digest (what a TPM or HSM signs), giving the
+  // same DER signature Sign() gives for the message. kInvalidArgument for Ed25519 keys, which
+  // sign messages, not digests.
+  Result<std::vector<uint8_t>> SignDigest(const Sha256Digest& digest) const;
 
   // For use inside the crypto component only.
   EVP_PKEY* native() const { return key_.get(); }

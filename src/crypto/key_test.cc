@@ -477,5 +477,27 @@ TEST(SecretStringTest, MoveLeavesSourceEmpty) {
   EXPECT_TRUE(b.view().empty());  // NOLINT(bugprone-use-after-move)
 }
 
+TEST(KeyDigestTest, SignDigestMatchesMessageSignatures) {
+  auto key = *PrivateKey::Generate(KeyType::kEcdsaP256);
+  const std::string message = "attestation signing input";
+  auto digest = Sha256(message);
+  auto sig = key.SignDigest(digest);
+  ASSERT_TRUE(sig) << sig.error().message();
+  // A digest signature is an ordinary ECDSA-SHA256 signature over the message...
+  EXPECT_TRUE(key.public_key().Verify(message, *sig));
+  EXPECT_TRUE(key.public_key().VerifyDigest(digest, *sig));
+  // ...and a message signature verifies against the digest.
+  EXPECT_TRUE(key.public_key().VerifyDigest(digest, *key.Sign(message)));
+  digest[0] ^= 1;
+  auto bad = key.public_key().VerifyDigest(digest, *sig);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), ErrorCode::kVerificationFailed);
+
+  auto ed = *PrivateKey::Generate(KeyType::kEd25519);
+  auto refused = ed.SignDigest(digest);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().message(), "ed25519 keys sign messages, not digests");
+}
+
 }  // namespace
 }  // namespace moat::crypto
