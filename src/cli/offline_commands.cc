@@ -60,7 +60,7 @@ Result<crypto::PublicKey> LoadTrustedKey(const fs::path& path) {
   return *key;
 }
 
-std::string_view ImageTypeName(formats::ImageType t) {
+std::string_view ImageTypeLabel(formats::ImageType t) {
   return t == formats::ImageType::kApplication ? "Application" : "OS";
 }
 
@@ -187,7 +187,7 @@ void DoPack(Streams s, int& exit_code, const PackOptions& o) {
 void PrintHeader(std::ostream& out, const formats::ImagePackageHeader& h,
                  std::string_view manifest_json, const formats::SignatureInfo& sig,
                  uint64_t package_bytes) {
-  out << fmt::format("  image type:   {}\n", ImageTypeName(h.image_type));
+  out << fmt::format("  image type:   {}\n", ImageTypeLabel(h.image_type));
   out << fmt::format("  name:         {}\n", h.name);
   out << fmt::format("  component ID: {}\n", h.component_id.ToString());
   out << fmt::format("  image ID:     {}\n", h.image_id.ToString());
@@ -273,7 +273,7 @@ void DoVerify(Streams s, int& exit_code, const std::string& file,
                          "files\n",
                          file, crypto::KeyTypeName(pkg->signature().algorithm),
                          HexEncode(pkg->signature().key_id),
-                         ImageTypeName(pkg->header().image_type), pkg->header().name,
+                         ImageTypeLabel(pkg->header().image_type), pkg->header().name,
                          pkg->header().image_id.ToString(), pkg->header().version, files->size());
     return Ok();
   });
