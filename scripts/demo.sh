@@ -11,7 +11,8 @@ data="demo-data/offline"
 rm -rf "$data"
 mkdir -p "$data"
 
-bold=$(tput bold 2>/dev/null || true); plain=$(tput sgr0 2>/dev/null || true)
+bold="" plain=""
+if [[ -t 1 ]]; then bold=$(tput bold 2>/dev/null || true); plain=$(tput sgr0 2>/dev/null || true); fi
 step() { echo; echo "${bold}==> $1${plain}"; }
 say() { echo "    $*"; }
 run() { echo "\$ moat ${*}"; "$moat" "$@"; }
