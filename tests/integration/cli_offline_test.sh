@@ -115,5 +115,15 @@ for m in "$compat"/fragments/*.json; do
 done
 [[ $f -eq 10 ]] && passes=$((passes+1)) || { echo "FAIL: expected 10 fragments, found $f"; failures=$((failures+1)); }
 
+# --- hardware definitions: $NAME constants resolve through imports, unknown ones are errors
+hw="$src/tests/data/hardware"
+expect 0 "manifest check with a hardware definition" -- "$moat" manifest check \
+  "$compat/samples__Samples_HelloWorld_HelloWorld_HighLevelApp_app_manifest.json" --hardware-definition "$hw/sample_board.json"
+contains "resolved" "constants are reported resolved"
+contains "Gpio: [8]" "SAMPLE_LED resolves to GPIO 8 through the board's imports"
+expect 1 "a constant the board does not define" -- "$moat" manifest check \
+  "$compat/gallery__HeapTracker_app_manifest.json" --hardware-definition "$hw/generic_linux_board.json"
+contains "unknown peripheral '\$MT3620" "the unknown constant is named"
+
 echo "$passes passed, $failures failed"
 [[ $failures -eq 0 ]]
