@@ -109,13 +109,13 @@ std::vector<uint8_t> AttestationSigningInput(const AttestationEvidence& e) {
 }
 
 Json ToJson(const AttestationEvidence& e) {
-  return Json{{"device_id", e.device_id},
-              {"nonce", Base64Encode(e.nonce, Base64Alphabet::kUrl, Base64Padding::kWithout)},
-              {"log", ToJson(e.log)},
-              {"os_version", e.os_version},
-              {"format", e.format == EvidenceFormat::kSignature ? "signature" : "tpm2-quote"},
-              {"signature",
-               Base64Encode(e.signature, Base64Alphabet::kUrl, Base64Padding::kWithout)}};
+  return Json{
+      {"device_id", e.device_id},
+      {"nonce", Base64Encode(e.nonce, Base64Alphabet::kUrl, Base64Padding::kWithout)},
+      {"log", ToJson(e.log)},
+      {"os_version", e.os_version},
+      {"format", e.format == EvidenceFormat::kSignature ? "signature" : "tpm2-quote"},
+      {"signature", Base64Encode(e.signature, Base64Alphabet::kUrl, Base64Padding::kWithout)}};
 }
 
 Result<void> ValidateDeviceId(std::string_view id) {
@@ -137,8 +137,8 @@ Result<AttestationEvidence> AttestationEvidenceFromJson(const Json& json, std::s
   MOAT_ASSIGN_OR_RETURN(std::string nonce, r.RequiredString("nonce", 64));
   auto nonce_bytes = Base64Decode(nonce, Base64Alphabet::kUrl, Base64Padding::kWithout);
   if (!nonce_bytes || nonce_bytes->size() != kNonceBytes) {
-    return Fail(ErrorCode::kInvalidArgument, "{}.nonce: not {} bytes of unpadded base64url",
-                path, kNonceBytes);
+    return Fail(ErrorCode::kInvalidArgument, "{}.nonce: not {} bytes of unpadded base64url", path,
+                kNonceBytes);
   }
   e.nonce = std::move(*nonce_bytes);
   if (!json.contains("log")) {

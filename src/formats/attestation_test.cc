@@ -13,10 +13,11 @@ AttestationEvidence SampleEvidence() {
   e.device_id = std::string(64, 'a');
   e.nonce.assign(32, 7);
   e.os_version = "moat-os 1.0";
-  e.log.entries.push_back({0, MeasurementKind::kBoot, "bootloader", "2024.01", crypto::Sha256("u-boot")});
-  e.log.entries.push_back({kMoatPcr, MeasurementKind::kOs, "os", "1.0", crypto::Sha256("rootfs")});
   e.log.entries.push_back(
-      {kMoatPcr, MeasurementKind::kApp, "6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10", "", crypto::Sha256("app")});
+      {0, MeasurementKind::kBoot, "bootloader", "2024.01", crypto::Sha256("u-boot")});
+  e.log.entries.push_back({kMoatPcr, MeasurementKind::kOs, "os", "1.0", crypto::Sha256("rootfs")});
+  e.log.entries.push_back({kMoatPcr, MeasurementKind::kApp, "6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10",
+                           "", crypto::Sha256("app")});
   e.signature = {1, 2, 3};
   return e;
 }
@@ -86,8 +87,7 @@ TEST(AttestationEvidenceTest, RejectsMalformedEvidenceNamingTheField) {
       {[](Json& j) { j.erase("nonce"); }, "evidence: missing required field 'nonce'"},
       {[](Json& j) { j["device_id"] = "ABC"; },
        "evidence.device_id: device ID 'ABC' is not 64 lowercase hexadecimal characters"},
-      {[](Json& j) { j["nonce"] = "AAAA"; },
-       "evidence.nonce: not 32 bytes of unpadded base64url"},
+      {[](Json& j) { j["nonce"] = "AAAA"; }, "evidence.nonce: not 32 bytes of unpadded base64url"},
       {[](Json& j) { j["log"][1]["pcr"] = 24; }, "evidence.log[1].pcr: 24 is out of range 0..23"},
       {[](Json& j) { j["log"][0]["kind"] = "firmware"; },
        "evidence.log[0].kind: unknown measurement kind 'firmware' (boot, os or app)"},

@@ -2,32 +2,12 @@
 
 namespace moat::formats {
 
-namespace {
-std::string_view TypeName(Json::value_t t) {
-  switch (t) {
-    case Json::value_t::string:
-      return "string";
-    case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned:
-      return "integer";
-    case Json::value_t::boolean:
-      return "boolean";
-    case Json::value_t::array:
-      return "array";
-    case Json::value_t::object:
-      return "object";
-    default:
-      return "value";
-  }
-}
-}  // namespace
-
 Result<void> ExpectType(const Json& json, Json::value_t type, std::string_view path) {
   bool ok = json.type() == type;
   if (type == Json::value_t::number_integer) ok = json.is_number_integer();
   if (!ok) {
-    return Fail(ErrorCode::kInvalidArgument, "{}: expected {}, got {}", path, TypeName(type),
-                JsonTypeName(json));
+    return Fail(ErrorCode::kInvalidArgument, "{}: expected {}, got {}", path,
+                JsonTypeName(Json(type)), JsonTypeName(json));
   }
   return Ok();
 }

@@ -4,7 +4,8 @@ namespace moat::rot {
 
 Result<void> ValidateKeyLabel(std::string_view label) {
   if (label.empty() || label.size() > 64 ||
-      label.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") != std::string_view::npos ||
+      label.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") !=
+          std::string_view::npos ||
       label.front() == '.') {
     return Fail(ErrorCode::kInvalidArgument,
                 "key label '{}' must be 1..64 of a-z, 0-9, '.', '_', '-' and not start with '.'",

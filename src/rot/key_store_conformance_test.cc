@@ -80,7 +80,9 @@ TEST_P(KeyStoreConformanceTest, SignaturesVerifyWithThePublicKeyOnly) {
   auto pub = *store_->CreateKey("signing");
   auto other = *store_->CreateKey("other");
   const std::string message = "firmware manifest";
-  auto sig = store_->Sign("signing", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(message.data()), message.size()));
+  auto sig = store_->Sign(
+      "signing",
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(message.data()), message.size()));
   ASSERT_TRUE(sig) << sig.error().message();
   EXPECT_TRUE(pub.Verify(message, *sig));
   EXPECT_TRUE(pub.VerifyDigest(crypto::Sha256(message), *sig));
@@ -147,8 +149,9 @@ TEST(SoftwareKeyStoreTest, RefusesDirectoriesAndKeysOthersCanRead) {
   ASSERT_FALSE(open);
   EXPECT_EQ(open.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ(open.error().message(),
-            dir.string() + " has mode 0755; a key store directory must not be accessible to "
-                           "group or others (chmod 0700 it)");
+            dir.string() +
+                " has mode 0755; a key store directory must not be accessible to "
+                "group or others (chmod 0700 it)");
 
   ASSERT_EQ(::chmod(dir.c_str(), 0700), 0);
   {

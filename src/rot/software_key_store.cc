@@ -88,14 +88,15 @@ Result<crypto::PrivateKey> SoftwareKeyStore::Load(std::string_view label) const 
 Result<crypto::PublicKey> SoftwareKeyStore::CreateKey(std::string_view label) {
   MOAT_TRY(ValidateKeyLabel(label));
   std::filesystem::path path = dir_ / (std::string(label) + ".key");
-  MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
+  MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                        crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
   MOAT_ASSIGN_OR_RETURN(crypto::SecretString pem, key.ToPem());
   // Exclusive: an existing key is never replaced, even by a racing process.
   auto written = AtomicWriteFile(path, pem.view(), {.mode = 0600, .exclusive = true});
   if (!written) {
     if (written.error().code() == ErrorCode::kAlreadyExists) {
-      return Fail(ErrorCode::kAlreadyExists, "key store {}: key '{}' already exists",
-                  dir_.string(), label);
+      return Fail(ErrorCode::kAlreadyExists, "key store {}: key '{}' already exists", dir_.string(),
+                  label);
     }
     return Fail(written.error());
   }

@@ -23,8 +23,8 @@ class SoftwareKeyStore final : public KeyStore {
   // Opens (creating with mode 0700 if absent) `dir`. Refuses, with kPermissionDenied naming
   // the path and its mode, if the directory or any key file is accessible to group or others,
   // or is not owned by the current user. `warning` kSilent is for tests only.
-  static Result<std::unique_ptr<SoftwareKeyStore>> Open(const std::filesystem::path& dir,
-                                                        WarningOutput warning = WarningOutput::kStderr);
+  static Result<std::unique_ptr<SoftwareKeyStore>> Open(
+      const std::filesystem::path& dir, WarningOutput warning = WarningOutput::kStderr);
 
   std::string_view backend() const override { return "software"; }
   Result<crypto::PublicKey> CreateKey(std::string_view label) override;
