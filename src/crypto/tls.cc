@@ -1,0 +1,492 @@
+#include "crypto/tls.h"
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <span>
+
+#include "crypto/openssl_util.h"
+
+namespace moat::crypto {
+
+using internal::OpenSslError;
+using internal::SslCtxPtr;
+using internal::X509StackPtr;
+using internal::X509StorePtr;
+
+namespace {
+
+// P-256 first: the curve of every Moat key, and the one a TPM or FIPS module offers.
+constexpr const char* kGroups = "P-256:X25519";
+// Handshake signatures: Moat keys are ECDSA P-256 (SHA-256) or Ed25519.
+constexpr const char* kSignatureAlgorithms = "ECDSA+SHA256:ed25519";
+// Resumed sessions are only accepted by contexts with the same ID context.
+constexpr unsigned char kSessionIdContext[] = "moat-mtls";
+// Root -> tenant CA -> device is depth 2; leave room for one more level.
+constexpr int kMaxVerifyDepth = 4;
+
+// What a server context's callbacks need; owned by the SSL_CTX through its ex_data, so it lives
+// exactly as long as the SSL_CTX (which a TLS stream library may hold longer than we do).
+struct ServerPolicy {
+  std::vector<ExtendedKeyUsage> client_usages;
+  std::string alpn_wire;  // ALPN protocol list in wire format (length-prefixed)
+};
+
+void FreeServerPolicy(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/,
+                      long /*argl*/, void* /*argp*/) {
+  delete static_cast<ServerPolicy*>(ptr);
+}
+
+// Index 0 is OpenSSL's "app data", which Boost.Asio uses for its own callbacks; ours is separate.
+int ServerPolicyIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, FreeServerPolicy);
+  return index;
+}
+
+unsigned long UsageFlag(ExtendedKeyUsage usage) {
+  switch (usage) {
+    case ExtendedKeyUsage::kClientAuth:
+      return XKU_SSL_CLIENT;
+    case ExtendedKeyUsage::kServerAuth:
+      return XKU_SSL_SERVER;
+    case ExtendedKeyUsage::kCodeSigning:
+      return XKU_CODE_SIGN;
+  }
+  return 0;
+}
+
+// True if `cert` has an extendedKeyUsage extension listing one of `usages`. A certificate without
+// the extension answers false: Moat states the usage of everything it issues.
+bool HasAnyUsage(X509* cert, std::span<const ExtendedKeyUsage> usages) {
+  const uint32_t flags = X509_get_extension_flags(cert);
+  if ((flags & EXFLAG_INVALID) != 0 || (flags & EXFLAG_XKUSAGE) == 0) return false;
+  const uint32_t eku = X509_get_extended_key_usage(cert);
+  return std::any_of(usages.begin(), usages.end(),
+                     [eku](ExtendedKeyUsage u) { return (eku & UsageFlag(u)) != 0; });
+}
+
+// Called by OpenSSL for each certificate of a client's chain once the chain verified (and on each
+// error). Adds the explicit usage check on the leaf.
+int ServerVerifyCallback(int preverify_ok, X509_STORE_CTX* store_ctx) {
+  if (preverify_ok != 1) return 0;
+  if (X509_STORE_CTX_get_error_depth(store_ctx) != 0) return 1;
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  if (ssl == nullptr) return 0;
+  const auto* policy = static_cast<const ServerPolicy*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ServerPolicyIndex()));
+  // SECURITY: no policy means a context we did not configure; refuse rather than guess.
+  if (policy == nullptr) return 0;
+  if (policy->client_usages.empty()) return 1;  // the application checks usage (documented)
+  X509* leaf = X509_STORE_CTX_get_current_cert(store_ctx);
+  if (leaf != nullptr && HasAnyUsage(leaf, policy->client_usages)) return 1;
+  X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_PURPOSE);
+  return 0;
+}
+
+// What a configured client SSL_CTX's callbacks need, owned by that SSL_CTX (which libcurl creates
+// and frees per connection).
+struct ClientPolicy {
+  STACK_OF(X509) * roots;  // owned: the certificates and the stack
+  ~ClientPolicy() { sk_X509_pop_free(roots, X509_free); }
+};
+
+void FreeClientPolicy(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/,
+                      long /*argl*/, void* /*argp*/) {
+  delete static_cast<ClientPolicy*>(ptr);
+}
+
+int ClientPolicyIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, FreeClientPolicy);
+  return index;
+}
+
+// Replaces X509_verify_cert's trust source for a client connection.
+int ClientCertVerify(X509_STORE_CTX* store_ctx, void* /*arg*/) {
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  if (ssl == nullptr) return 0;
+  const auto* policy = static_cast<const ClientPolicy*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ClientPolicyIndex()));
+  if (policy == nullptr) return 0;
+  // SECURITY: trust exactly server_roots, whatever the SSL_CTX's X509_STORE holds: a library
+  // that made the SSL_CTX (libcurl) may load the system CA bundle into it, before or after
+  // Configure.
+  X509_STORE_CTX_set0_trusted_stack(store_ctx, policy->roots);
+  return X509_verify_cert(store_ctx);
+}
+
+// The client's counterpart: the server's leaf must state serverAuth.
+int ClientVerifyCallback(int preverify_ok, X509_STORE_CTX* store_ctx) {
+  if (preverify_ok != 1) return 0;
+  if (X509_STORE_CTX_get_error_depth(store_ctx) != 0) return 1;
+  static constexpr ExtendedKeyUsage kServer[] = {ExtendedKeyUsage::kServerAuth};
+  X509* leaf = X509_STORE_CTX_get_current_cert(store_ctx);
+  if (leaf != nullptr && HasAnyUsage(leaf, kServer)) return 1;
+  X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_PURPOSE);
+  return 0;
+}
+
+int AlpnSelect(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+               unsigned int inlen, void* /*arg*/) {
+  const auto* policy = static_cast<const ServerPolicy*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ServerPolicyIndex()));
+  if (policy == nullptr || policy->alpn_wire.empty()) return SSL_TLSEXT_ERR_NOACK;
+  unsigned char* selected = nullptr;
+  // SSL_select_next_proto only reads the server list, despite the non-const parameter.
+  auto* server = reinterpret_cast<unsigned char*>(const_cast<char*>(policy->alpn_wire.data()));
+  if (SSL_select_next_proto(&selected, outlen, server,
+                            static_cast<unsigned int>(policy->alpn_wire.size()), in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED) {
+    // SECURITY: the client speaks none of our protocols; refuse (no_application_protocol).
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+Result<std::string> AlpnWire(std::span<const std::string> protocols) {
+  std::string wire;
+  for (const std::string& p : protocols) {
+    if (p.empty() || p.size() > 255) {
+      return Fail(ErrorCode::kInvalidArgument, "TLS: ALPN protocol name '{}' must be 1-255 bytes",
+                  p);
+    }
+    wire.push_back(static_cast<char>(p.size()));
+    wire += p;
+  }
+  return wire;
+}
+
+// Settings shared by both sides: TLS 1.3 only, our groups and signature algorithms, strict X.509.
+Result<void> ConfigureCommon(SSL_CTX* ctx) {
+  // SECURITY: TLS 1.3 only. Older versions are refused during the handshake.
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: setting the protocol version"));
+  }
+  // TLS 1.3 has no renegotiation; the option also covers any older version that slipped in.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  if (SSL_CTX_set1_groups_list(ctx, kGroups) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: setting groups"));
+  }
+  if (SSL_CTX_set1_sigalgs_list(ctx, kSignatureAlgorithms) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: setting signature algorithms"));
+  }
+  // SECURITY: our own chain is exactly what was configured; never built from the trust store
+  // (which on a server holds client roots and tenant CAs).
+  SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
+  if (SSL_CTX_set_max_early_data(ctx, 0) != 1) {  // no 0-RTT: it could be replayed
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: disabling early data"));
+  }
+  X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
+  // SECURITY: never X509_V_FLAG_PARTIAL_CHAIN: intermediates in the store are issuers, and a
+  // chain must end at a configured root.
+  if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: setting verification flags"));
+  }
+  SSL_CTX_set_verify_depth(ctx, kMaxVerifyDepth);
+  return Ok();
+}
+
+// Installs our certificate, chain and key; checks that they match.
+Result<void> UseCredentials(SSL_CTX* ctx, const Certificate& certificate,
+                            std::span<const Certificate> chain, const PrivateKey& key) {
+  if (SSL_CTX_use_certificate(ctx, certificate.native()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInvalidArgument, "TLS: using the certificate"));
+  }
+  if (SSL_CTX_clear_chain_certs(ctx) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: clearing the chain"));
+  }
+  for (const Certificate& cert : chain) {
+    if (SSL_CTX_add1_chain_cert(ctx, cert.native()) != 1) {
+      return Fail(OpenSslError(ErrorCode::kInvalidArgument, "TLS: adding a chain certificate"));
+    }
+  }
+  // The EVP_PKEY is shared (up-referenced), never serialised: a provider-held key works.
+  if (SSL_CTX_use_PrivateKey(ctx, key.native()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInvalidArgument, "TLS: using the private key"));
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInvalidArgument,
+                             "TLS: the private key does not match the certificate"));
+  }
+  return Ok();
+}
+
+Result<void> AddToStore(X509_STORE* store, const Certificate& cert) {
+  // Adding a certificate that is already there succeeds (OpenSSL 3).
+  if (X509_STORE_add_cert(store, cert.native()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: X509_STORE_add_cert"));
+  }
+  return Ok();
+}
+
+bool IsIpAddress(const std::string& name) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, name.c_str(), buf) == 1 || inet_pton(AF_INET6, name.c_str(), buf) == 1;
+}
+
+}  // namespace
+
+// ---- TlsServerContext ----
+
+TlsServerContext::TlsServerContext(SSL_CTX* ctx, std::vector<Certificate> roots,
+                                   std::vector<Certificate> intermediates)
+    : ctx_(ctx), roots_(std::move(roots)), intermediates_(std::move(intermediates)) {}
+
+TlsServerContext::~TlsServerContext() { SSL_CTX_free(ctx_); }
+
+SSL_CTX* TlsServerContext::AcquireNative() const {
+  // Cannot fail for a valid object (it only increments a counter).
+  SSL_CTX_up_ref(ctx_);
+  return ctx_;
+}
+
+Result<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(const TlsServerConfig& config) {
+  if (config.client_roots.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "TLS server: no client roots given");
+  }
+  if (!config.certificate.HasExtendedKeyUsage(ExtendedKeyUsage::kServerAuth)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "TLS server: certificate {} has no extendedKeyUsage serverAuth",
+                config.certificate.Subject());
+  }
+  if (!(config.certificate.public_key() == config.key.public_key())) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "TLS server: the private key does not match certificate {}",
+                config.certificate.Subject());
+  }
+  for (const Certificate& root : config.client_roots) {
+    if (!root.IsCa()) {
+      return Fail(ErrorCode::kInvalidArgument, "TLS server: client root {} is not a CA",
+                  root.Subject());
+    }
+  }
+  const int policy_index = ServerPolicyIndex();
+  if (policy_index < 0) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_get_ex_new_index"));
+  }
+  MOAT_ASSIGN_OR_RETURN(std::string alpn_wire, AlpnWire(config.alpn_protocols));
+
+  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
+  if (!ctx) return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_new"));
+  auto policy = std::make_unique<ServerPolicy>();
+  policy->client_usages = config.client_usages;
+  policy->alpn_wire = std::move(alpn_wire);
+  if (SSL_CTX_set_ex_data(ctx.get(), policy_index, policy.get()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_set_ex_data"));
+  }
+  policy.release();  // now owned by the SSL_CTX (FreeServerPolicy)
+
+  MOAT_TRY(ConfigureCommon(ctx.get()));
+  SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE);
+  MOAT_TRY(UseCredentials(ctx.get(), config.certificate, config.chain, config.key));
+
+  // SECURITY: the client trust store holds only client_roots (anchors) and the known
+  // intermediates (issuers); the system store is never loaded.
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx.get());
+  if (store == nullptr) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_get_cert_store"));
+  }
+  for (const Certificate& root : config.client_roots) {
+    MOAT_TRY(AddToStore(store, root));
+    // Named in the CertificateRequest, so a client with several certificates can pick.
+    if (SSL_CTX_add_client_CA(ctx.get(), root.native()) != 1) {
+      return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_add_client_CA"));
+    }
+  }
+  std::vector<Certificate> intermediates;
+  for (const Certificate& intermediate : config.client_intermediates) {
+    if (!intermediate.IsCa()) {
+      return Fail(ErrorCode::kInvalidArgument, "TLS server: client intermediate {} is not a CA",
+                  intermediate.Subject());
+    }
+    auto chained = VerifyCertificateChain(intermediate, config.client_intermediates,
+                                          config.client_roots, std::chrono::system_clock::now());
+    if (!chained) return Fail(chained.error().WithContext("TLS server: client intermediate"));
+    MOAT_TRY(AddToStore(store, intermediate));
+    intermediates.push_back(intermediate);
+  }
+
+  // OpenSSL's SSL client purpose check (which also checks the CAs' stated usages) fits when
+  // clientAuth is the only accepted usage; any other set is checked by ServerVerifyCallback alone.
+  const bool client_auth_only =
+      config.client_usages.size() == 1 && config.client_usages[0] == ExtendedKeyUsage::kClientAuth;
+  if (SSL_CTX_set_purpose(ctx.get(),
+                          client_auth_only ? X509_PURPOSE_SSL_CLIENT : X509_PURPOSE_ANY) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_set_purpose"));
+  }
+  int mode = SSL_VERIFY_PEER;
+  if (config.client_certificates == ClientCertificateMode::kRequire) {
+    mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  }
+  SSL_CTX_set_verify(ctx.get(), mode, ServerVerifyCallback);
+  if (SSL_CTX_set_session_id_context(ctx.get(), kSessionIdContext, sizeof kSessionIdContext - 1) !=
+      1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: set_session_id_context"));
+  }
+  SSL_CTX_set_alpn_select_cb(ctx.get(), AlpnSelect, nullptr);
+
+  return std::shared_ptr<TlsServerContext>(
+      new TlsServerContext(ctx.release(), config.client_roots, std::move(intermediates)));
+}
+
+Result<void> TlsServerContext::AddClientIntermediate(const Certificate& intermediate) {
+  if (!intermediate.IsCa()) {
+    return Fail(ErrorCode::kInvalidArgument, "TLS server: client intermediate {} is not a CA",
+                intermediate.Subject());
+  }
+  std::lock_guard lock(mu_);
+  if (std::find(intermediates_.begin(), intermediates_.end(), intermediate) !=
+      intermediates_.end()) {
+    return Ok();
+  }
+  auto chained = VerifyCertificateChain(intermediate, intermediates_, roots_,
+                                        std::chrono::system_clock::now());
+  if (!chained) return Fail(chained.error().WithContext("TLS server: client intermediate"));
+  // X509_STORE locks internally, so handshakes verifying right now are safe.
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+  if (store == nullptr) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_get_cert_store"));
+  }
+  MOAT_TRY(AddToStore(store, intermediate));
+  intermediates_.push_back(intermediate);
+  return Ok();
+}
+
+// ---- TlsClientContext ----
+
+TlsClientContext::TlsClientContext(TlsClientConfig config, void* roots)
+    : config_(std::move(config)), roots_(roots) {}
+
+TlsClientContext::~TlsClientContext() {
+  sk_X509_pop_free(static_cast<STACK_OF(X509)*>(roots_), X509_free);
+}
+
+Result<std::shared_ptr<TlsClientContext>> TlsClientContext::Create(const TlsClientConfig& config) {
+  if (config.server_roots.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "TLS client: no server roots given");
+  }
+  if (config.certificate.has_value() != config.key.has_value()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "TLS client: a client certificate and its key go together");
+  }
+  if (!config.certificate && !config.chain.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "TLS client: a chain without a certificate");
+  }
+  if (config.certificate && !(config.certificate->public_key() == config.key->public_key())) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "TLS client: the private key does not match certificate {}",
+                config.certificate->Subject());
+  }
+  if (ClientPolicyIndex() < 0) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: SSL_CTX_get_ex_new_index"));
+  }
+  X509StackPtr roots(sk_X509_new_null());
+  if (!roots) return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: sk_X509_new_null"));
+  for (const Certificate& root : config.server_roots) {
+    if (X509_up_ref(root.native()) != 1) {
+      return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: X509_up_ref"));
+    }
+    if (sk_X509_push(roots.get(), root.native()) <= 0) {
+      X509_free(root.native());
+      return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: sk_X509_push"));
+    }
+  }
+  auto context = std::shared_ptr<TlsClientContext>(new TlsClientContext(config, roots.release()));
+  // Fail now, not at the first connection, if the settings do not apply.
+  MOAT_ASSIGN_OR_RETURN(SSL_CTX * probe, context->NewNative());
+  SSL_CTX_free(probe);
+  return context;
+}
+
+Result<void> TlsClientContext::Configure(SSL_CTX* ctx) const {
+  if (ctx == nullptr) return Fail(ErrorCode::kInvalidArgument, "TLS client: no SSL_CTX");
+  MOAT_TRY(ConfigureCommon(ctx));
+  auto* roots = static_cast<STACK_OF(X509)*>(roots_);
+  // A store holding only server_roots replaces the SSL_CTX's (so nothing the system trusts is
+  // even loaded); ClientCertVerify below makes verification independent of the store anyway.
+  X509StorePtr store(X509_STORE_new());
+  if (!store) return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: X509_STORE_new"));
+  for (int i = 0; i < sk_X509_num(roots); ++i) {
+    if (X509_STORE_add_cert(store.get(), sk_X509_value(roots, i)) != 1) {
+      return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: X509_STORE_add_cert"));
+    }
+  }
+  SSL_CTX_set_cert_store(ctx, store.release());  // takes ownership, frees the old store
+
+  auto policy = std::make_unique<ClientPolicy>();
+  policy->roots = X509_chain_up_ref(roots);
+  if (policy->roots == nullptr) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: X509_chain_up_ref"));
+  }
+  void* old_policy = SSL_CTX_get_ex_data(ctx, ClientPolicyIndex());
+  if (SSL_CTX_set_ex_data(ctx, ClientPolicyIndex(), policy.get()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: SSL_CTX_set_ex_data"));
+  }
+  policy.release();                               // now owned by the SSL_CTX (FreeClientPolicy)
+  delete static_cast<ClientPolicy*>(old_policy);  // Configure applied twice
+  SSL_CTX_set_cert_verify_callback(ctx, ClientCertVerify, nullptr);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, ClientVerifyCallback);
+  if (SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: SSL_CTX_set_purpose"));
+  }
+  if (!config_.server_name.empty()) {
+    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const int ok = IsIpAddress(config_.server_name)
+                       ? X509_VERIFY_PARAM_set1_ip_asc(param, config_.server_name.c_str())
+                       : X509_VERIFY_PARAM_set1_host(param, config_.server_name.c_str(),
+                                                     config_.server_name.size());
+    if (ok != 1) {
+      return Fail(OpenSslError(ErrorCode::kInvalidArgument,
+                               fmt::format("TLS client: server name '{}'", config_.server_name)));
+    }
+  }
+  if (config_.certificate) {
+    MOAT_TRY(UseCredentials(ctx, *config_.certificate, config_.chain, *config_.key));
+  }
+  return Ok();
+}
+
+Result<SSL_CTX*> TlsClientContext::NewNative() const {
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+  if (!ctx) return Fail(OpenSslError(ErrorCode::kInternal, "TLS client: SSL_CTX_new"));
+  MOAT_TRY(Configure(ctx.get()));
+  return ctx.release();
+}
+
+// ---- Peer certificate ----
+
+Result<Certificate> PeerCertificate(SSL* ssl) {
+  if (ssl == nullptr) return Fail(ErrorCode::kInvalidArgument, "TLS: no connection");
+  X509* peer = SSL_get0_peer_certificate(ssl);
+  if (peer == nullptr) return Fail(ErrorCode::kNotFound, "TLS: the peer sent no certificate");
+  // SECURITY: only a certificate the handshake verified is returned (a resumed session carries
+  // the result of the original verification).
+  const long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK) {
+    return Fail(ErrorCode::kVerificationFailed, "TLS: peer certificate: {}",
+                X509_verify_cert_error_string(verify));
+  }
+  unsigned char* der = nullptr;
+  const int len = i2d_X509(peer, &der);
+  if (len <= 0 || der == nullptr) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: encoding the peer certificate"));
+  }
+  auto cert = Certificate::FromDer(std::span<const uint8_t>(der, static_cast<size_t>(len)));
+  OPENSSL_free(der);
+  if (!cert) return Fail(cert.error().WithContext("TLS: peer certificate"));
+  return std::move(*cert);
+}
+
+}  // namespace moat::crypto
