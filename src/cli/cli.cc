@@ -5,6 +5,7 @@
 #include <ostream>
 
 #include "cli/offline_commands.h"
+#include "cli/online_commands.h"
 
 namespace moat::cli {
 
@@ -12,9 +13,12 @@ int Main(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{
       "moat — open, self-hostable security for connected devices.\n\n"
       "Offline commands create signing keys, pack and verify signed image packages and check\n"
-      "app manifests. Run `moat COMMAND --help` for the options of each command.",
+      "app manifests. Online commands (whoami, tenant, ca-certificate, audit) talk to\n"
+      "moat-service over mutual TLS as the operator in --config (or $MOAT_CONFIG).\n"
+      "Run `moat COMMAND --help` for the options of each command.",
       "moat"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--config, --output) may follow the subcommand
   app.set_version_flag("--version", "moat 0.1.0");
   app.footer("Exit status: 0 success, 1 failure, 2 usage error.");
 
@@ -23,6 +27,18 @@ int Main(int argc, char** argv, std::ostream& out, std::ostream& err) {
   RegisterKeygen(app, streams, exit_code);
   RegisterImagePackage(app, streams, exit_code);
   RegisterManifest(app, streams, exit_code);
+
+  auto global = std::make_shared<GlobalOptions>();
+  app.add_option("--config", global->config,
+                 "Operator config for online commands (default: $MOAT_CONFIG)");
+  auto output = std::make_shared<std::string>("table");
+  app.add_option("--output,-o", *output, "table (for people) or json (for scripts)")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str()
+      ->each([global](const std::string& v) {
+        global->output = v == "json" ? OutputFormat::kJson : OutputFormat::kTable;
+      });
+  RegisterOnline(app, streams, exit_code, global);
 
   try {
     app.parse(argc, argv);

@@ -82,18 +82,21 @@ struct fmt::formatter<moat::Error> : fmt::formatter<std::string_view> {
 #define MOAT_CONCAT_(a, b) MOAT_CONCAT_INNER_(a, b)
 
 // Propagates the error of a Result<void> (or any Result) expression.
-#define MOAT_TRY(expr)                                               \
-  do {                                                               \
-    auto&& moat_try_result_ = (expr);                                \
-    if (!moat_try_result_) {                                         \
-      return ::std::unexpected(std::move(moat_try_result_).error()); \
-    }                                                                \
+// (The temporary's name is unique per expansion, so MOAT_TRY may nest, e.g. inside a lambda
+// passed to another MOAT_TRY.)
+#define MOAT_TRY(expr) MOAT_TRY_IMPL_(MOAT_CONCAT_(moat_try_result_, __COUNTER__), expr)
+#define MOAT_TRY_IMPL_(tmp, expr)                        \
+  do {                                                   \
+    auto&& tmp = (expr);                                 \
+    if (!tmp) {                                          \
+      return ::std::unexpected(std::move(tmp).error());  \
+    }                                                    \
   } while (false)
 
 // `MOAT_ASSIGN_OR_RETURN(auto key, LoadKey(path));` declares `key` from the value or returns
 // the error.
 #define MOAT_ASSIGN_OR_RETURN(decl, expr) \
-  MOAT_ASSIGN_OR_RETURN_IMPL_(MOAT_CONCAT_(moat_result_, __LINE__), decl, expr)
+  MOAT_ASSIGN_OR_RETURN_IMPL_(MOAT_CONCAT_(moat_result_, __COUNTER__), decl, expr)
 #define MOAT_ASSIGN_OR_RETURN_IMPL_(tmp, decl, expr)  \
   auto tmp = (expr);                                  \
   if (!tmp) {                                         \

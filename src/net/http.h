@@ -52,9 +52,10 @@ struct HttpResponse {
 using Handler = std::function<HttpResponse(const HttpRequest&)>;
 
 inline constexpr std::string_view kProblemContentType = "application/problem+json";
-inline constexpr std::string_view kProblemTypePrefix = "https://moat.dev/problems/";
+inline constexpr std::string_view kProblemTypePrefix = "urn:moat:problem:";
 
-// An RFC 9457 problem: {"type":"https://moat.dev/problems/<slug>","title":...,"status":...,
+// An RFC 9457 problem (the type is a URN: Moat is self-hosted and owns no domain to point at):
+// {"type":"urn:moat:problem:<slug>","title":...,"status":...,
 // "detail":...} with Content-Type application/problem+json. `detail` goes to the client: never
 // put secrets or internal state in it.
 HttpResponse Problem(int status, std::string_view type_slug, std::string_view title,

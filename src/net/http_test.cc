@@ -13,7 +13,7 @@ TEST(ProblemTest, IsRfc9457ProblemJson) {
   EXPECT_EQ(r.content_type, "application/problem+json");
   auto json = ParseJson(r.body, "problem");
   ASSERT_TRUE(json.has_value());
-  EXPECT_EQ((*json)["type"], "https://moat.dev/problems/not-found");
+  EXPECT_EQ((*json)["type"], "urn:moat:problem:not-found");
   EXPECT_EQ((*json)["title"], "Not Found");
   EXPECT_EQ((*json)["status"], 404);
   EXPECT_EQ((*json)["detail"], "no device 12");

@@ -424,7 +424,7 @@ TEST_F(HttpsTest, BodyOverTheLimitIs413AndTheHandlerIsNotCalled) {
   EXPECT_EQ(response->status, 413);
   EXPECT_EQ(response->content_type, "application/problem+json");
   EXPECT_THAT(response->body,
-              HasSubstr("\"type\":\"https://moat.dev/problems/payload-too-large\""));
+              HasSubstr("\"type\":\"urn:moat:problem:payload-too-large\""));
   EXPECT_EQ(response->Header("connection"), "close");
   EXPECT_EQ(recorder_.size(), 0u);
   // The same client carries on over a new connection.
@@ -458,7 +458,7 @@ TEST_F(HttpsTest, MalformedRequestLineIs400) {
   CommandResult out = RawRequest("BOGUS\r\n\r\n");
   EXPECT_THAT(out.output, HasSubstr("HTTP/1.1 400 Bad Request"));
   EXPECT_THAT(out.output, HasSubstr("Content-Type: application/problem+json"));
-  EXPECT_THAT(out.output, HasSubstr("https://moat.dev/problems/malformed-request"));
+  EXPECT_THAT(out.output, HasSubstr("urn:moat:problem:malformed-request"));
   EXPECT_EQ(recorder_.size(), 0u);
 }
 

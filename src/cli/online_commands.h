@@ -1,0 +1,24 @@
+// Online `moat` commands: they talk to moat-service over mutual TLS as the operator named in
+// the operator config (--config FILE, or $MOAT_CONFIG).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "cli/offline_commands.h"
+
+namespace moat::cli {
+
+enum class OutputFormat { kTable, kJson };
+
+struct GlobalOptions {
+  std::string config;  // operator config path
+  OutputFormat output = OutputFormat::kTable;
+};
+
+void RegisterOnline(CLI::App& app, Streams streams, int& exit_code,
+                    std::shared_ptr<GlobalOptions> global);
+
+}  // namespace moat::cli

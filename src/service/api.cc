@@ -1,0 +1,521 @@
+#include "service/api.h"
+
+#include <mutex>
+#include <vector>
+
+#include "core/encoding.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "formats/json_reader.h"
+
+namespace moat::service {
+
+struct Api::Caller {
+  std::string id;
+  std::string name;
+  std::vector<std::pair<std::string, Role>> roles;  // (scope, role)
+
+  bool IsServiceAdministrator() const {
+    for (const auto& [scope, role] : roles) {
+      if (scope == kServiceScope && role == Role::kAdministrator) return true;
+    }
+    return false;
+  }
+  // The caller's role in `tenant_id`; a service-wide role applies to every tenant.
+  std::optional<Role> RoleIn(std::string_view tenant_id) const {
+    std::optional<Role> best;
+    for (const auto& [scope, role] : roles) {
+      if (scope == kServiceScope || scope == tenant_id) {
+        if (!best || role > *best) best = role;
+      }
+    }
+    return best;
+  }
+};
+
+namespace {
+
+using net::HttpRequest;
+using net::HttpResponse;
+
+constexpr size_t kMaxNameBytes = 64;
+constexpr int64_t kMaxListLimit = 1000;
+
+std::string_view StatusSlug(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+      return "invalid-request";
+    case ErrorCode::kNotFound:
+      return "not-found";
+    case ErrorCode::kAlreadyExists:
+      return "already-exists";
+    case ErrorCode::kPermissionDenied:
+      return "forbidden";
+    case ErrorCode::kUnauthenticated:
+      return "unauthenticated";
+    case ErrorCode::kVerificationFailed:
+      return "verification-failed";
+    case ErrorCode::kLimitExceeded:
+      return "too-large";
+    case ErrorCode::kFailedPrecondition:
+      return "conflict";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    default:
+      return "internal-error";
+  }
+}
+
+int HttpStatus(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+    case ErrorCode::kVerificationFailed:
+      return 400;
+    case ErrorCode::kUnauthenticated:
+      return 401;
+    case ErrorCode::kPermissionDenied:
+      return 403;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kFailedPrecondition:
+      return 409;
+    case ErrorCode::kLimitExceeded:
+      return 413;
+    case ErrorCode::kUnavailable:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+HttpResponse ErrorResponse(const Error& e) {
+  int status = HttpStatus(e.code());
+  if (status >= 500) {
+    // SECURITY: internal details stay in the log, not in the answer.
+    log::Error("request failed: {}", e.message());
+    return net::Problem(status, StatusSlug(e.code()), "Internal error",
+                        "the service could not complete the request; see its log");
+  }
+  std::string_view title = status == 401   ? "Not authenticated"
+                           : status == 403 ? "Forbidden"
+                           : status == 404 ? "Not found"
+                           : status == 409 ? "Conflict"
+                           : status == 413 ? "Too large"
+                                           : "Bad request";
+  return net::Problem(status, StatusSlug(e.code()), title, e.message());
+}
+
+HttpResponse JsonResponse(int status, const Json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = DumpJson(body);
+  return r;
+}
+
+Result<void> ValidateName(std::string_view what, std::string_view name) {
+  auto ok_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.' || c == ' ';
+  };
+  if (name.empty() || name.size() > kMaxNameBytes || !std::isalnum(static_cast<unsigned char>(name[0])) ||
+      !std::all_of(name.begin(), name.end(), ok_char) || name.back() == ' ') {
+    return Fail(ErrorCode::kInvalidArgument,
+                "{} name '{}' must be 1..{} characters of letters, digits, space, '-', '_' and "
+                "'.', starting with a letter or digit",
+                what, name.substr(0, kMaxNameBytes + 8), kMaxNameBytes);
+  }
+  return Ok();
+}
+
+Result<Json> ParseBody(const HttpRequest& req) {
+  if (req.body.empty()) return Fail(ErrorCode::kInvalidArgument, "the request needs a JSON body");
+  auto ct = req.Header("content-type");
+  if (!ct.starts_with("application/json")) {
+    return Fail(ErrorCode::kInvalidArgument, "Content-Type must be application/json, not '{}'",
+                ct.substr(0, 64));
+  }
+  return ParseJson(req.body, "body", JsonLimits{.max_bytes = 64 * 1024, .max_depth = 8});
+}
+
+// Splits "/api/v1/tenants/acme/ca-certificates" into its segments.
+std::vector<std::string_view> Segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    out.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// Minimal query parsing: "a=1&b=2" with '+' and %XX decoding.
+std::string QueryParam(std::string_view query, std::string_view key) {
+  size_t i = 0;
+  while (i <= query.size()) {
+    size_t amp = query.find('&', i);
+    if (amp == std::string_view::npos) amp = query.size();
+    auto part = query.substr(i, amp - i);
+    auto eq = part.find('=');
+    if (eq != std::string_view::npos && part.substr(0, eq) == key) {
+      // Decodes '+' and %XX; anything malformed is kept as written (and then fails validation).
+      std::string_view raw = part.substr(eq + 1);
+      std::string v;
+      for (size_t k = 0; k < raw.size(); ++k) {
+        if (raw[k] == '+') {
+          v.push_back(' ');
+        } else if (raw[k] == '%' && k + 2 < raw.size() &&
+                   std::isxdigit(static_cast<unsigned char>(raw[k + 1])) &&
+                   std::isxdigit(static_cast<unsigned char>(raw[k + 2]))) {
+          v.push_back(static_cast<char>(std::stoi(std::string(raw.substr(k + 1, 2)), nullptr, 16)));
+          k += 2;
+        } else {
+          v.push_back(raw[k]);
+        }
+      }
+      return v;
+    }
+    i = amp + 1;
+  }
+  return {};
+}
+
+Result<std::string> NextAuditSeqAndInsert(store::Session& s, int64_t at, const Api::Caller* caller,
+                                          std::string_view tenant_id, std::string_view action,
+                                          std::string_view target, std::string_view outcome,
+                                          std::string_view detail);
+
+}  // namespace
+
+std::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kReader:
+      return "Reader";
+    case Role::kContributor:
+      return "Contributor";
+    case Role::kAdministrator:
+      return "Administrator";
+  }
+  return "Reader";
+}
+
+Result<Role> ParseRole(std::string_view name) {
+  if (name == "Reader") return Role::kReader;
+  if (name == "Contributor") return Role::kContributor;
+  if (name == "Administrator") return Role::kAdministrator;
+  return Fail(ErrorCode::kInvalidArgument,
+              "unknown role '{}' (Administrator, Contributor or Reader)", name.substr(0, 32));
+}
+
+namespace {
+
+Result<std::string> NextAuditSeqAndInsert(store::Session& s, int64_t at, const Api::Caller* caller,
+                                          std::string_view tenant_id, std::string_view action,
+                                          std::string_view target, std::string_view outcome,
+                                          std::string_view detail) {
+  MOAT_ASSIGN_OR_RETURN(store::Row row, s.QueryOne("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log"));
+  MOAT_ASSIGN_OR_RETURN(int64_t seq, row.Int(0));
+  store::Value op_id = caller ? store::Value(caller->id) : store::Value(store::kNull);
+  store::Value op_name = caller ? store::Value(caller->name) : store::Value(store::kNull);
+  store::Value tenant = tenant_id.empty() ? store::Value(store::kNull) : store::Value(std::string(tenant_id));
+  MOAT_TRY(s.Execute(
+      "INSERT INTO audit_log (seq, at, operator_id, operator_name, tenant_id, action, target, "
+      "outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      {seq, at, op_id, op_name, tenant, std::string(action), std::string(target),
+       std::string(outcome), std::string(detail)}));
+  return std::to_string(seq);
+}
+
+struct Tenant {
+  std::string id;
+  std::string name;
+  int64_t created_at;
+};
+
+Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
+  auto row = db.QueryOne("SELECT id, name, created_at FROM tenants WHERE name = ?",
+                         {std::string(name)});
+  if (!row) {
+    if (row.error().code() == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kNotFound, "no tenant '{}'", name.substr(0, kMaxNameBytes));
+    }
+    return Fail(row.error());
+  }
+  MOAT_ASSIGN_OR_RETURN(std::string id, row->Text(0));
+  MOAT_ASSIGN_OR_RETURN(std::string tname, row->Text(1));
+  MOAT_ASSIGN_OR_RETURN(int64_t created, row->Int(2));
+  return Tenant{id, tname, created};
+}
+
+}  // namespace
+
+Api::Api(store::Database& db, const ServicePki& pki, const Clock& clock, Random& random,
+         TenantCaCreated on_tenant_ca)
+    : db_(db), pki_(pki), clock_(clock), random_(random), on_tenant_ca_(std::move(on_tenant_ca)) {}
+
+namespace {
+
+Result<Api::Caller> Authenticate(store::Database& db, const HttpRequest& req) {
+  if (!req.client_certificate) {
+    return Fail(ErrorCode::kUnauthenticated,
+                "this endpoint needs a client certificate (mutual TLS); none was presented");
+  }
+  std::string fp = HexEncode(req.client_certificate->Fingerprint());
+  auto row = db.QueryOne(
+      "SELECT id, name, revoked_at FROM operators WHERE certificate_sha256 = ?", {fp});
+  if (!row) {
+    if (row.error().code() == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kUnauthenticated,
+                  "the client certificate (sha256 {}) does not belong to an operator", fp);
+    }
+    return Fail(row.error());
+  }
+  if (!row->IsNull(2)) {
+    return Fail(ErrorCode::kUnauthenticated, "the client certificate (sha256 {}) was revoked", fp);
+  }
+  Api::Caller caller;
+  MOAT_ASSIGN_OR_RETURN(caller.id, row->Text(0));
+  MOAT_ASSIGN_OR_RETURN(caller.name, row->Text(1));
+  MOAT_ASSIGN_OR_RETURN(auto roles, db.Query(
+                                        "SELECT scope, role FROM role_assignments WHERE "
+                                        "operator_id = ? ORDER BY scope",
+                                        {caller.id}));
+  for (const auto& r : roles) {
+    MOAT_ASSIGN_OR_RETURN(std::string scope, r.Text(0));
+    MOAT_ASSIGN_OR_RETURN(std::string role_name, r.Text(1));
+    MOAT_ASSIGN_OR_RETURN(Role role, ParseRole(role_name));
+    caller.roles.emplace_back(scope, role);
+  }
+  return caller;
+}
+
+}  // namespace
+
+HttpResponse Api::Handle(const HttpRequest& req) {
+  const auto seg = Segments(req.path);
+  if (req.path == "/healthz") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      return net::Problem(405, "method-not-allowed", "Method not allowed", "use GET /healthz");
+    }
+    return JsonResponse(200, {{"status", "ok"}});
+  }
+  if (seg.size() < 2 || seg[0] != "api" || seg[1] != "v1") {
+    return net::Problem(404, "not-found", "Not found",
+                        fmt::format("no endpoint {}", req.path.substr(0, 128)));
+  }
+  auto caller = Authenticate(db_, req);
+  if (!caller) return ErrorResponse(caller.error());
+
+  const int64_t now = store::UnixSeconds(clock_.Now());
+  auto audit = [&](std::string_view tenant_id, std::string_view action, std::string_view target,
+                   std::string_view outcome, std::string_view detail) {
+    auto r = db_.Transact([&](store::Session& s) -> Result<void> {
+      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant_id, action, target, outcome, detail));
+      return Ok();
+    });
+    if (!r) log::Error("audit log write failed: {}", r.error().message());
+  };
+  auto forbidden = [&](std::string_view tenant_id, std::string_view action,
+                       std::string_view target, std::string_view why) {
+    audit(tenant_id, action, target, "denied", why);
+    return ErrorResponse(Error(ErrorCode::kPermissionDenied, std::string(why)));
+  };
+  auto method_not_allowed = [&] {
+    return net::Problem(405, "method-not-allowed", "Method not allowed",
+                        fmt::format("{} is not supported on {}", req.method.substr(0, 16),
+                                    req.path.substr(0, 128)));
+  };
+
+  // GET /api/v1/whoami
+  if (seg.size() == 3 && seg[2] == "whoami") {
+    if (req.method != "GET") return method_not_allowed();
+    Json roles = Json::array();
+    for (const auto& [scope, role] : caller->roles) {
+      std::string tenant_name = "*";
+      if (scope != kServiceScope) {
+        auto t = db_.QueryOne("SELECT name FROM tenants WHERE id = ?", {scope});
+        if (t) tenant_name = *t->Text(0);
+      }
+      roles.push_back({{"tenant", tenant_name}, {"role", RoleName(role)}});
+    }
+    return JsonResponse(200, {{"id", caller->id}, {"name", caller->name}, {"roles", roles}});
+  }
+
+  // /api/v1/tenants
+  if (seg.size() == 3 && seg[2] == "tenants") {
+    if (req.method == "GET") {
+      auto rows = db_.Query("SELECT id, name, created_at FROM tenants ORDER BY name");
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        std::string id = *r.Text(0);
+        if (!caller->RoleIn(id)) continue;  // tenants the caller cannot see do not exist for it
+        list.push_back({{"id", id},
+                        {"name", *r.Text(1)},
+                        {"created_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(2)))},
+                        {"role", RoleName(*caller->RoleIn(id))}});
+      }
+      return JsonResponse(200, {{"tenants", list}});
+    }
+    if (req.method != "POST") return method_not_allowed();
+    auto body = ParseBody(req);
+    if (!body) return ErrorResponse(body.error());
+    formats::ObjectReader reader(*body, "body");
+    auto name = reader.RequiredString("name", kMaxNameBytes * 2);
+    if (!name) return ErrorResponse(name.error());
+    if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+    if (auto v = ValidateName("tenant", *name); !v) return ErrorResponse(v.error());
+    if (!caller->IsServiceAdministrator()) {
+      return forbidden("", "tenant.create", *name,
+                       "creating tenants needs the service-wide Administrator role");
+    }
+    std::string tenant_id = random_.NewUuid();
+    auto ca = pki_.CreateTenantCa(*name, clock_.Now() - pki_.lifetimes().backdate);
+    if (!ca) return ErrorResponse(ca.error());
+    auto sealed = pki_.SealKey(ca->key, ca->certificate.SerialHex());
+    if (!sealed) return ErrorResponse(sealed.error());
+    auto created = db_.Transact([&](store::Session& s) -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(int64_t n, s.Execute("INSERT INTO tenants (id, name, created_at) VALUES "
+                                                 "(?, ?, ?) ON CONFLICT DO NOTHING",
+                                                 {tenant_id, *name, now}));
+      if (n == 0) {
+        return Fail(ErrorCode::kAlreadyExists, "a tenant named '{}' already exists", *name);
+      }
+      MOAT_TRY(s.Execute(
+          "INSERT INTO tenant_cas (serial_hex, tenant_id, certificate_pem, sealed_key, not_before, "
+          "not_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+          {ca->certificate.SerialHex(), tenant_id, ca->certificate.ToPem(), *sealed,
+           store::UnixSeconds(ca->certificate.NotBefore()),
+           store::UnixSeconds(ca->certificate.NotAfter()), now}));
+      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant_id, "tenant.create", *name, "ok",
+                                     fmt::format("tenant CA serial {}", ca->certificate.SerialHex())));
+      return Ok();
+    });
+    if (!created) {
+      audit("", "tenant.create", *name, "failed", created.error().message());
+      return ErrorResponse(created.error());
+    }
+    if (on_tenant_ca_) on_tenant_ca_(ca->certificate);
+    return JsonResponse(201, {{"id", tenant_id},
+                              {"name", *name},
+                              {"ca_certificate", {{"serial", ca->certificate.SerialHex()},
+                                                  {"not_after", FormatRfc3339(ca->certificate.NotAfter())}}}});
+  }
+
+  // /api/v1/tenants/{name}/ca-certificates
+  if (seg.size() == 5 && seg[2] == "tenants" && seg[4] == "ca-certificates") {
+    if (req.method != "GET") return method_not_allowed();
+    auto tenant = FindTenant(db_, seg[3]);
+    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
+    if (!tenant || !caller->RoleIn(tenant->id)) {
+      return ErrorResponse(Error(ErrorCode::kNotFound,
+                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+    }
+    auto rows = db_.Query(
+        "SELECT serial_hex, certificate_pem, not_before, not_after FROM tenant_cas WHERE tenant_id = ? "
+        "ORDER BY not_before",
+        {tenant->id});
+    if (!rows) return ErrorResponse(rows.error());
+    Json list = Json::array();
+    const SystemTime t_now = clock_.Now();
+    for (const auto& r : *rows) {
+      SystemTime nb = store::FromUnixSeconds(*r.Int(2)), na = store::FromUnixSeconds(*r.Int(3));
+      std::string status = t_now < nb ? "pending" : t_now >= na ? "expired" : "active";
+      list.push_back({{"serial", *r.Text(0)},
+                      {"certificate", *r.Text(1)},
+                      {"not_before", FormatRfc3339(nb)},
+                      {"not_after", FormatRfc3339(na)},
+                      {"status", status}});
+    }
+    return JsonResponse(200, {{"tenant", tenant->name},
+                              {"ca_certificates", list},
+                              {"root_certificate", pki_.root().certificate.ToPem()}});
+  }
+
+  // GET /api/v1/audit[?tenant=NAME][&limit=N]
+  if (seg.size() == 3 && seg[2] == "audit") {
+    if (req.method != "GET") return method_not_allowed();
+    std::string tenant_name = QueryParam(req.query, "tenant");
+    std::string limit_text = QueryParam(req.query, "limit");
+    int64_t limit = 100;
+    if (!limit_text.empty()) {
+      char* end = nullptr;
+      limit = std::strtoll(limit_text.c_str(), &end, 10);
+      if (end == nullptr || *end != '\0' || limit < 1 || limit > kMaxListLimit) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   fmt::format("limit must be 1..{}", kMaxListLimit)));
+      }
+    }
+    Result<std::vector<store::Row>> rows = std::vector<store::Row>{};
+    if (!tenant_name.empty()) {
+      auto tenant = FindTenant(db_, tenant_name);
+      if (!tenant || !caller->RoleIn(tenant->id) ||
+          *caller->RoleIn(tenant->id) != Role::kAdministrator) {
+        return ErrorResponse(
+            Error(ErrorCode::kNotFound, fmt::format("no tenant '{}'", tenant_name)));
+      }
+      rows = db_.Query(
+          "SELECT seq, at, operator_name, tenant_id, action, target, outcome, detail "
+          "FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT ?",
+          {tenant->id, limit});
+    } else {
+      if (!caller->IsServiceAdministrator()) {
+        return forbidden("", "audit.list", "*",
+                         "the whole audit log needs the service-wide Administrator role; pass "
+                         "--tenant for one tenant's");
+      }
+      rows = db_.Query(
+          "SELECT seq, at, operator_name, tenant_id, action, target, outcome, detail "
+          "FROM audit_log ORDER BY seq DESC LIMIT ?",
+          {limit});
+    }
+    if (!rows) return ErrorResponse(rows.error());
+    Json list = Json::array();
+    for (const auto& r : *rows) {
+      list.push_back({{"seq", *r.Int(0)},
+                      {"at", FormatRfc3339(store::FromUnixSeconds(*r.Int(1)))},
+                      {"operator", r.IsNull(2) ? Json(nullptr) : Json(*r.Text(2))},
+                      {"tenant_id", r.IsNull(3) ? Json(nullptr) : Json(*r.Text(3))},
+                      {"action", *r.Text(4)},
+                      {"target", *r.Text(5)},
+                      {"outcome", *r.Text(6)},
+                      {"detail", *r.Text(7)}});
+    }
+    return JsonResponse(200, {{"entries", list}});
+  }
+
+  return net::Problem(404, "not-found", "Not found",
+                      fmt::format("no endpoint {} {}", req.method.substr(0, 16),
+                                  req.path.substr(0, 128)));
+}
+
+Result<crypto::Certificate> CreateFirstAdministrator(store::Database& db, const ServicePki& pki,
+                                                     const Clock& clock, Random& random,
+                                                     std::string_view name,
+                                                     const crypto::CertificateRequest& csr) {
+  MOAT_TRY(ValidateName("operator", name));
+  std::string id = random.NewUuid();
+  MOAT_ASSIGN_OR_RETURN(crypto::Certificate cert,
+                        pki.IssueOperatorCertificate(csr, id, name, clock));
+  const int64_t now = store::UnixSeconds(clock.Now());
+  MOAT_TRY(db.Transact([&](store::Session& s) -> Result<void> {
+    MOAT_TRY(s.Execute(
+        "INSERT INTO operators (id, name, certificate_sha256, certificate_serial, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        {id, std::string(name), HexEncode(cert.Fingerprint()), cert.SerialHex(), now}));
+    MOAT_TRY(s.Execute("INSERT INTO role_assignments (operator_id, scope, role) VALUES (?, ?, ?)",
+                       {id, std::string(kServiceScope), std::string(RoleName(Role::kAdministrator))}));
+    MOAT_TRY(NextAuditSeqAndInsert(s, now, nullptr, "", "operator.create", std::string(name), "ok",
+                                   "first service Administrator, created by moat-service init"));
+    return Ok();
+  }));
+  return cert;
+}
+
+}  // namespace moat::service

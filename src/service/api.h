@@ -1,0 +1,56 @@
+// The operator plane (/api/v1/...) and health endpoint of moat-service.
+//
+// Every request except GET /healthz must carry a client certificate (verified by the TLS
+// layer) that belongs to a known, unrevoked operator; the operator's roles decide what it may
+// do. Errors are RFC 9457 problems; bad input is a 4xx naming the problem. Every change an
+// operator makes, and every refusal, lands in the audit log.
+//
+// Thread-safety: Handle() may be called from many I/O threads at once.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "core/clock.h"
+#include "core/random.h"
+#include "net/http.h"
+#include "service/pki.h"
+#include "store/database.h"
+
+namespace moat::service {
+
+enum class Role { kReader, kContributor, kAdministrator };
+std::string_view RoleName(Role role);  // "Reader", "Contributor", "Administrator"
+Result<Role> ParseRole(std::string_view name);
+
+// The scope of a service-wide role assignment (a tenant's ID otherwise).
+inline constexpr std::string_view kServiceScope = "*";
+
+// Called after a tenant CA is created, so the TLS layer trusts it as an issuer of client
+// certificates from the next handshake on.
+using TenantCaCreated = std::function<void(const crypto::Certificate&)>;
+
+class Api {
+ public:
+  Api(store::Database& db, const ServicePki& pki, const Clock& clock, Random& random,
+      TenantCaCreated on_tenant_ca);
+
+  net::HttpResponse Handle(const net::HttpRequest& request);
+
+  struct Caller;  // the authenticated operator (api.cc)
+
+ private:
+  store::Database& db_;
+  const ServicePki& pki_;
+  const Clock& clock_;
+  Random& random_;
+  TenantCaCreated on_tenant_ca_;
+};
+
+// Creates the first operator, a service-wide Administrator, for `moat-service init`.
+Result<crypto::Certificate> CreateFirstAdministrator(store::Database& db, const ServicePki& pki,
+                                                     const Clock& clock, Random& random,
+                                                     std::string_view name,
+                                                     const crypto::CertificateRequest& csr);
+
+}  // namespace moat::service

@@ -1,0 +1,60 @@
+#include "service/schema.h"
+
+namespace moat::service {
+namespace {
+
+// Times are unix seconds (BIGINT). IDs are UUID text. A role's scope is '*' for the whole
+// service or a tenant ID.
+constexpr std::string_view kV1 = R"sql(
+CREATE TABLE operators (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  certificate_sha256 TEXT NOT NULL UNIQUE,
+  certificate_serial TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  revoked_at BIGINT
+);
+CREATE TABLE tenants (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE role_assignments (
+  operator_id TEXT NOT NULL REFERENCES operators(id),
+  scope TEXT NOT NULL,
+  role TEXT NOT NULL,
+  PRIMARY KEY (operator_id, scope)
+);
+CREATE TABLE tenant_cas (
+  serial_hex TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  certificate_pem TEXT NOT NULL,
+  sealed_key BLOB NOT NULL,
+  not_before BIGINT NOT NULL,
+  not_after BIGINT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE INDEX tenant_cas_by_tenant ON tenant_cas (tenant_id, not_after);
+CREATE TABLE audit_log (
+  seq BIGINT PRIMARY KEY,
+  at BIGINT NOT NULL,
+  operator_id TEXT,
+  operator_name TEXT,
+  tenant_id TEXT,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, seq);
+)sql";
+
+constexpr store::Migration kMigrations[] = {
+    {1, "operators, tenants, tenant CAs, audit log", kV1},
+};
+
+}  // namespace
+
+std::span<const store::Migration> Migrations() { return kMigrations; }
+
+}  // namespace moat::service

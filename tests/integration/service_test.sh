@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Starts a real moat-service on a free loopback port and drives it with our CLI and with
+# third-party clients (curl, openssl s_client), checking exit codes, statuses and messages.
+#   service_test.sh MOAT MOAT_SERVICE
+set -uo pipefail
+moat=$1 service=$2
+work=$(mktemp -d /tmp/moat-service-test-XXXXXX)
+pid=""
+cleanup() {
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+failures=0 passes=0
+pass() { passes=$((passes + 1)); }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+expect() {  # expect EXIT "what" -- cmd...
+  local want=$1 what=$2; shift 3
+  "$@" >"$work/out" 2>&1
+  local got=$?
+  if [[ $got -ne $want ]]; then fail "$what: exit $got, expected $want"; sed 's/^/    /' "$work/out" | head -20; else pass; fi
+}
+contains() { if grep -qF -- "$1" "$work/out"; then pass; else fail "$2: output lacks '$1'"; sed 's/^/    /' "$work/out" | head -20; fi; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+data="$work/data"
+expect 0 "init" -- "$service" init --data-dir "$data" --name "Test Fleet" --ip 127.0.0.1 --port "$port"
+contains "admin.moat.json" "init names the administrator's config"
+[[ $(stat -c %a "$data/admin.moat.json") == 600 ]] && pass || fail "admin config mode is $(stat -c %a "$data/admin.moat.json")"
+[[ $(stat -c %a "$data/pki/root-ca.key") == 600 ]] && pass || fail "root key mode"
+expect 1 "init refuses an existing data dir" -- "$service" init --data-dir "$data"
+contains "refusing to overwrite" "init refusal message"
+expect 2 "run without --data-dir is a usage error" -- "$service" run
+
+"$service" run --data-dir "$data" >"$work/service.log" 2>&1 &
+pid=$!
+cfg="$data/admin.moat.json"
+python3 - "$cfg" "$work" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); w = sys.argv[2]
+open(f"{w}/root.pem", "w").write(c["root_certificate"])
+open(f"{w}/admin.crt", "w").write(c["certificate"])
+open(f"{w}/admin.key", "w").write(c["private_key"])
+PY
+chmod 600 "$work/admin.key"
+url="https://127.0.0.1:$port"
+for _ in $(seq 1 100); do
+  curl -sf --cacert "$work/root.pem" "$url/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# --- third-party clients
+expect 0 "curl /healthz without a client certificate" -- curl -sf --cacert "$work/root.pem" "$url/healthz"
+contains '"status":"ok"' "healthz body"
+curl -s --cacert "$work/root.pem" -o "$work/out" -w '%{http_code} %{content_type}' "$url/api/v1/whoami" > "$work/status"
+[[ $(cat "$work/status") == "401 application/problem+json" ]] && pass || fail "no client certificate: got $(cat "$work/status")"
+contains '"type":"urn:moat:problem:unauthenticated"' "401 problem type"
+expect 0 "curl with the administrator's certificate" -- curl -sf --cacert "$work/root.pem" \
+  --cert "$work/admin.crt" --key "$work/admin.key" "$url/api/v1/whoami"
+contains '"name":"admin"' "whoami over curl"
+
+# A client certificate from a CA the service does not know fails the TLS handshake itself.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/foreign.key" \
+  -out "$work/foreign.crt" -days 1 -subj "/CN=intruder" \
+  -addext "extendedKeyUsage=clientAuth" >/dev/null 2>&1
+curl -s --cacert "$work/root.pem" --cert "$work/foreign.crt" --key "$work/foreign.key" \
+  -o /dev/null -w '%{http_code}' "$url/api/v1/whoami" > "$work/status" 2>/dev/null
+rc=$?
+[[ $rc -ne 0 && $(cat "$work/status") == "000" ]] && pass || fail "foreign CA: curl exit $rc, status $(cat "$work/status")"
+
+printf 'GET /api/v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' |
+  timeout 10 openssl s_client -quiet -connect "127.0.0.1:$port" -CAfile "$work/root.pem" \
+    -cert "$work/admin.crt" -key "$work/admin.key" -verify_return_error > "$work/out" 2>&1
+contains "HTTP/1.1 200" "openssl s_client with the administrator's certificate"
+
+# --- our CLI
+expect 0 "moat whoami" -- "$moat" --config "$cfg" whoami
+contains "Administrator" "whoami shows the service-wide role"
+MOAT_CONFIG="$cfg" expect 0 "moat whoami through MOAT_CONFIG" -- "$moat" whoami
+expect 1 "online command without a config" -- env -u MOAT_CONFIG "$moat" tenant list
+contains "no operator config" "missing config message"
+expect 0 "tenant create" -- "$moat" --config "$cfg" tenant create acme
+contains "Created tenant acme" "tenant create output"
+expect 1 "tenant create twice" -- "$moat" --config "$cfg" tenant create acme
+contains "already exists" "duplicate tenant message"
+expect 1 "tenant with a bad name" -- "$moat" --config "$cfg" tenant create "../etc"
+contains "tenant name '../etc' must be" "bad tenant name message"
+expect 0 "tenant list" -- "$moat" tenant list --config "$cfg" --output json
+contains '"name": "acme"' "tenant list json"
+expect 1 "an unknown tenant's CAs" -- "$moat" --config "$cfg" ca-certificate list --tenant nobody
+contains "no tenant 'nobody'" "unknown tenant message"
+
+expect 0 "ca-certificate download --chain" -- "$moat" --config "$cfg" ca-certificate download \
+  --tenant acme --chain --destination "$work/acme-chain.pem"
+[[ $(grep -c "BEGIN CERTIFICATE" "$work/acme-chain.pem") -eq 2 ]] && pass || fail "chain has $(grep -c "BEGIN CERTIFICATE" "$work/acme-chain.pem") certificates"
+csplit -s -z -f "$work/cert-" "$work/acme-chain.pem" '/-----BEGIN CERTIFICATE-----/' '{*}'
+expect 0 "the tenant CA verifies against the service root (openssl)" -- openssl verify -x509_strict \
+  -CAfile "$work/root.pem" "$work/cert-00"
+expect 0 "ca-certificate download pkcs7" -- "$moat" --config "$cfg" ca-certificate download \
+  --tenant acme --format pkcs7 --destination "$work/acme.p7b"
+openssl pkcs7 -inform DER -in "$work/acme.p7b" -print_certs > "$work/out" 2>&1
+contains "acme Tenant CA" "pkcs7 holds the tenant CA"
+
+expect 0 "audit list" -- "$moat" --config "$cfg" audit list
+contains "tenant.create" "audit records the tenant creation"
+contains "operator.create" "audit records the first administrator"
+
+# --- graceful stop
+kill -TERM "$pid"
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then fail "moat-service still running 10 s after SIGTERM"; else
+  wait "$pid"; rc=$?; [[ $rc -eq 0 ]] && pass || fail "moat-service exit status $rc after SIGTERM"
+fi
+pid=""
+grep -q "stopped" "$work/service.log" && pass || fail "service log lacks 'stopped'"
+
+echo "$passes passed, $failures failed"
+[[ $failures -eq 0 ]]
