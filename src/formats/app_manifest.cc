@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
 #include <limits>
 #include <utility>
+
+#include "formats/json_reader.h"
 
 namespace moat::formats {
 namespace {
@@ -75,38 +78,8 @@ bool IsKnownCapability(std::string_view name) {
   return false;
 }
 
-// "app manifest: <path>: <detail>", or "app manifest: <detail>" at the top level.
-std::string Prefix(std::string_view path) {
-  return path.empty() ? std::string(kWhat) : fmt::format("{}: {}", kWhat, path);
-}
-
-template <typename... Args>
-std::unexpected<Error> Invalid(std::string_view path, fmt::format_string<Args...> format,
-                               Args&&... args) {
-  return Fail(
-      Error(ErrorCode::kInvalidArgument,
-            fmt::format("{}: {}", Prefix(path), fmt::format(format, std::forward<Args>(args)...))));
-}
-
-template <typename... Args>
-std::unexpected<Error> TooBig(std::string_view path, fmt::format_string<Args...> format,
-                              Args&&... args) {
-  return Fail(
-      Error(ErrorCode::kLimitExceeded,
-            fmt::format("{}: {}", Prefix(path), fmt::format(format, std::forward<Args>(args)...))));
-}
-
-std::unexpected<Error> WrongType(std::string_view path, std::string_view expected,
-                                 const Json& value) {
-  return Invalid(path, "expected {}, got {}", expected, JsonTypeName(value));
-}
-
-bool HasControlCharacter(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
+// Every message reads "app manifest: <path>: <detail>", or "app manifest: <detail>" at the top.
+constexpr DocumentReader kManifest(kWhat);
 
 bool IsPrintableAscii(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -122,80 +95,30 @@ bool IsHexDigit(char c) {
   return IsAsciiDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-// Strings are quoted in messages; long ones are cut so a message stays readable.
-// Quotes a value for a message: at most 80 bytes, control characters escaped as \xNN so that
-// untrusted input cannot forge log lines.
-std::string Quote(std::string_view s) {
-  constexpr size_t kMax = 80;
-  std::string out = "'";
-  for (char c : s.substr(0, kMax)) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += c;
-    }
-  }
-  out += s.size() > kMax ? "...'" : "'";
-  return out;
-}
-
 // 8 or 'ISU0'.
 std::string Describe(const PeripheralRef& ref) {
   if (std::holds_alternative<int64_t>(ref.value)) return ref.ToString();
-  return Quote(ref.ToString());
+  return QuoteForMessage(ref.ToString());
 }
 
 Result<std::string> GetString(const Json& value, std::string_view path,
                               const ManifestLimits& limits) {
-  if (!value.is_string()) return WrongType(path, "a string", value);
-  const auto& s = value.get_ref<const std::string&>();
-  if (s.size() > limits.max_string_bytes) {
-    return TooBig(path, "{} bytes exceed the limit of {}", s.size(), limits.max_string_bytes);
-  }
-  return s;
+  return kManifest.ReadString(value, path, limits.max_string_bytes);
 }
 
 // A string that names something: not empty, no control characters.
 Result<std::string> GetName(const Json& value, std::string_view path,
                             const ManifestLimits& limits) {
   MOAT_ASSIGN_OR_RETURN(std::string s, GetString(value, path, limits));
-  if (s.empty()) return Invalid(path, "must not be empty");
-  if (HasControlCharacter(s)) return Invalid(path, "contains a control character");
+  if (s.empty()) return kManifest.Invalid(path, "must not be empty");
+  if (HasControlCharacter(s)) return kManifest.Invalid(path, "contains a control character");
   return s;
-}
-
-Result<int64_t> GetInt(const Json& value, std::string_view path, int64_t min, int64_t max) {
-  if (!value.is_number_integer()) return WrongType(path, "an integer", value);
-  // An unsigned value above INT64_MAX is out of every range we accept.
-  if (value.is_number_unsigned() &&
-      value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return Invalid(path, "{} is out of range {}..{}", value.dump(), min, max);
-  }
-  int64_t v = value.get<int64_t>();
-  if (v < min || v > max) return Invalid(path, "{} is out of range {}..{}", v, min, max);
-  return v;
-}
-
-Result<bool> GetBool(const Json& value, std::string_view path) {
-  if (!value.is_boolean()) return WrongType(path, "a boolean", value);
-  return value.get<bool>();
-}
-
-Result<const Json::array_t*> GetArray(const Json& value, std::string_view path,
-                                      const ManifestLimits& limits) {
-  if (!value.is_array()) return WrongType(path, "an array", value);
-  const auto& a = value.get_ref<const Json::array_t&>();
-  if (a.size() > limits.max_list_items) {
-    return TooBig(path, "{} items exceed the limit of {}", a.size(), limits.max_list_items);
-  }
-  return &a;
 }
 
 Result<Guid> GetGuid(const Json& value, std::string_view path, const ManifestLimits& limits) {
   MOAT_ASSIGN_OR_RETURN(std::string s, GetString(value, path, limits));
   auto guid = Guid::Parse(s);
-  if (!guid) return Fail(guid.error().WithContext(Prefix(path)));
+  if (!guid) return Fail(guid.error().WithContext(kManifest.Context(path)));
   return *guid;
 }
 
@@ -203,7 +126,7 @@ Result<Guid> GetGuid(const Json& value, std::string_view path, const ManifestLim
 Result<Guid> GetComponentId(const Json& value, std::string_view path,
                             const ManifestLimits& limits) {
   MOAT_ASSIGN_OR_RETURN(Guid guid, GetGuid(value, path, limits));
-  if (guid.IsNil()) return Invalid(path, "the nil GUID is not a component ID");
+  if (guid.IsNil()) return kManifest.Invalid(path, "the nil GUID is not a component ID");
   return guid;
 }
 
@@ -212,8 +135,10 @@ Result<Guid> GetComponentId(const Json& value, std::string_view path,
 Result<std::string> GetEntryPoint(const Json& value, std::string_view path,
                                   const ManifestLimits& limits) {
   MOAT_ASSIGN_OR_RETURN(std::string s, GetName(value, path, limits));
-  if (s.front() != '/') return Invalid(path, "{} is not an absolute path", Quote(s));
-  if (s == "/") return Invalid(path, "'/' does not name a file");
+  if (s.front() != '/') {
+    return kManifest.Invalid(path, "{} is not an absolute path", QuoteForMessage(s));
+  }
+  if (s == "/") return kManifest.Invalid(path, "'/' does not name a file");
   // SECURITY: every component must be a plain name, so ".." cannot climb out of the image.
   size_t start = 1;
   while (start <= s.size()) {
@@ -221,7 +146,8 @@ Result<std::string> GetEntryPoint(const Json& value, std::string_view path,
     if (end == std::string::npos) end = s.size();
     std::string_view part = std::string_view(s).substr(start, end - start);
     if (part.empty() || part == "." || part == "..") {
-      return Invalid(path, "{} is not a normalized path (empty, '.' or '..' component)", Quote(s));
+      return kManifest.Invalid(path, "{} is not a normalized path (empty, '.' or '..' component)",
+                               QuoteForMessage(s));
     }
     start = end + 1;
   }
@@ -249,117 +175,113 @@ Result<DeviceAuthentication> GetDeviceAuthentication(const Json& value, std::str
     return auth;
   }
   auto guid = Guid::Parse(s);
-  if (!guid) return Fail(guid.error().WithContext(Prefix(path)));
+  if (!guid) return Fail(guid.error().WithContext(kManifest.Context(path)));
   auth.tenant = *guid;
   return auth;
 }
 
+// Reads an array of at most max_list_items items, each with `read_item(item, item_path)`.
+// With `describe`, an item equal to an earlier one is refused as "<item path>: <describe(item)>
+// is listed twice"; without it, repeats are kept.
 template <typename T>
-std::optional<size_t> FindIndex(const std::vector<T>& list, const T& item) {
-  auto it = std::find(list.begin(), list.end(), item);
-  if (it == list.end()) return std::nullopt;
-  return static_cast<size_t>(it - list.begin());
+Result<std::vector<T>> GetList(
+    const Json& value, std::string_view path, const ManifestLimits& limits,
+    const std::function<Result<T>(const Json& item, std::string_view item_path)>& read_item,
+    const std::function<std::string(const T& item)>& describe = nullptr) {
+  MOAT_ASSIGN_OR_RETURN(const Json::array_t* items,
+                        kManifest.ReadArray(value, path, limits.max_list_items));
+  std::vector<T> out;
+  for (size_t i = 0; i < items->size(); ++i) {
+    std::string item_path = JsonPathIndex(path, i);
+    MOAT_ASSIGN_OR_RETURN(T item, read_item((*items)[i], item_path));
+    if (describe && std::find(out.begin(), out.end(), item) != out.end()) {
+      return kManifest.Invalid(item_path, "{} is listed twice", describe(item));
+    }
+    out.push_back(std::move(item));
+  }
+  return out;
 }
 
 Result<std::vector<std::string>> GetAllowedConnections(const Json& value, std::string_view path,
                                                        const ManifestLimits& limits) {
-  MOAT_ASSIGN_OR_RETURN(const Json::array_t* items, GetArray(value, path, limits));
-  std::vector<std::string> out;
-  for (size_t i = 0; i < items->size(); ++i) {
-    std::string item_path = JsonPathIndex(path, i);
+  auto read = [&](const Json& item, std::string_view item_path) -> Result<std::string> {
     // Empty strings and placeholders are accepted: the samples ship them (see the header).
-    MOAT_ASSIGN_OR_RETURN(std::string s, GetString((*items)[i], item_path, limits));
+    MOAT_ASSIGN_OR_RETURN(std::string s, GetString(item, item_path, limits));
     if (!IsPrintableAscii(s)) {
-      return Invalid(item_path, "{} is not printable ASCII (write international names as xn--)",
-                     Quote(s));
+      return kManifest.Invalid(item_path,
+                               "{} is not printable ASCII (write international names as xn--)",
+                               QuoteForMessage(s));
     }
-    if (FindIndex(out, s)) return Invalid(item_path, "{} is listed twice", Quote(s));
-    out.push_back(std::move(s));
-  }
-  return out;
+    return s;
+  };
+  return GetList<std::string>(value, path, limits, read, QuoteForMessage);
 }
 
 Result<std::vector<uint16_t>> GetPorts(const Json& value, std::string_view path,
                                        const ManifestLimits& limits) {
-  MOAT_ASSIGN_OR_RETURN(const Json::array_t* items, GetArray(value, path, limits));
-  std::vector<uint16_t> out;
-  for (size_t i = 0; i < items->size(); ++i) {
-    std::string item_path = JsonPathIndex(path, i);
-    MOAT_ASSIGN_OR_RETURN(int64_t port, GetInt((*items)[i], item_path, 1, 65535));
-    auto p = static_cast<uint16_t>(port);
-    if (FindIndex(out, p)) return Invalid(item_path, "{} is listed twice", port);
-    out.push_back(p);
-  }
-  return out;
+  auto read = [](const Json& item, std::string_view item_path) -> Result<uint16_t> {
+    MOAT_ASSIGN_OR_RETURN(int64_t port, kManifest.ReadInt(item, item_path, 1, 65535));
+    return static_cast<uint16_t>(port);
+  };
+  auto describe = [](const uint16_t& port) { return std::to_string(port); };
+  return GetList<uint16_t>(value, path, limits, read, describe);
 }
 
 Result<std::vector<Guid>> GetApplicationConnections(const Json& value, std::string_view path,
                                                     const ManifestLimits& limits) {
-  MOAT_ASSIGN_OR_RETURN(const Json::array_t* items, GetArray(value, path, limits));
-  std::vector<Guid> out;
-  for (size_t i = 0; i < items->size(); ++i) {
-    std::string item_path = JsonPathIndex(path, i);
-    MOAT_ASSIGN_OR_RETURN(Guid guid, GetComponentId((*items)[i], item_path, limits));
-    if (FindIndex(out, guid)) return Invalid(item_path, "'{}' is listed twice", guid.ToString());
-    out.push_back(guid);
-  }
-  return out;
+  auto read = [&](const Json& item, std::string_view item_path) {
+    return GetComponentId(item, item_path, limits);
+  };
+  auto describe = [](const Guid& guid) { return fmt::format("'{}'", guid.ToString()); };
+  return GetList<Guid>(value, path, limits, read, describe);
 }
 
 Result<std::vector<PeripheralRef>> GetPeripherals(PeripheralKind kind, const Json& value,
                                                   std::string_view path,
                                                   const ManifestLimits& limits) {
-  MOAT_ASSIGN_OR_RETURN(const Json::array_t* items, GetArray(value, path, limits));
-  std::vector<PeripheralRef> out;
-  for (size_t i = 0; i < items->size(); ++i) {
-    std::string item_path = JsonPathIndex(path, i);
-    const Json& item = (*items)[i];
+  auto read = [&](const Json& item, std::string_view item_path) -> Result<PeripheralRef> {
     PeripheralRef ref;
     if (kind == PeripheralKind::kGpio && item.is_number_integer()) {
-      MOAT_ASSIGN_OR_RETURN(ref.value, GetInt(item, item_path, 0, kMaxGpioNumber));
+      MOAT_ASSIGN_OR_RETURN(ref.value, kManifest.ReadInt(item, item_path, 0, kMaxGpioNumber));
     } else if (item.is_string()) {
       MOAT_ASSIGN_OR_RETURN(ref.value, GetString(item, item_path, limits));
     } else {
-      return WrongType(item_path,
-                       kind == PeripheralKind::kGpio ? "an integer or a string" : "a string", item);
+      return kManifest.WrongType(
+          item_path, kind == PeripheralKind::kGpio ? "an integer or a string" : "a string", item);
     }
     auto checked = CheckPeripheralRef(kind, ref);
-    if (!checked) return Fail(checked.error().WithContext(Prefix(item_path)));
-    if (FindIndex(out, ref)) return Invalid(item_path, "{} is listed twice", Describe(ref));
-    out.push_back(std::move(ref));
-  }
-  return out;
+    if (!checked) return Fail(checked.error().WithContext(kManifest.Context(item_path)));
+    return ref;
+  };
+  return GetList<PeripheralRef>(value, path, limits, read, Describe);
 }
 
 Result<MutableStorage> GetMutableStorage(const Json& value, std::string_view path) {
-  if (!value.is_object()) return WrongType(path, "an object", value);
+  if (!value.is_object()) return kManifest.WrongType(path, "an object", value);
+  // Unlike KnownFields, this message has never quoted the key; kept as it is.
   for (const auto& [key, unused] : value.items()) {
-    if (key != kSizeKb) return Invalid(path, "unknown field '{}'", key);
+    if (key != kSizeKb) return kManifest.Invalid(path, "unknown field '{}'", key);
   }
-  auto it = value.find(kSizeKb);
-  if (it == value.end()) return Invalid(path, "missing required field '{}'", kSizeKb);
-  MOAT_ASSIGN_OR_RETURN(int64_t kb,
-                        GetInt(*it, JsonPathJoin(path, kSizeKb), 1, kMaxMutableStorageKb));
+  const Json* size = FindMember(value, kSizeKb);
+  if (size == nullptr) return kManifest.Invalid(path, "missing required field '{}'", kSizeKb);
+  MOAT_ASSIGN_OR_RETURN(
+      int64_t kb, kManifest.ReadInt(*size, JsonPathJoin(path, kSizeKb), 1, kMaxMutableStorageKb));
   return MutableStorage{.size_kb = static_cast<uint32_t>(kb)};
 }
 
 Result<std::vector<std::string>> GetPowerControls(const Json& value, std::string_view path,
                                                   const ManifestLimits& limits) {
-  MOAT_ASSIGN_OR_RETURN(const Json::array_t* items, GetArray(value, path, limits));
-  std::vector<std::string> out;
-  for (size_t i = 0; i < items->size(); ++i) {
-    std::string item_path = JsonPathIndex(path, i);
-    MOAT_ASSIGN_OR_RETURN(std::string s, GetString((*items)[i], item_path, limits));
+  auto read = [&](const Json& item, std::string_view item_path) -> Result<std::string> {
+    MOAT_ASSIGN_OR_RETURN(std::string s, GetString(item, item_path, limits));
     if (std::find(kKnownPowerControls.begin(), kKnownPowerControls.end(), s) ==
         kKnownPowerControls.end()) {
-      return Invalid(item_path, "unknown power control {} (expected {}, {} or {})", Quote(s),
-                     kPowerControlForcePowerDown, kPowerControlForceReboot,
-                     kPowerControlSetPowerProfile);
+      return kManifest.Invalid(item_path, "unknown power control {} (expected {}, {} or {})",
+                               QuoteForMessage(s), kPowerControlForcePowerDown,
+                               kPowerControlForceReboot, kPowerControlSetPowerProfile);
     }
-    if (FindIndex(out, s)) return Invalid(item_path, "{} is listed twice", Quote(s));
-    out.push_back(std::move(s));
-  }
-  return out;
+    return s;
+  };
+  return GetList<std::string>(value, path, limits, read, QuoteForMessage);
 }
 
 Result<ApplicationType> GetApplicationType(const Json& value, std::string_view path,
@@ -368,14 +290,15 @@ Result<ApplicationType> GetApplicationType(const Json& value, std::string_view p
   for (ApplicationType t : {ApplicationType::kDefault, ApplicationType::kRealTimeCapable}) {
     if (s == ApplicationTypeName(t)) return t;
   }
-  return Invalid(path, "{} is not one of Default, RealTimeCapable", Quote(s));
+  return kManifest.Invalid(path, "{} is not one of Default, RealTimeCapable", QuoteForMessage(s));
 }
 
 // Real-time cores get peripherals and partner connections only: the real-time samples use
 // nothing else, and Azure Sphere documents nothing else for them.
 Result<void> CheckRealTimeCapabilities(const Capabilities& c, std::string_view path) {
   auto deny = [&](std::string_view name) {
-    return Invalid(JsonPathJoin(path, name), "not available to RealTimeCapable applications");
+    return kManifest.Invalid(JsonPathJoin(path, name),
+                             "not available to RealTimeCapable applications");
   };
   if (!c.allowed_connections.empty()) return deny(kAllowedConnections);
   if (!c.allowed_tcp_server_ports.empty()) return deny(kAllowedTcpServerPorts);
@@ -509,18 +432,19 @@ Result<void> CheckPeripheralRef(PeripheralKind kind, const PeripheralRef& ref) {
   const std::string& s = std::get<std::string>(ref.value);
   if (ref.IsConstant()) {
     if (!IsValidConstantName(ref.ConstantName())) {
-      return Fail(ErrorCode::kInvalidArgument, "{} is not a valid '$NAME' constant", Quote(s));
+      return Fail(ErrorCode::kInvalidArgument, "{} is not a valid '$NAME' constant",
+                  QuoteForMessage(s));
     }
     return Ok();
   }
   if (kind == PeripheralKind::kGpio) {
     return Fail(ErrorCode::kInvalidArgument, "{} is neither a GPIO number nor a '$NAME' constant",
-                Quote(s));
+                QuoteForMessage(s));
   }
   if (!IsValidPeripheralName(s)) {
     return Fail(ErrorCode::kInvalidArgument,
-                "{} is not a peripheral name (1..{} letters, digits, '_', '-' or '.')", Quote(s),
-                kMaxPeripheralNameBytes);
+                "{} is not a peripheral name (1..{} letters, digits, '_', '-' or '.')",
+                QuoteForMessage(s), kMaxPeripheralNameBytes);
   }
   return Ok();
 }
@@ -559,18 +483,15 @@ const std::vector<PeripheralRef>& PeripheralList(const Capabilities& caps, Perip
 
 Result<Capabilities> ParseCapabilities(const Json& capabilities, std::string_view path,
                                        const ManifestLimits& limits) {
-  if (!capabilities.is_object()) return WrongType(path, "an object", capabilities);
+  if (!capabilities.is_object()) return kManifest.WrongType(path, "an object", capabilities);
   // Refuse unknown capabilities before reading any: an unknown one may be a permission we would
   // otherwise silently drop. A capability is named by its key alone, wherever it sits.
   for (const auto& [key, unused] : capabilities.items()) {
     if (!IsKnownCapability(key)) {
-      return Fail(ErrorCode::kInvalidArgument, "{}: unknown capability {}", kWhat, Quote(key));
+      return kManifest.Invalid("", "unknown capability {}", QuoteForMessage(key));
     }
   }
-  auto field = [&](std::string_view name) -> const Json* {
-    auto it = capabilities.find(name);
-    return it == capabilities.end() ? nullptr : &*it;
-  };
+  auto field = [&](std::string_view name) { return FindMember(capabilities, name); };
   auto sub = [&](std::string_view name) { return JsonPathJoin(path, name); };
 
   Capabilities c;
@@ -609,7 +530,7 @@ Result<Capabilities> ParseCapabilities(const Json& capabilities, std::string_vie
   }
   for (const BoolCapability& b : kBoolCapabilities) {
     if (const Json* v = field(b.name)) {
-      MOAT_ASSIGN_OR_RETURN(c.*b.member, GetBool(*v, sub(b.name)));
+      MOAT_ASSIGN_OR_RETURN(c.*b.member, kManifest.ReadBool(*v, sub(b.name)));
     }
   }
   return c;
@@ -620,49 +541,43 @@ Result<AppManifest> ParseAppManifest(std::string_view json, const ManifestLimits
   // so that a misplaced object gets a field error rather than a depth error.
   MOAT_ASSIGN_OR_RETURN(
       Json doc, ParseJson(json, kWhat, JsonLimits{.max_bytes = limits.max_bytes, .max_depth = 8}));
-  if (!doc.is_object()) return WrongType("", "a JSON object", doc);
-  auto field = [&](std::string_view name) -> const Json* {
-    auto it = doc.find(name);
-    return it == doc.end() ? nullptr : &*it;
-  };
+  if (!doc.is_object()) return kManifest.WrongType("", "a JSON object", doc);
+  auto field = [&](std::string_view name) { return FindMember(doc, name); };
 
   // The schema version decides how to read everything else, so it comes first.
   AppManifest m;
   const Json* version = field(kSchemaVersion);
-  if (version == nullptr) return Invalid("", "missing required field '{}'", kSchemaVersion);
-  if (!version->is_number_integer()) return WrongType(kSchemaVersion, "an integer", *version);
-  if (*version != 1) {
-    return Invalid(kSchemaVersion, "{} is not supported (expected 1)", version->dump());
+  if (version == nullptr) {
+    return kManifest.Invalid("", "missing required field '{}'", kSchemaVersion);
   }
+  MOAT_TRY(kManifest.ExpectVersion(*version, kSchemaVersion, 1));
   m.schema_version = 1;
 
-  for (const auto& [key, unused] : doc.items()) {
-    if (std::find(kTopLevelFields.begin(), kTopLevelFields.end(), key) == kTopLevelFields.end()) {
-      return Invalid("", "unknown field {}", Quote(key));
-    }
-  }
+  MOAT_TRY(kManifest.KnownFields(doc, "", kTopLevelFields));
   for (std::string_view name : kRequiredFields) {
-    if (field(name) == nullptr) return Invalid("", "missing required field '{}'", name);
+    if (field(name) == nullptr) return kManifest.Invalid("", "missing required field '{}'", name);
   }
 
   MOAT_ASSIGN_OR_RETURN(m.name, GetName(*field(kName), kName, limits));
   MOAT_ASSIGN_OR_RETURN(m.component_id, GetComponentId(*field(kComponentId), kComponentId, limits));
   MOAT_ASSIGN_OR_RETURN(m.entry_point, GetEntryPoint(*field(kEntryPoint), kEntryPoint, limits));
   if (const Json* v = field(kCmdArgs)) {
-    MOAT_ASSIGN_OR_RETURN(const Json::array_t* args, GetArray(*v, kCmdArgs, limits));
-    for (size_t i = 0; i < args->size(); ++i) {
-      std::string arg_path = JsonPathIndex(kCmdArgs, i);
-      MOAT_ASSIGN_OR_RETURN(std::string arg, GetString((*args)[i], arg_path, limits));
+    auto read_arg = [&](const Json& item, std::string_view arg_path) -> Result<std::string> {
+      MOAT_ASSIGN_OR_RETURN(std::string arg, GetString(item, arg_path, limits));
       // Arguments reach execve(), where a NUL would silently cut them short.
-      if (arg.find('\0') != std::string::npos) return Invalid(arg_path, "contains a NUL character");
-      m.cmd_args.push_back(std::move(arg));
-    }
+      if (arg.find('\0') != std::string::npos) {
+        return kManifest.Invalid(arg_path, "contains a NUL character");
+      }
+      return arg;
+    };
+    // Repeated arguments are ordinary ("-v -v"), so no `describe`.
+    MOAT_ASSIGN_OR_RETURN(m.cmd_args, GetList<std::string>(*v, kCmdArgs, limits, read_arg));
   }
   if (const Json* v = field(kApplicationType)) {
     MOAT_ASSIGN_OR_RETURN(m.application_type, GetApplicationType(*v, kApplicationType, limits));
   }
   if (const Json* v = field(kMallocVersion)) {
-    MOAT_ASSIGN_OR_RETURN(int64_t malloc_version, GetInt(*v, kMallocVersion, 1, 2));
+    MOAT_ASSIGN_OR_RETURN(int64_t malloc_version, kManifest.ReadInt(*v, kMallocVersion, 1, 2));
     m.malloc_version = static_cast<int>(malloc_version);
   }
   MOAT_ASSIGN_OR_RETURN(m.capabilities,

@@ -11,6 +11,7 @@
 
 #include "core/encoding.h"
 #include "crypto/digest.h"
+#include "formats/json_reader.h"
 
 namespace moat::formats {
 namespace {
@@ -62,7 +63,9 @@ std::unexpected<Error> Invalid(std::string_view path, std::string_view why) {
   return Fail(ErrorCode::kInvalidArgument, "{}: {}", path, why);
 }
 
-// A JSON object whose keys must all be known.
+// A JSON object whose keys must all be known. Not ObjectReader or DocumentReader: event
+// messages have their own wording ("must be an object, not array", "missing field 'kind'"),
+// and unknown keys are quoted with this file's Quote.
 class StrictObject {
  public:
   static Result<StrictObject> Create(const Json& j, std::string_view path,
@@ -79,10 +82,7 @@ class StrictObject {
   }
 
   // nullptr if absent.
-  const Json* Find(std::string_view key) const {
-    auto it = json_.find(key);
-    return it == json_.end() ? nullptr : &*it;
-  }
+  const Json* Find(std::string_view key) const { return FindMember(json_, key); }
   Result<const Json*> Required(std::string_view key) const {
     const Json* v = Find(key);
     if (v == nullptr) return Invalid(path_, fmt::format("missing field '{}'", key));
@@ -170,13 +170,6 @@ Result<SystemTime> ReadTime(const Json& v, std::string_view path) {
   if (!t) return Fail(t.error().WithContext(path));
   if (*t > kLatestTime) return out_of_range();  // 2261-12-31T23:59:60Z
   return *t;
-}
-
-bool HasControlCharacter(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
 }
 
 Result<StackFrame> ReadFrame(const Json& j, std::string_view path) {

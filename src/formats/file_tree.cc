@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "formats/byte_io.h"
+
 namespace moat::formats {
 namespace {
 
@@ -198,66 +200,6 @@ class TreeValidator {
   uint64_t total_ = 0;
 };
 
-// Bounds-checked big-endian reader. Every read names what it was reading.
-class Reader {
- public:
-  explicit Reader(std::span<const uint8_t> bytes) : bytes_(bytes) {}
-
-  size_t remaining() const { return bytes_.size() - pos_; }
-  // Names the entry being read in truncation errors.
-  void set_entry(uint32_t index) {
-    entry_ = index;
-    in_entry_ = true;
-  }
-
-  Result<void> Need(size_t n, const char* what) const {
-    if (n > remaining()) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "file tree: truncated reading {}{} ({} bytes needed at offset {}, {} remain)",
-                  what, in_entry_ ? fmt::format(" of entry {}", entry_) : std::string(), n, pos_,
-                  remaining());
-    }
-    return Ok();
-  }
-
-  template <typename T>
-  Result<T> ReadBigEndian(const char* what) {
-    MOAT_TRY(Need(sizeof(T), what));
-    T value = 0;
-    for (size_t i = 0; i < sizeof(T); ++i) value = static_cast<T>((value << 8) | bytes_[pos_ + i]);
-    pos_ += sizeof(T);
-    return value;
-  }
-
-  // Call only after Need(n).
-  std::span<const uint8_t> Take(size_t n) {
-    auto out = bytes_.subspan(pos_, n);
-    pos_ += n;
-    return out;
-  }
-
- private:
-  std::span<const uint8_t> bytes_;
-  size_t pos_ = 0;
-  uint32_t entry_ = 0;
-  bool in_entry_ = false;
-};
-
-void PutU8(std::vector<uint8_t>& out, uint8_t v) { out.push_back(v); }
-void PutU16(std::vector<uint8_t>& out, uint16_t v) {
-  out.push_back(static_cast<uint8_t>(v >> 8));
-  out.push_back(static_cast<uint8_t>(v));
-}
-void PutU32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
-}
-void PutU64(std::vector<uint8_t>& out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
-}
-void PutBytes(std::vector<uint8_t>& out, std::string_view s) {
-  out.insert(out.end(), s.begin(), s.end());
-}
-
 }  // namespace
 
 Result<void> ValidateTreePath(std::string_view path) {
@@ -347,9 +289,8 @@ Result<std::vector<uint8_t>> SerializeFileTree(std::span<const FileTreeEntry> en
 
 Result<std::vector<FileTreeEntry>> ParseFileTree(std::span<const uint8_t> bytes,
                                                  const FileTreeLimits& limits) {
-  Reader in(bytes);
-  MOAT_TRY(in.Need(kMagic.size(), "the magic"));
-  auto magic = in.Take(kMagic.size());
+  ByteReader in(bytes, "file tree");
+  MOAT_ASSIGN_OR_RETURN(auto magic, in.ReadBytes(kMagic.size(), "the magic"));
   if (!std::equal(magic.begin(), magic.end(), kMagic.begin())) {
     return Fail(ErrorCode::kInvalidArgument, "file tree: bad magic (not a Moat file tree)");
   }
@@ -375,15 +316,14 @@ Result<std::vector<FileTreeEntry>> ParseFileTree(std::span<const uint8_t> bytes,
   TreeValidator validator(limits);
   for (uint32_t i = 0; i < count; ++i) {
     FileTreeEntry e;
-    in.set_entry(i);
+    in.set_record("entry", i);
     MOAT_ASSIGN_OR_RETURN(uint16_t path_len, in.ReadBigEndian<uint16_t>("the path length"));
     if (path_len > limits.max_path_bytes) {
       return Fail(ErrorCode::kLimitExceeded,
                   "file tree: entry {}: path of {} bytes exceeds the limit of {} bytes", i,
                   path_len, limits.max_path_bytes);
     }
-    MOAT_TRY(in.Need(path_len, "the path"));
-    auto path_bytes = in.Take(path_len);
+    MOAT_ASSIGN_OR_RETURN(auto path_bytes, in.ReadBytes(path_len, "the path"));
     e.path.assign(path_bytes.begin(), path_bytes.end());
     MOAT_TRY(validator.CheckPath(e.path));
 
@@ -427,8 +367,7 @@ Result<std::vector<FileTreeEntry>> ParseFileTree(std::span<const uint8_t> bytes,
                     "file tree: symlink '{}': target of {} bytes exceeds the limit of {} bytes",
                     Quote(e.path), target_len, limits.max_path_bytes);
       }
-      MOAT_TRY(in.Need(target_len, "the link target"));
-      auto target = in.Take(target_len);
+      MOAT_ASSIGN_OR_RETURN(auto target, in.ReadBytes(target_len, "the link target"));
       e.link_target.assign(target.begin(), target.end());
       MOAT_TRY(validator.CheckTarget(e.path, e.link_target));
     }

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/json.h"
+#include "formats/json_reader.h"
 
 namespace moat::formats {
 namespace {
@@ -33,62 +34,13 @@ constexpr size_t kMaxHeaderValueBytes = 256;
 constexpr int64_t kMinValue = std::numeric_limits<int32_t>::min();
 constexpr int64_t kMaxValue = std::numeric_limits<int32_t>::max();
 
-// Builds messages "hardware definition '<file>': <path>: <detail>".
-class Reporter {
- public:
-  explicit Reporter(std::string_view file)
-      : prefix_(fmt::format("hardware definition '{}'", file)) {}
-
-  const std::string& prefix() const { return prefix_; }
-
-  template <typename... Args>
-  std::unexpected<Error> Invalid(std::string_view path, fmt::format_string<Args...> format,
-                                 Args&&... args) const {
-    return Make(ErrorCode::kInvalidArgument, path,
-                fmt::format(format, std::forward<Args>(args)...));
-  }
-  template <typename... Args>
-  std::unexpected<Error> TooBig(std::string_view path, fmt::format_string<Args...> format,
-                                Args&&... args) const {
-    return Make(ErrorCode::kLimitExceeded, path, fmt::format(format, std::forward<Args>(args)...));
-  }
-  std::unexpected<Error> WrongType(std::string_view path, std::string_view expected,
-                                   const Json& value) const {
-    return Invalid(path, "expected {}, got {}", expected, JsonTypeName(value));
-  }
-
- private:
-  std::unexpected<Error> Make(ErrorCode code, std::string_view path, std::string detail) const {
-    if (path.empty()) return Fail(Error(code, fmt::format("{}: {}", prefix_, detail)));
-    return Fail(Error(code, fmt::format("{}: {}: {}", prefix_, path, detail)));
-  }
-
-  std::string prefix_;
-};
-
-// Quotes a value for a message: at most 80 bytes, control characters escaped as \xNN so that
-// untrusted input cannot forge log lines.
-std::string Quote(std::string_view s) {
-  constexpr size_t kMax = 80;
-  std::string out = "'";
-  for (char c : s.substr(0, kMax)) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += c;
-    }
-  }
-  out += s.size() > kMax ? "...'" : "'";
-  return out;
+// Every message about a definition file starts "hardware definition '<file>'".
+std::string DocumentName(std::string_view file) {
+  return fmt::format("hardware definition '{}'", file);
 }
 
-bool HasControlCharacter(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
+// Errors in a manifest's peripheral requests read like the manifest reader's own.
+constexpr DocumentReader kManifest("app manifest");
 
 bool IsAsciiAlnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -136,75 +88,43 @@ bool IsValidLinuxDevice(std::string_view s) {
   return HasOnlyPlainComponents(rest);
 }
 
-// Checks that `object` has only the `allowed` keys.
-Result<void> CheckKeys(const Json& object, std::string_view path,
-                       std::initializer_list<std::string_view> allowed, const Reporter& r) {
-  for (const auto& [key, unused] : object.items()) {
-    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-      return r.Invalid(path, "unknown field {}", Quote(key));
-    }
-  }
-  return Ok();
-}
-
-const Json* Find(const Json& object, std::string_view key) {
-  auto it = object.find(key);
-  return it == object.end() ? nullptr : &*it;
-}
-
+// Strings in a definition are short text: bounded, and without control characters.
 Result<std::string> GetString(const Json& value, std::string_view path,
-                              const HardwareDefinitionLimits& limits, const Reporter& r) {
-  if (!value.is_string()) return r.WrongType(path, "a string", value);
-  const auto& s = value.get_ref<const std::string&>();
-  if (s.size() > limits.max_string_bytes) {
-    return r.TooBig(path, "{} bytes exceed the limit of {}", s.size(), limits.max_string_bytes);
-  }
+                              const HardwareDefinitionLimits& limits, const DocumentReader& r) {
+  MOAT_ASSIGN_OR_RETURN(std::string s, r.ReadString(value, path, limits.max_string_bytes));
   if (HasControlCharacter(s)) return r.Invalid(path, "contains a control character");
   return s;
 }
 
-Result<const Json::array_t*> GetArray(const Json& value, std::string_view path, size_t max_items,
-                                      const Reporter& r) {
-  if (!value.is_array()) return r.WrongType(path, "an array", value);
-  const auto& a = value.get_ref<const Json::array_t&>();
-  if (a.size() > max_items) {
-    return r.TooBig(path, "{} items exceed the limit of {}", a.size(), max_items);
-  }
-  return &a;
-}
-
 Result<void> ParseMetadata(const Json& value, const HardwareDefinitionLimits& limits,
-                           const Reporter& r) {
+                           const DocumentReader& r) {
   std::string_view path = kMetadata;
   if (!value.is_object()) return r.WrongType(path, "an object", value);
-  MOAT_TRY(CheckKeys(value, path, {kType, kVersion}, r));
-  const Json* type = Find(value, kType);
+  MOAT_TRY(r.KnownFields(value, path, std::array{kType, kVersion}));
+  const Json* type = FindMember(value, kType);
   if (type == nullptr) return r.Invalid(path, "missing required field '{}'", kType);
   std::string type_path = JsonPathJoin(path, kType);
   MOAT_ASSIGN_OR_RETURN(std::string t, GetString(*type, type_path, limits, r));
-  if (t != kMetadataType) return r.Invalid(type_path, "{} is not '{}'", Quote(t), kMetadataType);
-  const Json* version = Find(value, kVersion);
-  if (version == nullptr) return r.Invalid(path, "missing required field '{}'", kVersion);
-  std::string version_path = JsonPathJoin(path, kVersion);
-  if (!version->is_number_integer()) return r.WrongType(version_path, "an integer", *version);
-  if (*version != 1) {
-    return r.Invalid(version_path, "{} is not supported (expected 1)", version->dump());
+  if (t != kMetadataType) {
+    return r.Invalid(type_path, "{} is not '{}'", QuoteForMessage(t), kMetadataType);
   }
-  return Ok();
+  const Json* version = FindMember(value, kVersion);
+  if (version == nullptr) return r.Invalid(path, "missing required field '{}'", kVersion);
+  return r.ExpectVersion(*version, JsonPathJoin(path, kVersion), 1);
 }
 
 Result<void> ParseDescription(const Json& value, HardwareDefinition& def,
-                              const HardwareDefinitionLimits& limits, const Reporter& r) {
+                              const HardwareDefinitionLimits& limits, const DocumentReader& r) {
   std::string_view path = kDescription;
   if (!value.is_object()) return r.WrongType(path, "an object", value);
-  MOAT_TRY(CheckKeys(value, path, {kName, kHeaderTop}, r));
-  if (const Json* name = Find(value, kName)) {
+  MOAT_TRY(r.KnownFields(value, path, std::array{kName, kHeaderTop}));
+  if (const Json* name = FindMember(value, kName)) {
     MOAT_ASSIGN_OR_RETURN(def.name, GetString(*name, JsonPathJoin(path, kName), limits, r));
   }
-  if (const Json* top = Find(value, kHeaderTop)) {
+  if (const Json* top = FindMember(value, kHeaderTop)) {
     std::string top_path = JsonPathJoin(path, kHeaderTop);
     MOAT_ASSIGN_OR_RETURN(const Json::array_t* lines,
-                          GetArray(*top, top_path, limits.max_header_lines, r));
+                          r.ReadArray(*top, top_path, limits.max_header_lines));
     for (size_t i = 0; i < lines->size(); ++i) {
       MOAT_ASSIGN_OR_RETURN(std::string line,
                             GetString((*lines)[i], JsonPathIndex(top_path, i), limits, r));
@@ -215,15 +135,15 @@ Result<void> ParseDescription(const Json& value, HardwareDefinition& def,
 }
 
 Result<void> ParseImports(const Json& value, HardwareDefinition& def,
-                          const HardwareDefinitionLimits& limits, const Reporter& r) {
+                          const HardwareDefinitionLimits& limits, const DocumentReader& r) {
   MOAT_ASSIGN_OR_RETURN(const Json::array_t* items,
-                        GetArray(value, kImports, limits.max_imports, r));
+                        r.ReadArray(value, kImports, limits.max_imports));
   for (size_t i = 0; i < items->size(); ++i) {
     std::string item_path = JsonPathIndex(kImports, i);
     const Json& item = (*items)[i];
     if (!item.is_object()) return r.WrongType(item_path, "an object", item);
-    MOAT_TRY(CheckKeys(item, item_path, {kPath}, r));
-    const Json* path = Find(item, kPath);
+    MOAT_TRY(r.KnownFields(item, item_path, std::array{kPath}));
+    const Json* path = FindMember(item, kPath);
     if (path == nullptr) return r.Invalid(item_path, "missing required field '{}'", kPath);
     std::string path_path = JsonPathJoin(item_path, kPath);
     MOAT_ASSIGN_OR_RETURN(std::string p, GetString(*path, path_path, limits, r));
@@ -231,10 +151,10 @@ Result<void> ParseImports(const Json& value, HardwareDefinition& def,
       return r.Invalid(path_path,
                        "{} is not a relative path of plain names (no '/' at the start, no '\\', "
                        "'.' or '..')",
-                       Quote(p));
+                       QuoteForMessage(p));
     }
     if (std::find(def.imports.begin(), def.imports.end(), p) != def.imports.end()) {
-      return r.Invalid(path_path, "{} is imported twice", Quote(p));
+      return r.Invalid(path_path, "{} is imported twice", QuoteForMessage(p));
     }
     def.imports.push_back(std::move(p));
   }
@@ -243,60 +163,55 @@ Result<void> ParseImports(const Json& value, HardwareDefinition& def,
 
 Result<HardwarePeripheral> ParsePeripheral(const Json& item, std::string_view path,
                                            const HardwareDefinitionLimits& limits,
-                                           const Reporter& r) {
+                                           const DocumentReader& r) {
   if (!item.is_object()) return r.WrongType(path, "an object", item);
-  MOAT_TRY(CheckKeys(
-      item, path,
-      {kName, kType, kMapping, kAppManifestValue, kMainCoreHeaderValue, kComment, kLinuxDevice},
-      r));
+  MOAT_TRY(r.KnownFields(item, path,
+                         std::array{kName, kType, kMapping, kAppManifestValue, kMainCoreHeaderValue,
+                                    kComment, kLinuxDevice}));
   HardwarePeripheral p;
-  const Json* name = Find(item, kName);
+  const Json* name = FindMember(item, kName);
   if (name == nullptr) return r.Invalid(path, "missing required field '{}'", kName);
   std::string name_path = JsonPathJoin(path, kName);
   MOAT_ASSIGN_OR_RETURN(p.name, GetString(*name, name_path, limits, r));
   if (!IsValidConstantName(p.name)) {
     return r.Invalid(name_path, "{} is not a valid peripheral name (a C identifier of 1..{} bytes)",
-                     Quote(p.name), kMaxConstantNameBytes);
+                     QuoteForMessage(p.name), kMaxConstantNameBytes);
   }
-  const Json* type = Find(item, kType);
+  const Json* type = FindMember(item, kType);
   if (type == nullptr) return r.Invalid(path, "missing required field '{}'", kType);
   std::string type_path = JsonPathJoin(path, kType);
   MOAT_ASSIGN_OR_RETURN(p.type, GetString(*type, type_path, limits, r));
-  if (!IsValidType(p.type)) return r.Invalid(type_path, "{} is not a valid type", Quote(p.type));
+  if (!IsValidType(p.type)) {
+    return r.Invalid(type_path, "{} is not a valid type", QuoteForMessage(p.type));
+  }
 
-  if (const Json* mapping = Find(item, kMapping)) {
+  if (const Json* mapping = FindMember(item, kMapping)) {
     std::string mapping_path = JsonPathJoin(path, kMapping);
     MOAT_ASSIGN_OR_RETURN(std::string m, GetString(*mapping, mapping_path, limits, r));
     if (!IsValidConstantName(m)) {
-      return r.Invalid(mapping_path, "{} is not a valid peripheral name", Quote(m));
+      return r.Invalid(mapping_path, "{} is not a valid peripheral name", QuoteForMessage(m));
     }
-    if (m == p.name) return r.Invalid(mapping_path, "{} maps to itself", Quote(m));
+    if (m == p.name) return r.Invalid(mapping_path, "{} maps to itself", QuoteForMessage(m));
     p.mapping = std::move(m);
   }
-  if (const Json* value = Find(item, kAppManifestValue)) {
+  if (const Json* value = FindMember(item, kAppManifestValue)) {
     std::string value_path = JsonPathJoin(path, kAppManifestValue);
     if (value->is_number_integer()) {
-      bool in_range = !value->is_number_unsigned() ||
-                      value->get<uint64_t>() <= static_cast<uint64_t>(kMaxValue);
-      int64_t v = in_range ? value->get<int64_t>() : 0;
-      if (!in_range || v < kMinValue || v > kMaxValue) {
-        return r.Invalid(value_path, "{} is out of range {}..{}", value->dump(), kMinValue,
-                         kMaxValue);
-      }
-      p.app_manifest_value = v;
+      MOAT_ASSIGN_OR_RETURN(p.app_manifest_value,
+                            r.ReadInt(*value, value_path, kMinValue, kMaxValue));
     } else if (value->is_string()) {
       MOAT_ASSIGN_OR_RETURN(std::string s, GetString(*value, value_path, limits, r));
       if (!IsValidPeripheralName(s)) {
         return r.Invalid(value_path,
                          "{} is not a peripheral name (1..{} letters, digits, '_', '-' or '.')",
-                         Quote(s), kMaxPeripheralNameBytes);
+                         QuoteForMessage(s), kMaxPeripheralNameBytes);
       }
       p.app_manifest_value = std::move(s);
     } else {
       return r.WrongType(value_path, "an integer or a string", *value);
     }
   }
-  if (const Json* header = Find(item, kMainCoreHeaderValue)) {
+  if (const Json* header = FindMember(item, kMainCoreHeaderValue)) {
     std::string header_path = JsonPathJoin(path, kMainCoreHeaderValue);
     MOAT_ASSIGN_OR_RETURN(std::string h, GetString(*header, header_path, limits, r));
     if (h.empty() || h.size() > kMaxHeaderValueBytes) {
@@ -304,14 +219,14 @@ Result<HardwarePeripheral> ParsePeripheral(const Json& item, std::string_view pa
     }
     p.main_core_header_value = std::move(h);
   }
-  if (const Json* comment = Find(item, kComment)) {
+  if (const Json* comment = FindMember(item, kComment)) {
     MOAT_ASSIGN_OR_RETURN(p.comment, GetString(*comment, JsonPathJoin(path, kComment), limits, r));
   }
-  if (const Json* device = Find(item, kLinuxDevice)) {
+  if (const Json* device = FindMember(item, kLinuxDevice)) {
     std::string device_path = JsonPathJoin(path, kLinuxDevice);
     MOAT_ASSIGN_OR_RETURN(std::string d, GetString(*device, device_path, limits, r));
     if (!IsValidLinuxDevice(d)) {
-      return r.Invalid(device_path, "{} is not a normalized path under /dev/", Quote(d));
+      return r.Invalid(device_path, "{} is not a normalized path under /dev/", QuoteForMessage(d));
     }
     p.linux_device = std::move(d);
   }
@@ -331,9 +246,9 @@ Result<HardwarePeripheral> ParsePeripheral(const Json& item, std::string_view pa
 }
 
 Result<void> ParsePeripherals(const Json& value, HardwareDefinition& def,
-                              const HardwareDefinitionLimits& limits, const Reporter& r) {
+                              const HardwareDefinitionLimits& limits, const DocumentReader& r) {
   MOAT_ASSIGN_OR_RETURN(const Json::array_t* items,
-                        GetArray(value, kPeripherals, limits.max_peripherals, r));
+                        r.ReadArray(value, kPeripherals, limits.max_peripherals));
   std::map<std::string_view, size_t> seen;
   def.peripherals.reserve(items->size());
   for (size_t i = 0; i < items->size(); ++i) {
@@ -358,39 +273,33 @@ std::string ValueToString(const PeripheralValue& v) {
   return fmt::format("'{}'", std::get<std::string>(v));
 }
 
-template <typename... Args>
-std::unexpected<Error> ManifestError(std::string_view path, fmt::format_string<Args...> format,
-                                     Args&&... args) {
-  return Fail(Error(
-      ErrorCode::kInvalidArgument,
-      fmt::format("app manifest: {}: {}", path, fmt::format(format, std::forward<Args>(args)...))));
-}
-
 }  // namespace
 
 Result<HardwareDefinition> ParseHardwareDefinition(std::string_view json, std::string_view what,
                                                    const HardwareDefinitionLimits& limits) {
-  Reporter r(what);
+  const std::string document = DocumentName(what);
+  const DocumentReader r(document);
   // Real definitions nest four levels (Peripherals[i].Name); allow slack for clearer errors.
   MOAT_ASSIGN_OR_RETURN(
       Json doc,
-      ParseJson(json, r.prefix(), JsonLimits{.max_bytes = limits.max_bytes, .max_depth = 8}));
+      ParseJson(json, document, JsonLimits{.max_bytes = limits.max_bytes, .max_depth = 8}));
   if (!doc.is_object()) return r.WrongType("", "a JSON object", doc);
-  MOAT_TRY(CheckKeys(doc, "", {kSchema, kMetadata, kDescription, kImports, kPeripherals}, r));
-  const Json* metadata = Find(doc, kMetadata);
+  MOAT_TRY(
+      r.KnownFields(doc, "", std::array{kSchema, kMetadata, kDescription, kImports, kPeripherals}));
+  const Json* metadata = FindMember(doc, kMetadata);
   if (metadata == nullptr) return r.Invalid("", "missing required field '{}'", kMetadata);
   MOAT_TRY(ParseMetadata(*metadata, limits, r));
-  const Json* peripherals = Find(doc, kPeripherals);
+  const Json* peripherals = FindMember(doc, kPeripherals);
   if (peripherals == nullptr) return r.Invalid("", "missing required field '{}'", kPeripherals);
 
   HardwareDefinition def;
-  if (const Json* schema = Find(doc, kSchema)) {
+  if (const Json* schema = FindMember(doc, kSchema)) {
     MOAT_TRY(GetString(*schema, kSchema, limits, r));
   }
-  if (const Json* description = Find(doc, kDescription)) {
+  if (const Json* description = FindMember(doc, kDescription)) {
     MOAT_TRY(ParseDescription(*description, def, limits, r));
   }
-  if (const Json* imports = Find(doc, kImports)) {
+  if (const Json* imports = FindMember(doc, kImports)) {
     MOAT_TRY(ParseImports(*imports, def, limits, r));
   }
   MOAT_TRY(ParsePeripherals(*peripherals, def, limits, r));
@@ -417,7 +326,8 @@ Result<void> Board::LoadImports(size_t file, size_t depth, std::vector<size_t>& 
   stack.push_back(file);
   // Copied: files_ grows below, which would invalidate a reference into it.
   const std::vector<std::string> paths = files_[file].second.imports;
-  Reporter r(files_[file].first);
+  const std::string document = DocumentName(files_[file].first);
+  const DocumentReader r(document);
   for (size_t i = 0; i < paths.size(); ++i) {
     const std::string& path = paths[i];
     std::string item_path = JsonPathJoin(JsonPathIndex(kImports, i), kPath);
@@ -444,7 +354,7 @@ Result<void> Board::LoadImports(size_t file, size_t depth, std::vector<size_t>& 
     auto text = load(path);
     if (!text) {
       return Fail(text.error().WithContext(
-          fmt::format("{}: {}: cannot load {}", r.prefix(), item_path, Quote(path))));
+          fmt::format("{}: cannot load {}", r.Context(item_path), QuoteForMessage(path))));
     }
     MOAT_ASSIGN_OR_RETURN(HardwareDefinition def, ParseHardwareDefinition(*text, path, limits));
     size_t target = files_.size();
@@ -464,10 +374,10 @@ Result<void> Board::Index(const HardwareDefinitionLimits& limits) {
     for (size_t i = 0; i < peripherals.size(); ++i) {
       auto [it, inserted] = by_name_.emplace(peripherals[i].name, where_.size());
       if (!inserted) {
-        return Reporter(files_[f].first)
-            .Invalid(JsonPathJoin(JsonPathIndex(kPeripherals, i), kName),
-                     "'{}' is already defined in '{}'", peripherals[i].name,
-                     files_[where_[it->second].first].first);
+        const std::string document = DocumentName(files_[f].first);
+        return DocumentReader(document).Invalid(
+            JsonPathJoin(JsonPathIndex(kPeripherals, i), kName), "'{}' is already defined in '{}'",
+            peripherals[i].name, files_[where_[it->second].first].first);
       }
       where_.emplace_back(f, i);
     }
@@ -493,7 +403,8 @@ Result<void> Board::Index(const HardwareDefinitionLimits& limits) {
     const HardwarePeripheral& p = At(id);
     if (!p.mapping) continue;
     auto [f, i] = where_[id];
-    Reporter r(files_[f].first);
+    const std::string document = DocumentName(files_[f].first);
+    const DocumentReader r(document);
     std::string mapping_path = JsonPathJoin(JsonPathIndex(kPeripherals, i), kMapping);
     auto it = by_name_.find(*p.mapping);
     if (it == by_name_.end() || !sees[f][where_[it->second].first]) {
@@ -527,8 +438,8 @@ Result<void> Board::Index(const HardwareDefinitionLimits& limits) {
       for (auto it = std::find(path.begin(), path.end(), id); it != path.end(); ++it) {
         cycle += At(*it).name + " -> ";
       }
-      return Reporter(files_[where_[id].first].first)
-          .Invalid("", "mapping cycle {}{}", cycle, At(id).name);
+      const std::string document = DocumentName(files_[where_[id].first].first);
+      return DocumentReader(document).Invalid("", "mapping cycle {}{}", cycle, At(id).name);
     }
     size_t leaf = id == kNone ? path.back() : leaf_[id];
     size_t next_length = id == kNone ? 0 : length[id] + 1;
@@ -542,10 +453,10 @@ Result<void> Board::Index(const HardwareDefinitionLimits& limits) {
   for (size_t id = 0; id < where_.size(); ++id) {
     if (length[id] > limits.max_mapping_chain) {
       auto [f, i] = where_[id];
-      return Reporter(files_[f].first)
-          .TooBig(JsonPathJoin(JsonPathIndex(kPeripherals, i), kMapping),
-                  "'{}' is more than {} mappings away from its value", At(id).name,
-                  limits.max_mapping_chain);
+      const std::string document = DocumentName(files_[f].first);
+      return DocumentReader(document).TooBig(JsonPathJoin(JsonPathIndex(kPeripherals, i), kMapping),
+                                             "'{}' is more than {} mappings away from its value",
+                                             At(id).name, limits.max_mapping_chain);
     }
   }
   return Ok();
@@ -555,7 +466,7 @@ Result<Board::Resolved> Board::Resolve(std::string_view constant_name) const {
   auto it = by_name_.find(constant_name);
   if (it == by_name_.end()) {
     return Fail(ErrorCode::kNotFound, "hardware definition '{}': unknown peripheral {}",
-                root_name(), Quote(constant_name));
+                root_name(), QuoteForMessage(constant_name));
   }
   Resolved out;
   size_t id = it->second;
@@ -608,21 +519,21 @@ Result<std::vector<PeripheralGrant>> ResolvePeripheralGrants(const AppManifest& 
       auto resolved = board.Resolve(ref.ConstantName());
       if (!resolved) {
         if (resolved.error().code() == ErrorCode::kNotFound) {
-          return ManifestError(path, "unknown peripheral '{}' (not in hardware definition '{}')",
-                               ref.ToString(), board.root_name());
+          return kManifest.Invalid(path,
+                                   "unknown peripheral '{}' (not in hardware definition '{}')",
+                                   ref.ToString(), board.root_name());
         }
-        return Fail(Error(ErrorCode::kInvalidArgument,
-                          fmt::format("app manifest: {}: {}", path, resolved.error().message())));
+        return kManifest.Invalid(path, "{}", resolved.error().message());
       }
       if (resolved->type != kind_name) {
-        return ManifestError(path, "'{}' is a {} peripheral, not a {} ({})", ref.ToString(),
-                             resolved->type, kind_name, resolved->chain);
+        return kManifest.Invalid(path, "'{}' is a {} peripheral, not a {} ({})", ref.ToString(),
+                                 resolved->type, kind_name, resolved->chain);
       }
       auto checked = CheckPeripheralRef(kind, PeripheralRef{resolved->app_manifest_value});
       if (!checked) {
-        return ManifestError(path, "'{}' resolves to {}: {}", ref.ToString(),
-                             ValueToString(resolved->app_manifest_value),
-                             checked.error().message());
+        return kManifest.Invalid(path, "'{}' resolves to {}: {}", ref.ToString(),
+                                 ValueToString(resolved->app_manifest_value),
+                                 checked.error().message());
       }
       grant.value = std::move(resolved->app_manifest_value);
       grant.linux_device = std::move(resolved->linux_device);

@@ -12,6 +12,7 @@
 
 #include "core/encoding.h"
 #include "core/json.h"
+#include "formats/byte_io.h"
 
 namespace moat::formats {
 namespace {
@@ -52,61 +53,6 @@ uint8_t AlgorithmCode(crypto::KeyType type) {
   return type == crypto::KeyType::kEcdsaP256 ? kAlgorithmEcdsaP256 : kAlgorithmEd25519;
 }
 
-// Bounds-checked big-endian reader over one region of a package.
-class Reader {
- public:
-  explicit Reader(std::span<const uint8_t> bytes) : bytes_(bytes) {}
-
-  size_t remaining() const { return bytes_.size() - pos_; }
-
-  Result<void> Need(uint64_t n, std::string_view what) const {
-    if (n > remaining()) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "image package: truncated reading {} ({} bytes needed at offset {}, {} remain)",
-                  what, n, pos_, remaining());
-    }
-    return Ok();
-  }
-
-  template <typename T>
-  Result<T> ReadBigEndian(std::string_view what) {
-    MOAT_TRY(Need(sizeof(T), what));
-    T value = 0;
-    for (size_t i = 0; i < sizeof(T); ++i) value = static_cast<T>((value << 8) | bytes_[pos_ + i]);
-    pos_ += sizeof(T);
-    return value;
-  }
-
-  // Call only after Need(n).
-  std::span<const uint8_t> Take(size_t n) {
-    auto out = bytes_.subspan(pos_, n);
-    pos_ += n;
-    return out;
-  }
-
- private:
-  std::span<const uint8_t> bytes_;
-  size_t pos_ = 0;
-};
-
-uint32_t LoadU32(std::span<const uint8_t> b) {
-  return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
-}
-
-void PutU16(std::vector<uint8_t>& out, uint16_t v) {
-  out.push_back(static_cast<uint8_t>(v >> 8));
-  out.push_back(static_cast<uint8_t>(v));
-}
-void PutU32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
-}
-void PutU64(std::vector<uint8_t>& out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
-}
-void PutBytes(std::vector<uint8_t>& out, std::span<const uint8_t> b) {
-  out.insert(out.end(), b.begin(), b.end());
-}
-
 // ---- The unsigned trailer: footer and signature block ----
 
 struct Trailer {
@@ -131,8 +77,8 @@ Result<Trailer> ParseTrailer(std::span<const uint8_t> package, const ImagePackag
     return Fail(ErrorCode::kInvalidArgument,
                 "image package: bad footer magic (not a Moat image package, or truncated)");
   }
-  uint32_t block_len = LoadU32(footer.subspan(0, 4));
-  uint32_t reserved = LoadU32(footer.subspan(4, 4));
+  auto block_len = LoadBigEndian<uint32_t>(footer.subspan<0, 4>());
+  auto reserved = LoadBigEndian<uint32_t>(footer.subspan<4, 4>());
   if (reserved != 0) {
     return Fail(ErrorCode::kInvalidArgument, "image package: footer reserved field is {}, not 0",
                 reserved);
@@ -171,7 +117,7 @@ Result<Trailer> ParseTrailer(std::span<const uint8_t> package, const ImagePackag
                   block[1]);
   }
   std::copy_n(block.begin() + 2, t.info.key_id.size(), t.info.key_id.begin());
-  size_t sig_len = (size_t{block[34]} << 8) | block[35];
+  size_t sig_len = LoadBigEndian<uint16_t>(block.subspan<34, 2>());
   if (sig_len == 0 || sig_len > kMaxSignatureBytes) {
     return Fail(ErrorCode::kInvalidArgument,
                 "image package: signature length {} is out of range (1..{})", sig_len,
@@ -460,9 +406,8 @@ struct SignedContents {
 
 Result<SignedContents> ParseSignedRegion(std::span<const uint8_t> region,
                                          const ImagePackageLimits& limits) {
-  Reader in(region);
-  MOAT_TRY(in.Need(kMagic.size(), "the magic"));
-  auto magic = in.Take(kMagic.size());
+  ByteReader in(region, "image package");
+  MOAT_ASSIGN_OR_RETURN(auto magic, in.ReadBytes(kMagic.size(), "the magic"));
   if (!std::equal(kMagic.begin(), kMagic.end(), magic.begin())) {
     return Fail(ErrorCode::kInvalidArgument, "image package: bad magic (not a Moat image package)");
   }
@@ -478,9 +423,8 @@ Result<SignedContents> ParseSignedRegion(std::span<const uint8_t> region,
                 "image package: header_len {} exceeds the limit of {} bytes", header_len,
                 limits.max_header_bytes);
   }
-  MOAT_TRY(in.Need(header_len, "the header"));
+  MOAT_ASSIGN_OR_RETURN(auto header_bytes, in.ReadBytes(header_len, "the header"));
   SignedContents c;
-  auto header_bytes = in.Take(header_len);
   MOAT_ASSIGN_OR_RETURN(c.header, ParseHeaderJson(AsChars(header_bytes), limits));
 
   MOAT_ASSIGN_OR_RETURN(uint32_t manifest_len, in.ReadBigEndian<uint32_t>("manifest_len"));
@@ -489,8 +433,8 @@ Result<SignedContents> ParseSignedRegion(std::span<const uint8_t> region,
                 "image package: manifest_len {} exceeds the limit of {} bytes", manifest_len,
                 limits.max_manifest_bytes);
   }
-  MOAT_TRY(in.Need(manifest_len, "the manifest"));
-  c.manifest = AsChars(in.Take(manifest_len));
+  MOAT_ASSIGN_OR_RETURN(auto manifest_bytes, in.ReadBytes(manifest_len, "the manifest"));
+  c.manifest = AsChars(manifest_bytes);
   MOAT_TRY(ValidateManifest(c.manifest, c.header.image_type, limits));
 
   MOAT_ASSIGN_OR_RETURN(uint64_t payload_len, in.ReadBigEndian<uint64_t>("payload_len"));
@@ -556,12 +500,12 @@ Result<std::vector<uint8_t>> BuildImagePackage(ImagePackageHeader header,
   std::vector<uint8_t> out;
   out.reserve(kMagic.size() + 4 + 4 + header_json.size() + 4 + manifest_json.size() + 8 +
               payload.size() + kSignatureBlockFixedBytes + kMaxSignatureBytes + kFooterBytes);
-  PutBytes(out, AsBytes(kMagic));
+  PutBytes(out, kMagic);
   PutU32(out, kFormatVersion);
   PutU32(out, static_cast<uint32_t>(header_json.size()));
-  PutBytes(out, AsBytes(header_json));
+  PutBytes(out, header_json);
   PutU32(out, static_cast<uint32_t>(manifest_json.size()));
-  PutBytes(out, AsBytes(manifest_json));
+  PutBytes(out, manifest_json);
   PutU64(out, payload.size());
   PutBytes(out, payload);
   if (out.size() > limits.max_package_bytes) {
@@ -584,7 +528,7 @@ Result<std::vector<uint8_t>> BuildImagePackage(ImagePackageHeader header,
   PutBytes(out, signature);
   PutU32(out, static_cast<uint32_t>(out.size() - block_start));
   PutU32(out, 0);
-  PutBytes(out, AsBytes(kFooterMagic));
+  PutBytes(out, kFooterMagic);
   return out;
 }
 
