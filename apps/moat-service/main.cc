@@ -89,8 +89,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--port", run.port, "Override the port (0 keeps service.json's)");
   run_cmd->add_option("--threads", run.threads, "I/O threads (0 = one per core)")
       ->capture_default_str();
-  run_cmd->add_option("--shutdown-grace", grace_seconds,
-                      "Seconds to let requests in flight finish on SIGTERM")
+  run_cmd
+      ->add_option("--shutdown-grace", grace_seconds,
+                   "Seconds to let requests in flight finish on SIGTERM")
       ->capture_default_str();
 
   try {

@@ -87,7 +87,8 @@ void DoKeygen(Streams s, int& exit_code, const std::string& type_name, const std
     MOAT_ASSIGN_OR_RETURN(crypto::SecretString pem, key.ToPem());
     // SECURITY: the private key is created 0600 and never overwrites an existing file.
     MOAT_TRY(AtomicWriteFile(key_path, pem.view(), {.mode = 0600, .exclusive = true}));
-    MOAT_TRY(AtomicWriteFile(pub_path, key.public_key().ToPem(), {.mode = 0644, .exclusive = true}));
+    MOAT_TRY(
+        AtomicWriteFile(pub_path, key.public_key().ToPem(), {.mode = 0644, .exclusive = true}));
     s.out << fmt::format("Created {} signing key.\n", crypto::KeyTypeName(type));
     s.out << fmt::format("  private key: {} (mode 0600; keep it offline, never share it)\n",
                          key_path.string());
@@ -117,8 +118,8 @@ Result<formats::Board> LoadBoard(const fs::path& path) {
   auto loader = [base](std::string_view import_path) -> Result<std::string> {
     fs::path rel(import_path);
     if (rel.is_absolute() || rel.lexically_normal().string().starts_with("..")) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "import '{}' must be a relative path inside {}", import_path, base.string());
+      return Fail(ErrorCode::kInvalidArgument, "import '{}' must be a relative path inside {}",
+                  import_path, base.string());
     }
     return ReadFile(base / rel, kMaxHardwareDefinitionBytes);
   };
@@ -134,8 +135,8 @@ void DoPack(Streams s, int& exit_code, const PackOptions& o) {
     MOAT_ASSIGN_OR_RETURN(PackageDirectory dir, ReadPackageDirectory(o.directory));
     auto manifest = formats::ParseAppManifest(dir.manifest_json);
     if (!manifest) {
-      return Fail(manifest.error().WithContext(
-          (fs::path(o.directory) / "app_manifest.json").string()));
+      return Fail(
+          manifest.error().WithContext((fs::path(o.directory) / "app_manifest.json").string()));
     }
     if (!o.hardware_definition.empty()) {
       MOAT_ASSIGN_OR_RETURN(formats::Board board, LoadBoard(o.hardware_definition));
@@ -146,9 +147,8 @@ void DoPack(Streams s, int& exit_code, const PackOptions& o) {
     auto it = std::find_if(dir.files.begin(), dir.files.end(),
                            [&](const auto& e) { return e.path == entry; });
     if (it == dir.files.end() || it->kind != formats::FileTreeEntry::Kind::kFile) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "EntryPoint '{}' is not a regular file in {}", manifest->entry_point,
-                  o.directory);
+      return Fail(ErrorCode::kInvalidArgument, "EntryPoint '{}' is not a regular file in {}",
+                  manifest->entry_point, o.directory);
     }
     if ((it->mode & 0111) == 0) {
       return Fail(ErrorCode::kInvalidArgument, "EntryPoint '{}' is not executable (mode {:o})",
@@ -217,8 +217,10 @@ void DoShow(Streams s, int& exit_code, const std::string& file,
       // Display only: nothing shown here has been verified, and we say so first.
       auto info = formats::InspectUnverifiedImagePackage(bytes);
       if (!info) return Fail(info.error().WithContext(file));
-      s.out << fmt::format("{}: image package (signature NOT verified; pass --trust KEY to "
-                           "verify)\n", file);
+      s.out << fmt::format(
+          "{}: image package (signature NOT verified; pass --trust KEY to "
+          "verify)\n",
+          file);
       PrintHeader(s.out, info->header, info->manifest_json, info->signature, bytes.size());
       s.out << "\n" << info->manifest_json << "\n";
       return Ok();
@@ -269,12 +271,12 @@ void DoVerify(Streams s, int& exit_code, const std::string& file,
     }
     auto files = pkg->Files();
     if (!files) return Fail(files.error().WithContext(file));
-    s.out << fmt::format("{}: OK — signature verified ({} key {}), {} {} {} version {}, {} "
-                         "files\n",
-                         file, crypto::KeyTypeName(pkg->signature().algorithm),
-                         HexEncode(pkg->signature().key_id),
-                         ImageTypeLabel(pkg->header().image_type), pkg->header().name,
-                         pkg->header().image_id.ToString(), pkg->header().version, files->size());
+    s.out << fmt::format(
+        "{}: OK — signature verified ({} key {}), {} {} {} version {}, {} "
+        "files\n",
+        file, crypto::KeyTypeName(pkg->signature().algorithm), HexEncode(pkg->signature().key_id),
+        ImageTypeLabel(pkg->header().image_type), pkg->header().name,
+        pkg->header().image_id.ToString(), pkg->header().version, files->size());
     return Ok();
   });
 }
@@ -323,12 +325,13 @@ void DoManifestCheck(Streams s, int& exit_code, const std::string& file,
     s.out << "  capabilities:\n" << DescribeCapabilities(formats::ToJson(shown)["Capabilities"]);
     if (!unresolved.empty()) {
       if (hardware_definition.empty()) {
-        s.out << fmt::format("  peripheral constants not resolved (pass --hardware-definition): "
-                             "{}\n",
-                             fmt::join(unresolved, ", "));
+        s.out << fmt::format(
+            "  peripheral constants not resolved (pass --hardware-definition): "
+            "{}\n",
+            fmt::join(unresolved, ", "));
       } else {
-        s.out << fmt::format("  resolved {} peripheral constant(s) against {}\n",
-                             unresolved.size(), hardware_definition);
+        s.out << fmt::format("  resolved {} peripheral constant(s) against {}\n", unresolved.size(),
+                             hardware_definition);
       }
     }
     return Ok();
@@ -352,7 +355,8 @@ void RegisterKeygen(CLI::App& app, Streams s, int& exit_code) {
 }
 
 void RegisterImagePackage(CLI::App& app, Streams s, int& exit_code) {
-  auto* group = app.add_subcommand("image-package", "Pack, inspect and verify signed image packages");
+  auto* group =
+      app.add_subcommand("image-package", "Pack, inspect and verify signed image packages");
   group->require_subcommand(1);
 
   auto pack = std::make_shared<PackOptions>();
@@ -399,8 +403,8 @@ void RegisterImagePackage(CLI::App& app, Streams s, int& exit_code) {
       "Verify an image package: its signature by one of the trusted keys, then its header,\n"
       "manifest and file tree. Exit 0 if valid, 1 if not (the reason is printed).");
   verify->add_option("file", *verify_file, "Image package")->required()->check(CLI::ExistingFile);
-  verify->add_option("--trust", *verify_trust,
-                     "Trusted public key or certificate (PEM); repeatable")
+  verify
+      ->add_option("--trust", *verify_trust, "Trusted public key or certificate (PEM); repeatable")
       ->required()
       ->check(CLI::ExistingFile);
   verify->callback([s, &exit_code, verify_file, verify_trust] {

@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "crypto/key.h"
 #include "crypto/x509.h"
 #include "formats/operator_config.h"
 #include "net/https_client.h"
@@ -129,8 +130,9 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
   auto json_out = [g, s](const Json& j) { s.out << j.dump(2) << "\n"; };
 
   // whoami
-  auto* whoami = app.add_subcommand("whoami", "Show which operator the config authenticates as, "
-                                              "and its roles");
+  auto* whoami = app.add_subcommand("whoami",
+                                    "Show which operator the config authenticates as, "
+                                    "and its roles");
   whoami->callback([=, &exit_code] {
     Run(s, exit_code, "whoami", [&]() -> Result<void> {
       MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
@@ -187,14 +189,14 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
   ca_list->callback([=, &exit_code] {
     Run(s, exit_code, "ca-certificate list", [&]() -> Result<void> {
       MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
-      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("GET", "/api/v1/tenants/" +
-                                                            EncodeQueryValue(*ca_tenant) +
-                                                            "/ca-certificates"));
+      MOAT_ASSIGN_OR_RETURN(Json j,
+                            session.Call("GET", "/api/v1/tenants/" + EncodeQueryValue(*ca_tenant) +
+                                                    "/ca-certificates"));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
       std::vector<std::vector<std::string>> rows;
       for (const auto& c : j["ca_certificates"]) {
-        rows.push_back({Str(c, "serial"), Str(c, "status"), Str(c, "not_before"),
-                        Str(c, "not_after")});
+        rows.push_back(
+            {Str(c, "serial"), Str(c, "status"), Str(c, "not_before"), Str(c, "not_after")});
       }
       PrintTable(s.out, {"SERIAL", "STATUS", "NOT BEFORE", "NOT AFTER"}, rows);
       return Ok();
@@ -216,9 +218,9 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
   dl->callback([=, &exit_code] {
     Run(s, exit_code, "ca-certificate download", [&]() -> Result<void> {
       MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
-      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("GET", "/api/v1/tenants/" +
-                                                            EncodeQueryValue(*ca_tenant) +
-                                                            "/ca-certificates"));
+      MOAT_ASSIGN_OR_RETURN(Json j,
+                            session.Call("GET", "/api/v1/tenants/" + EncodeQueryValue(*ca_tenant) +
+                                                    "/ca-certificates"));
       std::vector<crypto::Certificate> certs;
       for (const auto& c : j["ca_certificates"]) {
         if (Str(c, "status") == "expired") continue;
@@ -239,6 +241,138 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
       }
       s.out << fmt::format("Wrote {} certificate(s) to {} ({}).\n", certs.size(), *dl_dest,
                            *dl_format);
+      return Ok();
+    });
+  });
+
+  // user request|add|list|revoke, config create
+  auto* user = app.add_subcommand("user", "Operators: their keys, certificates and roles");
+  user->require_subcommand(1);
+  auto u_name = std::make_shared<std::string>();
+  auto u_dest = std::make_shared<std::string>();
+  auto* request = user->add_subcommand(
+      "request",
+      "Offline: create your operator key (NAME.key, mode 0600) and a certificate request\n"
+      "(NAME.csr) to give to an Administrator. The key never leaves this machine.");
+  request->add_option("--name", *u_name, "Your operator name")->required();
+  request->add_option("--destination", *u_dest, "Path prefix for .key and .csr")->required();
+  request->callback([=, &exit_code] {
+    Run(s, exit_code, "user request", [&]() -> Result<void> {
+      std::string key_path = *u_dest + ".key", csr_path = *u_dest + ".csr";
+      MOAT_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
+      MOAT_ASSIGN_OR_RETURN(auto csr, crypto::CertificateRequest::Create(key, *u_name));
+      MOAT_ASSIGN_OR_RETURN(crypto::SecretString pem, key.ToPem());
+      MOAT_TRY(AtomicWriteFile(key_path, pem.view(), {.mode = 0600, .exclusive = true}));
+      MOAT_TRY(AtomicWriteFile(csr_path, csr.ToPem(), {.mode = 0644, .exclusive = true}));
+      s.out << fmt::format(
+          "Wrote {} (private, mode 0600) and {}.\nGive {} to an Administrator: "
+          "moat user add --name {} --tenant TENANT --role ROLE --csr {}\n",
+          key_path, csr_path, csr_path, *u_name, csr_path);
+      return Ok();
+    });
+  });
+
+  auto u_tenant = std::make_shared<std::string>();
+  auto u_role = std::make_shared<std::string>();
+  auto u_csr = std::make_shared<std::string>();
+  auto* add = user->add_subcommand(
+      "add",
+      "Issue an operator certificate for a certificate request, with one role in one tenant\n"
+      "(--tenant '*' for the whole service). Needs the Administrator role there.");
+  add->add_option("--name", *u_name, "Operator name")->required();
+  add->add_option("--tenant", *u_tenant, "Tenant name, or '*' for the whole service")->required();
+  add->add_option("--role", *u_role, "Administrator, Contributor or Reader")
+      ->required()
+      ->check(CLI::IsMember({"Administrator", "Contributor", "Reader"}));
+  add->add_option("--csr", *u_csr, "Certificate request (from moat user request)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  add->add_option("--destination", *u_dest, "Where to write the certificate chain (PEM)")
+      ->required();
+  add->callback([=, &exit_code] {
+    Run(s, exit_code, "user add", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(std::string csr, ReadFile(*u_csr, 16 * 1024));
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json body = {{"name", *u_name}, {"tenant", *u_tenant}, {"role", *u_role}, {"csr", csr}};
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("POST", "/api/v1/users", &body));
+      MOAT_TRY(AtomicWriteFile(*u_dest, Str(j, "certificate"), {.mode = 0644}));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << fmt::format("Added {} ({}) as {} in {}; certificate valid until {} written to {}.\n",
+                           Str(j, "name"), Str(j, "id"), Str(j, "role"), Str(j, "tenant"),
+                           Str(j, "not_after"), *u_dest);
+      return Ok();
+    });
+  });
+
+  auto* ulist = user->add_subcommand("list", "List the operators in the scopes you administer");
+  ulist->callback([=, &exit_code] {
+    Run(s, exit_code, "user list", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("GET", "/api/v1/users"));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& u : j["users"]) {
+        rows.push_back({Str(u, "name"), Str(u, "id"), Str(u, "tenant"), Str(u, "role"),
+                        u.value("revoked", false) ? "revoked" : "active"});
+      }
+      PrintTable(s.out, {"NAME", "ID", "TENANT", "ROLE", "STATUS"}, rows);
+      return Ok();
+    });
+  });
+
+  auto u_id = std::make_shared<std::string>();
+  auto* revoke = user->add_subcommand(
+      "revoke", "Revoke an operator's certificate: from now on the service refuses it");
+  revoke->add_option("id", *u_id, "Operator ID (from moat user list)")->required();
+  revoke->callback([=, &exit_code] {
+    Run(s, exit_code, "user revoke", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json empty = Json::object();
+      MOAT_TRY(
+          session.Call("POST", "/api/v1/users/" + EncodeQueryValue(*u_id) + "/revoke", &empty));
+      s.out << fmt::format("Revoked {}.\n", *u_id);
+      return Ok();
+    });
+  });
+
+  auto* config = app.add_subcommand("config", "Operator config files");
+  config->require_subcommand(1);
+  auto c_url = std::make_shared<std::string>();
+  auto c_root = std::make_shared<std::string>();
+  auto c_cert = std::make_shared<std::string>();
+  auto c_key = std::make_shared<std::string>();
+  auto* create_cfg = config->add_subcommand(
+      "create", "Assemble an operator config (mode 0600) from your key and issued certificate");
+  create_cfg->add_option("--service-url", *c_url, "https://HOST:PORT of moat-service")->required();
+  create_cfg->add_option("--root-certificate", *c_root, "The service root CA (PEM)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  create_cfg->add_option("--certificate", *c_cert, "Your certificate chain (from user add)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  create_cfg->add_option("--key", *c_key, "Your private key (from user request)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  create_cfg->add_option("--destination", *u_dest, "Config file to write")->required();
+  create_cfg->callback([=, &exit_code] {
+    Run(s, exit_code, "config create", [&]() -> Result<void> {
+      formats::OperatorConfig c;
+      c.service_url = *c_url;
+      MOAT_ASSIGN_OR_RETURN(c.root_certificate_pem, ReadFile(*c_root, 16 * 1024));
+      MOAT_ASSIGN_OR_RETURN(c.certificate_pem, ReadFile(*c_cert, 16 * 1024));
+      MOAT_ASSIGN_OR_RETURN(c.private_key_pem, ReadFile(*c_key, 16 * 1024));
+      MOAT_ASSIGN_OR_RETURN(auto certs, crypto::Certificate::ParsePemChain(c.certificate_pem));
+      MOAT_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::FromPem(c.private_key_pem));
+      if (!(key.public_key() == certs.front().public_key())) {
+        return Fail(ErrorCode::kInvalidArgument, "{} is not the key of the certificate in {}",
+                    *c_key, *c_cert);
+      }
+      c.operator_name = certs.front().SubjectCommonName();
+      std::string text = ToJson(c).dump(2) + "\n";
+      // Validate what we write with the same reader that will load it.
+      MOAT_TRY(formats::ParseOperatorConfig(text));
+      MOAT_TRY(AtomicWriteFile(*u_dest, text, {.mode = 0600, .exclusive = true}));
+      s.out << fmt::format("Wrote {} for operator {} (mode 0600).\n", *u_dest, c.operator_name);
       return Ok();
     });
   });

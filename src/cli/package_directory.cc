@@ -26,8 +26,8 @@ Result<PackageDirectory> ReadPackageDirectory(const std::filesystem::path& dir) 
   MOAT_ASSIGN_OR_RETURN(out.manifest_json, ReadFile(dir / "app_manifest.json", kMaxManifestBytes));
 
   std::error_code ec;
-  std::filesystem::recursive_directory_iterator it(
-      dir, std::filesystem::directory_options::none, ec);
+  std::filesystem::recursive_directory_iterator it(dir, std::filesystem::directory_options::none,
+                                                   ec);
   if (ec) return Fail(ErrorCode::kIo, "cannot read {}: {}", dir.string(), ec.message());
   for (; it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) return Fail(ErrorCode::kIo, "cannot read {}: {}", dir.string(), ec.message());
@@ -49,8 +49,8 @@ Result<PackageDirectory> ReadPackageDirectory(const std::filesystem::path& dir) 
     } else if (S_ISREG(st.st_mode)) {
       e.kind = formats::FileTreeEntry::Kind::kFile;
       if (out.total_bytes + static_cast<uint64_t>(st.st_size) > kMaxTotalBytes) {
-        return Fail(ErrorCode::kLimitExceeded, "{}: the package would exceed {} MiB",
-                    dir.string(), kMaxTotalBytes >> 20);
+        return Fail(ErrorCode::kLimitExceeded, "{}: the package would exceed {} MiB", dir.string(),
+                    kMaxTotalBytes >> 20);
       }
       MOAT_ASSIGN_OR_RETURN(e.data, ReadFileBytes(p, kMaxTotalBytes));
       out.total_bytes += e.data.size();
@@ -63,8 +63,7 @@ Result<PackageDirectory> ReadPackageDirectory(const std::filesystem::path& dir) 
       e.mode = 0777;
     } else {
       return Fail(ErrorCode::kInvalidArgument,
-                  "{}: only regular files, directories and symlinks can be packaged",
-                  p.string());
+                  "{}: only regular files, directories and symlinks can be packaged", p.string());
     }
     out.files.push_back(std::move(e));
   }

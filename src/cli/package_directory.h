@@ -11,8 +11,8 @@
 namespace moat::cli {
 
 struct PackageDirectory {
-  std::string manifest_json;                   // app_manifest.json, not part of `files`
-  std::vector<formats::FileTreeEntry> files;   // everything else, parents before children
+  std::string manifest_json;                  // app_manifest.json, not part of `files`
+  std::vector<formats::FileTreeEntry> files;  // everything else, parents before children
   uint64_t total_bytes = 0;
 };
 

@@ -115,10 +115,11 @@ HttpResponse JsonResponse(int status, const Json& body) {
 
 Result<void> ValidateName(std::string_view what, std::string_view name) {
   auto ok_char = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == ' ';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == ' ';
   };
-  if (name.empty() || name.size() > kMaxNameBytes || !std::isalnum(static_cast<unsigned char>(name[0])) ||
+  if (name.empty() || name.size() > kMaxNameBytes ||
+      !std::isalnum(static_cast<unsigned char>(name[0])) ||
       !std::all_of(name.begin(), name.end(), ok_char) || name.back() == ' ') {
     return Fail(ErrorCode::kInvalidArgument,
                 "{} name '{}' must be 1..{} characters of letters, digits, space, '-', '_' and "
@@ -219,11 +220,13 @@ Result<std::string> NextAuditSeqAndInsert(store::Session& s, int64_t at, const A
                                           std::string_view tenant_id, std::string_view action,
                                           std::string_view target, std::string_view outcome,
                                           std::string_view detail) {
-  MOAT_ASSIGN_OR_RETURN(store::Row row, s.QueryOne("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log"));
+  MOAT_ASSIGN_OR_RETURN(store::Row row,
+                        s.QueryOne("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log"));
   MOAT_ASSIGN_OR_RETURN(int64_t seq, row.Int(0));
   store::Value op_id = caller ? store::Value(caller->id) : store::Value(store::kNull);
   store::Value op_name = caller ? store::Value(caller->name) : store::Value(store::kNull);
-  store::Value tenant = tenant_id.empty() ? store::Value(store::kNull) : store::Value(std::string(tenant_id));
+  store::Value tenant =
+      tenant_id.empty() ? store::Value(store::kNull) : store::Value(std::string(tenant_id));
   MOAT_TRY(s.Execute(
       "INSERT INTO audit_log (seq, at, operator_id, operator_name, tenant_id, action, target, "
       "outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -239,8 +242,8 @@ struct Tenant {
 };
 
 Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
-  auto row = db.QueryOne("SELECT id, name, created_at FROM tenants WHERE name = ?",
-                         {std::string(name)});
+  auto row =
+      db.QueryOne("SELECT id, name, created_at FROM tenants WHERE name = ?", {std::string(name)});
   if (!row) {
     if (row.error().code() == ErrorCode::kNotFound) {
       return Fail(ErrorCode::kNotFound, "no tenant '{}'", name.substr(0, kMaxNameBytes));
@@ -267,8 +270,8 @@ Result<Api::Caller> Authenticate(store::Database& db, const HttpRequest& req) {
                 "this endpoint needs a client certificate (mutual TLS); none was presented");
   }
   std::string fp = HexEncode(req.client_certificate->Fingerprint());
-  auto row = db.QueryOne(
-      "SELECT id, name, revoked_at FROM operators WHERE certificate_sha256 = ?", {fp});
+  auto row =
+      db.QueryOne("SELECT id, name, revoked_at FROM operators WHERE certificate_sha256 = ?", {fp});
   if (!row) {
     if (row.error().code() == ErrorCode::kNotFound) {
       return Fail(ErrorCode::kUnauthenticated,
@@ -282,10 +285,9 @@ Result<Api::Caller> Authenticate(store::Database& db, const HttpRequest& req) {
   Api::Caller caller;
   MOAT_ASSIGN_OR_RETURN(caller.id, row->Text(0));
   MOAT_ASSIGN_OR_RETURN(caller.name, row->Text(1));
-  MOAT_ASSIGN_OR_RETURN(auto roles, db.Query(
-                                        "SELECT scope, role FROM role_assignments WHERE "
-                                        "operator_id = ? ORDER BY scope",
-                                        {caller.id}));
+  MOAT_ASSIGN_OR_RETURN(auto roles, db.Query("SELECT scope, role FROM role_assignments WHERE "
+                                             "operator_id = ? ORDER BY scope",
+                                             {caller.id}));
   for (const auto& r : roles) {
     MOAT_ASSIGN_OR_RETURN(std::string scope, r.Text(0));
     MOAT_ASSIGN_OR_RETURN(std::string role_name, r.Text(1));
@@ -321,8 +323,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     });
     if (!r) log::Error("audit log write failed: {}", r.error().message());
   };
-  auto forbidden = [&](std::string_view tenant_id, std::string_view action,
-                       std::string_view target, std::string_view why) {
+  auto forbidden = [&](std::string_view tenant_id, std::string_view action, std::string_view target,
+                       std::string_view why) {
     audit(tenant_id, action, target, "denied", why);
     return ErrorResponse(Error(ErrorCode::kPermissionDenied, std::string(why)));
   };
@@ -381,9 +383,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     auto sealed = pki_.SealKey(ca->key, ca->certificate.SerialHex());
     if (!sealed) return ErrorResponse(sealed.error());
     auto created = db_.Transact([&](store::Session& s) -> Result<void> {
-      MOAT_ASSIGN_OR_RETURN(int64_t n, s.Execute("INSERT INTO tenants (id, name, created_at) VALUES "
-                                                 "(?, ?, ?) ON CONFLICT DO NOTHING",
-                                                 {tenant_id, *name, now}));
+      MOAT_ASSIGN_OR_RETURN(int64_t n,
+                            s.Execute("INSERT INTO tenants (id, name, created_at) VALUES "
+                                      "(?, ?, ?) ON CONFLICT DO NOTHING",
+                                      {tenant_id, *name, now}));
       if (n == 0) {
         return Fail(ErrorCode::kAlreadyExists, "a tenant named '{}' already exists", *name);
       }
@@ -393,8 +396,9 @@ HttpResponse Api::Handle(const HttpRequest& req) {
           {ca->certificate.SerialHex(), tenant_id, ca->certificate.ToPem(), *sealed,
            store::UnixSeconds(ca->certificate.NotBefore()),
            store::UnixSeconds(ca->certificate.NotAfter()), now}));
-      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant_id, "tenant.create", *name, "ok",
-                                     fmt::format("tenant CA serial {}", ca->certificate.SerialHex())));
+      MOAT_TRY(
+          NextAuditSeqAndInsert(s, now, &*caller, tenant_id, "tenant.create", *name, "ok",
+                                fmt::format("tenant CA serial {}", ca->certificate.SerialHex())));
       return Ok();
     });
     if (!created) {
@@ -404,8 +408,9 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     if (on_tenant_ca_) on_tenant_ca_(ca->certificate);
     return JsonResponse(201, {{"id", tenant_id},
                               {"name", *name},
-                              {"ca_certificate", {{"serial", ca->certificate.SerialHex()},
-                                                  {"not_after", FormatRfc3339(ca->certificate.NotAfter())}}}});
+                              {"ca_certificate",
+                               {{"serial", ca->certificate.SerialHex()},
+                                {"not_after", FormatRfc3339(ca->certificate.NotAfter())}}}});
   }
 
   // /api/v1/tenants/{name}/ca-certificates
@@ -418,7 +423,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                                  fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
     }
     auto rows = db_.Query(
-        "SELECT serial_hex, certificate_pem, not_before, not_after FROM tenant_cas WHERE tenant_id = ? "
+        "SELECT serial_hex, certificate_pem, not_before, not_after FROM tenant_cas WHERE tenant_id "
+        "= ? "
         "ORDER BY not_before",
         {tenant->id});
     if (!rows) return ErrorResponse(rows.error());
@@ -438,6 +444,131 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                               {"root_certificate", pki_.root().certificate.ToPem()}});
   }
 
+  // /api/v1/users: operators. POST issues a certificate for a CSR with one role in one scope.
+  if (seg.size() == 3 && seg[2] == "users") {
+    if (req.method == "POST") {
+      auto body = ParseBody(req);
+      if (!body) return ErrorResponse(body.error());
+      formats::ObjectReader reader(*body, "body");
+      auto name = reader.RequiredString("name", kMaxNameBytes * 2);
+      auto tenant_name = reader.RequiredString("tenant", kMaxNameBytes * 2);
+      auto role_name = reader.RequiredString("role", 32);
+      auto csr_pem = reader.RequiredString("csr", 16 * 1024);
+      for (const Result<std::string>* r : {&name, &tenant_name, &role_name, &csr_pem}) {
+        if (!*r) return ErrorResponse(r->error());
+      }
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      if (auto v = ValidateName("operator", *name); !v) return ErrorResponse(v.error());
+      auto role = ParseRole(*role_name);
+      if (!role) return ErrorResponse(role.error().WithContext("body.role"));
+      std::string scope(kServiceScope);
+      if (*tenant_name != kServiceScope) {
+        auto tenant = FindTenant(db_, *tenant_name);
+        if (!tenant || !caller->RoleIn(tenant->id)) {
+          return ErrorResponse(Error(ErrorCode::kNotFound,
+                                     fmt::format("no tenant '{}'", tenant_name->substr(0, 64))));
+        }
+        scope = tenant->id;
+      }
+      // SECURITY: only an Administrator of the scope may add operators to it.
+      if (caller->RoleIn(scope) != Role::kAdministrator) {
+        return forbidden(
+            scope == kServiceScope ? "" : scope, "user.add", *name,
+            fmt::format("adding operators to '{}' needs its Administrator role", *tenant_name));
+      }
+      auto csr = crypto::CertificateRequest::FromPem(*csr_pem);
+      if (!csr) return ErrorResponse(csr.error().WithContext("body.csr"));
+      std::string id = random_.NewUuid();
+      auto cert = pki_.IssueOperatorCertificate(*csr, id, *name, clock_);
+      if (!cert) {
+        return ErrorResponse(cert.error().code() == ErrorCode::kVerificationFailed
+                                 ? Error(ErrorCode::kInvalidArgument,
+                                         "body.csr: the request's signature does not verify")
+                                 : cert.error());
+      }
+      auto added = db_.Transact([&](store::Session& s) -> Result<void> {
+        MOAT_TRY(
+            s.Execute("INSERT INTO operators (id, name, certificate_sha256, certificate_serial, "
+                      "created_at) VALUES (?, ?, ?, ?, ?)",
+                      {id, *name, HexEncode(cert->Fingerprint()), cert->SerialHex(), now}));
+        MOAT_TRY(
+            s.Execute("INSERT INTO role_assignments (operator_id, scope, role) VALUES (?, ?, ?)",
+                      {id, scope, std::string(RoleName(*role))}));
+        MOAT_TRY(NextAuditSeqAndInsert(
+            s, now, &*caller, scope == kServiceScope ? "" : scope, "user.add", *name, "ok",
+            fmt::format("{} in {}; certificate serial {}", RoleName(*role), *tenant_name,
+                        cert->SerialHex())));
+        return Ok();
+      });
+      if (!added) return ErrorResponse(added.error());
+      return JsonResponse(201,
+                          {{"id", id},
+                           {"name", *name},
+                           {"tenant", *tenant_name},
+                           {"role", RoleName(*role)},
+                           {"certificate", cert->ToPem() + pki_.operator_ca().certificate.ToPem()},
+                           {"not_after", FormatRfc3339(cert->NotAfter())}});
+    }
+    if (req.method != "GET") return method_not_allowed();
+    auto rows = db_.Query(
+        "SELECT o.id, o.name, o.created_at, o.revoked_at, r.scope, r.role FROM operators o "
+        "JOIN role_assignments r ON r.operator_id = o.id ORDER BY o.name, r.scope");
+    if (!rows) return ErrorResponse(rows.error());
+    Json list = Json::array();
+    for (const auto& r : *rows) {
+      std::string scope = *r.Text(4);
+      // An operator is visible to the Administrators of the scopes it has roles in.
+      if (caller->RoleIn(scope) != Role::kAdministrator) continue;
+      std::string tenant_label = "*";
+      if (scope != kServiceScope) {
+        auto t = db_.QueryOne("SELECT name FROM tenants WHERE id = ?", {scope});
+        if (t) tenant_label = *t->Text(0);
+      }
+      list.push_back({{"id", *r.Text(0)},
+                      {"name", *r.Text(1)},
+                      {"created_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(2)))},
+                      {"revoked", !r.IsNull(3)},
+                      {"tenant", tenant_label},
+                      {"role", *r.Text(5)}});
+    }
+    return JsonResponse(200, {{"users", list}});
+  }
+
+  // POST /api/v1/users/{id}/revoke
+  if (seg.size() == 5 && seg[2] == "users" && seg[4] == "revoke") {
+    if (req.method != "POST") return method_not_allowed();
+    std::string target_id(seg[3]);
+    auto roles = db_.Query("SELECT scope FROM role_assignments WHERE operator_id = ?", {target_id});
+    if (!roles) return ErrorResponse(roles.error());
+    // SECURITY: the caller must administer every scope the operator acts in; otherwise the
+    // operator does not exist for it (404, like another tenant's objects).
+    bool allowed = !roles->empty();
+    for (const auto& r : *roles) {
+      if (caller->RoleIn(*r.Text(0)) != Role::kAdministrator) allowed = false;
+    }
+    if (!allowed) {
+      return ErrorResponse(
+          Error(ErrorCode::kNotFound, fmt::format("no user '{}'", target_id.substr(0, 64))));
+    }
+    if (target_id == caller->id) {
+      return ErrorResponse(Error(ErrorCode::kFailedPrecondition,
+                                 "you cannot revoke your own certificate; ask another "
+                                 "Administrator"));
+    }
+    auto revoked = db_.Transact([&](store::Session& s) -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(int64_t n, s.Execute("UPDATE operators SET revoked_at = ? WHERE id = ? "
+                                                 "AND revoked_at IS NULL",
+                                                 {now, target_id}));
+      if (n == 0)
+        return Fail(ErrorCode::kFailedPrecondition, "user {} is already revoked", target_id);
+      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, "", "user.revoke", target_id, "ok",
+                                     "certificate revoked; further requests are refused"));
+      return Ok();
+    });
+    if (!revoked) return ErrorResponse(revoked.error());
+    return JsonResponse(200, {{"id", target_id}, {"revoked", true}});
+  }
+
   // GET /api/v1/audit[?tenant=NAME][&limit=N]
   if (seg.size() == 3 && seg[2] == "audit") {
     if (req.method != "GET") return method_not_allowed();
@@ -448,8 +579,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       char* end = nullptr;
       limit = std::strtoll(limit_text.c_str(), &end, 10);
       if (end == nullptr || *end != '\0' || limit < 1 || limit > kMaxListLimit) {
-        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
-                                   fmt::format("limit must be 1..{}", kMaxListLimit)));
+        return ErrorResponse(
+            Error(ErrorCode::kInvalidArgument, fmt::format("limit must be 1..{}", kMaxListLimit)));
       }
     }
     Result<std::vector<store::Row>> rows = std::vector<store::Row>{};
@@ -490,9 +621,9 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return JsonResponse(200, {{"entries", list}});
   }
 
-  return net::Problem(404, "not-found", "Not found",
-                      fmt::format("no endpoint {} {}", req.method.substr(0, 16),
-                                  req.path.substr(0, 128)));
+  return net::Problem(
+      404, "not-found", "Not found",
+      fmt::format("no endpoint {} {}", req.method.substr(0, 16), req.path.substr(0, 128)));
 }
 
 Result<crypto::Certificate> CreateFirstAdministrator(store::Database& db, const ServicePki& pki,
@@ -509,8 +640,9 @@ Result<crypto::Certificate> CreateFirstAdministrator(store::Database& db, const 
         "INSERT INTO operators (id, name, certificate_sha256, certificate_serial, created_at) "
         "VALUES (?, ?, ?, ?, ?)",
         {id, std::string(name), HexEncode(cert.Fingerprint()), cert.SerialHex(), now}));
-    MOAT_TRY(s.Execute("INSERT INTO role_assignments (operator_id, scope, role) VALUES (?, ?, ?)",
-                       {id, std::string(kServiceScope), std::string(RoleName(Role::kAdministrator))}));
+    MOAT_TRY(
+        s.Execute("INSERT INTO role_assignments (operator_id, scope, role) VALUES (?, ?, ?)",
+                  {id, std::string(kServiceScope), std::string(RoleName(Role::kAdministrator))}));
     MOAT_TRY(NextAuditSeqAndInsert(s, now, nullptr, "", "operator.create", std::string(name), "ok",
                                    "first service Administrator, created by moat-service init"));
     return Ok();

@@ -19,8 +19,8 @@ Result<CertifiedKey> LoadPair(const std::filesystem::path& cert_path,
   crypto::Wipe(std::span(reinterpret_cast<uint8_t*>(key_pem.data()), key_pem.size()));
   if (!key) return Fail(key.error().WithContext(key_path.string()));
   if (!(key->public_key() == cert->public_key())) {
-    return Fail(ErrorCode::kFailedPrecondition, "{} does not hold the key of {}",
-                key_path.string(), cert_path.string());
+    return Fail(ErrorCode::kFailedPrecondition, "{} does not hold the key of {}", key_path.string(),
+                cert_path.string());
   }
   return CertifiedKey{*cert, *key};
 }
@@ -68,8 +68,8 @@ Result<ServicePki> ServicePki::Create(std::string_view service_name,
                                         .not_before = start,
                                         .not_after = now + lifetimes.operator_ca,
                                         .path_length = 0};
-  MOAT_ASSIGN_OR_RETURN(auto op_cert, crypto::IssueCertificate(op_profile, op_key.public_key(),
-                                                                root_cert, root_key));
+  MOAT_ASSIGN_OR_RETURN(
+      auto op_cert, crypto::IssueCertificate(op_profile, op_key.public_key(), root_cert, root_key));
 
   MOAT_ASSIGN_OR_RETURN(auto server_key, crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
   crypto::CertificateProfile server_profile{
@@ -80,9 +80,9 @@ Result<ServicePki> ServicePki::Create(std::string_view service_name,
       .not_after = now + lifetimes.server,
       .san_dns = server_dns,
       .san_ips = server_ips};
-  MOAT_ASSIGN_OR_RETURN(auto server_cert, crypto::IssueCertificate(
-                                              server_profile, server_key.public_key(), root_cert,
-                                              root_key));
+  MOAT_ASSIGN_OR_RETURN(
+      auto server_cert,
+      crypto::IssueCertificate(server_profile, server_key.public_key(), root_cert, root_key));
   crypto::AeadKey master;
   crypto::OpenSslRandom().Fill(master);
   return ServicePki({root_cert, root_key}, {op_cert, op_key}, {server_cert, server_key}, master,
@@ -100,7 +100,8 @@ Result<void> ServicePki::Save(const DataDirLayout& layout) const {
 
 Result<ServicePki> ServicePki::Load(const DataDirLayout& layout, const PkiLifetimes& lifetimes) {
   MOAT_ASSIGN_OR_RETURN(auto root, LoadPair(layout.root_ca_certificate(), layout.root_ca_key()));
-  MOAT_ASSIGN_OR_RETURN(auto op, LoadPair(layout.operator_ca_certificate(), layout.operator_ca_key()));
+  MOAT_ASSIGN_OR_RETURN(auto op,
+                        LoadPair(layout.operator_ca_certificate(), layout.operator_ca_key()));
   MOAT_ASSIGN_OR_RETURN(auto server, LoadPair(layout.server_certificate(), layout.server_key()));
   MOAT_ASSIGN_OR_RETURN(auto master_bytes, ReadFileBytes(layout.master_key(), 64));
   if (master_bytes.size() != 32) {
@@ -123,8 +124,8 @@ Result<crypto::Certificate> ServicePki::IssueOperatorCertificate(
       .common_name = std::string(name),
       .organization = root_.certificate.SubjectCommonName(),
       .not_before = now - lifetimes_.backdate,
-      .not_after = std::min(now + lifetimes_.operator_certificate,
-                            operator_ca_.certificate.NotAfter()),
+      .not_after =
+          std::min(now + lifetimes_.operator_certificate, operator_ca_.certificate.NotAfter()),
       .san_uris = {std::string(kOperatorSanPrefix) + std::string(operator_id)}};
   return crypto::IssueCertificate(profile, csr.public_key(), operator_ca_.certificate,
                                   operator_ca_.key);
@@ -133,15 +134,14 @@ Result<crypto::Certificate> ServicePki::IssueOperatorCertificate(
 Result<CertifiedKey> ServicePki::CreateTenantCa(std::string_view tenant_name,
                                                 SystemTime not_before) const {
   MOAT_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
-  crypto::CertificateProfile profile{
-      .kind = crypto::CertificateProfile::Kind::kIntermediateCa,
-      .common_name = fmt::format("{} Tenant CA", tenant_name),
-      .organization = root_.certificate.SubjectCommonName(),
-      .not_before = not_before,
-      .not_after = not_before + lifetimes_.tenant_ca,
-      .path_length = 0};
-  MOAT_ASSIGN_OR_RETURN(auto cert, crypto::IssueCertificate(profile, key.public_key(),
-                                                            root_.certificate, root_.key));
+  crypto::CertificateProfile profile{.kind = crypto::CertificateProfile::Kind::kIntermediateCa,
+                                     .common_name = fmt::format("{} Tenant CA", tenant_name),
+                                     .organization = root_.certificate.SubjectCommonName(),
+                                     .not_before = not_before,
+                                     .not_after = not_before + lifetimes_.tenant_ca,
+                                     .path_length = 0};
+  MOAT_ASSIGN_OR_RETURN(
+      auto cert, crypto::IssueCertificate(profile, key.public_key(), root_.certificate, root_.key));
   return CertifiedKey{cert, key};
 }
 

@@ -85,8 +85,10 @@ class ServicePki {
   Result<CertifiedKey> CreateTenantCa(std::string_view tenant_name, SystemTime not_before) const;
 
   // Seals/unseals a tenant CA key for the database, bound to its certificate's serial.
-  Result<std::vector<uint8_t>> SealKey(const crypto::PrivateKey& key, std::string_view serial) const;
-  Result<crypto::PrivateKey> UnsealKey(std::span<const uint8_t> sealed, std::string_view serial) const;
+  Result<std::vector<uint8_t>> SealKey(const crypto::PrivateKey& key,
+                                       std::string_view serial) const;
+  Result<crypto::PrivateKey> UnsealKey(std::span<const uint8_t> sealed,
+                                       std::string_view serial) const;
 
  private:
   ServicePki(CertifiedKey root, CertifiedKey operator_ca, CertifiedKey server,

@@ -27,8 +27,8 @@ TEST_F(PkiTest, CreatesAChainThatVerifies) {
   EXPECT_TRUE(crypto::VerifyCertificateChain(pki->server().certificate, {}, roots, clock_.Now(),
                                              crypto::ExtendedKeyUsage::kServerAuth));
   EXPECT_EQ(pki->server().certificate.SanDnsNames(), std::vector<std::string>{"moat.example"});
-  EXPECT_TRUE(crypto::VerifyCertificateChain(pki->operator_ca().certificate, {}, roots,
-                                             clock_.Now()));
+  EXPECT_TRUE(
+      crypto::VerifyCertificateChain(pki->operator_ca().certificate, {}, roots, clock_.Now()));
 }
 
 TEST_F(PkiTest, OperatorCertificatesChainThroughTheOperatorCa) {
@@ -78,8 +78,8 @@ TEST_F(PkiTest, SavesPrivatelyLoadsBackAndNeverOverwrites) {
   auto pki = *ServicePki::Create("Acme", {"localhost"}, {}, clock_);
   ASSERT_TRUE(pki.Save(layout));
   struct stat st {};
-  for (const auto& p : {layout.root_ca_key(), layout.operator_ca_key(), layout.server_key(),
-                        layout.master_key()}) {
+  for (const auto& p :
+       {layout.root_ca_key(), layout.operator_ca_key(), layout.server_key(), layout.master_key()}) {
     ASSERT_EQ(::stat(p.c_str(), &st), 0) << p;
     EXPECT_EQ(st.st_mode & 0777, 0600u) << p;
   }

@@ -63,8 +63,8 @@ Result<void> InitDataDir(const InitOptions& o, const Clock& clock, Random& rando
   }
   MOAT_TRY(MakeDirectories(target.parent_path(), 0755));
   const std::filesystem::path staging =
-      target.parent_path() / fmt::format(".{}.init-{}", target.filename().string(),
-                                         random.NewUuid().substr(0, 8));
+      target.parent_path() /
+      fmt::format(".{}.init-{}", target.filename().string(), random.NewUuid().substr(0, 8));
   MOAT_TRY(MakeDirectories(staging, 0700));
   struct Cleanup {
     std::filesystem::path dir;
@@ -77,14 +77,14 @@ Result<void> InitDataDir(const InitOptions& o, const Clock& clock, Random& rando
   DataDirLayout layout(staging);
 
   out << "Creating the service root CA, operator CA and server certificate...\n";
-  MOAT_ASSIGN_OR_RETURN(ServicePki pki, ServicePki::Create(o.service_name, o.server_dns,
-                                                           o.server_ips, clock));
+  MOAT_ASSIGN_OR_RETURN(ServicePki pki,
+                        ServicePki::Create(o.service_name, o.server_dns, o.server_ips, clock));
   MOAT_TRY(pki.Save(layout));
 
-  Json config = {{"service_name", o.service_name},
-                 {"listen_address", o.listen_address},
-                 {"port", o.port}};
-  MOAT_TRY(AtomicWriteFile(layout.config(), config.dump(2) + "\n", {.mode = 0600, .exclusive = true}));
+  Json config = {
+      {"service_name", o.service_name}, {"listen_address", o.listen_address}, {"port", o.port}};
+  MOAT_TRY(
+      AtomicWriteFile(layout.config(), config.dump(2) + "\n", {.mode = 0600, .exclusive = true}));
 
   out << "Creating the database...\n";
   {
@@ -97,12 +97,12 @@ Result<void> InitDataDir(const InitOptions& o, const Clock& clock, Random& rando
                           CreateFirstAdministrator(*db, pki, clock, random, o.admin_name, csr));
     MOAT_ASSIGN_OR_RETURN(crypto::SecretString key_pem, admin_key.ToPem());
     std::string host = !o.server_dns.empty() ? o.server_dns.front() : o.server_ips.front();
-    formats::OperatorConfig op{.service_url = fmt::format("https://{}:{}", host, o.port),
-                               .operator_name = o.admin_name,
-                               .root_certificate_pem = pki.root().certificate.ToPem(),
-                               .certificate_pem = admin_cert.ToPem() +
-                                                  pki.operator_ca().certificate.ToPem(),
-                               .private_key_pem = std::string(key_pem.view())};
+    formats::OperatorConfig op{
+        .service_url = fmt::format("https://{}:{}", host, o.port),
+        .operator_name = o.admin_name,
+        .root_certificate_pem = pki.root().certificate.ToPem(),
+        .certificate_pem = admin_cert.ToPem() + pki.operator_ca().certificate.ToPem(),
+        .private_key_pem = std::string(key_pem.view())};
     std::string op_json = ToJson(op).dump(2) + "\n";
     std::filesystem::path admin_path =
         o.admin_config.empty() ? staging / "admin.moat.json" : o.admin_config;
@@ -176,25 +176,23 @@ Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock
   MOAT_ASSIGN_OR_RETURN(state->tls, crypto::TlsServerContext::Create(tls));
 
   std::weak_ptr<crypto::TlsServerContext> weak_tls = state->tls;
-  state->api = std::make_unique<Api>(*state->db, *state->pki, clock, random,
-                                     [weak_tls](const crypto::Certificate& ca) {
-                                       if (auto t = weak_tls.lock()) {
-                                         if (auto r = t->AddClientIntermediate(ca); !r) {
-                                           log::Error("trusting the new tenant CA failed: {}",
-                                                      r.error().message());
-                                         }
-                                       }
-                                     });
+  state->api = std::make_unique<Api>(
+      *state->db, *state->pki, clock, random, [weak_tls](const crypto::Certificate& ca) {
+        if (auto t = weak_tls.lock()) {
+          if (auto r = t->AddClientIntermediate(ca); !r) {
+            log::Error("trusting the new tenant CA failed: {}", r.error().message());
+          }
+        }
+      });
   net::HttpsServerConfig server_config;
   server_config.address = o.listen_address.empty() ? config.listen_address : o.listen_address;
   server_config.port = o.port != 0 ? o.port : config.port;
   server_config.threads = o.threads;
   Api* api = state->api.get();
-  MOAT_ASSIGN_OR_RETURN(state->server,
-                        net::HttpsServer::Create(server_config, state->tls,
-                                                 [api](const net::HttpRequest& r) {
-                                                   return api->Handle(r);
-                                                 }));
+  MOAT_ASSIGN_OR_RETURN(state->server, net::HttpsServer::Create(server_config, state->tls,
+                                                                [api](const net::HttpRequest& r) {
+                                                                  return api->Handle(r);
+                                                                }));
   state->server->Start();
   log::Info("moat-service '{}' listening on {}:{}", config.service_name, server_config.address,
             state->server->port());

@@ -105,6 +105,45 @@ expect 0 "audit list" -- "$moat" --config "$cfg" audit list
 contains "tenant.create" "audit records the tenant creation"
 contains "operator.create" "audit records the first administrator"
 
+# --- operators: request a key offline, get a role, act with it, be revoked
+expect 0 "user request" -- "$moat" user request --name alice --destination "$work/alice"
+[[ $(stat -c %a "$work/alice.key") == 600 ]] && pass || fail "operator key mode"
+expect 0 "user add" -- "$moat" --config "$cfg" user add --name alice --tenant acme --role Reader \
+  --csr "$work/alice.csr" --destination "$work/alice.crt"
+contains "as Reader in acme" "user add output"
+expect 0 "config create" -- "$moat" config create --service-url "$url" --root-certificate "$work/root.pem" \
+  --certificate "$work/alice.crt" --key "$work/alice.key" --destination "$work/alice.moat.json"
+alice="$work/alice.moat.json"
+expect 0 "alice sees acme" -- "$moat" --config "$alice" tenant list
+contains "acme" "alice's tenant list"
+expect 1 "a Reader cannot create tenants" -- "$moat" --config "$alice" tenant create evil
+contains "needs the service-wide Administrator role" "forbidden message"
+expect 1 "a Reader cannot add operators" -- "$moat" --config "$alice" user add --name mallory \
+  --tenant acme --role Administrator --csr "$work/alice.csr" --destination "$work/m.crt"
+contains "needs its Administrator role" "user add forbidden message"
+expect 0 "tenant two" -- "$moat" --config "$cfg" tenant create globex
+expect 1 "alice cannot see another tenant's CAs" -- "$moat" --config "$alice" ca-certificate list --tenant globex
+contains "no tenant 'globex'" "another tenant answers not found"
+alice_id=$("$moat" --config "$cfg" user list --output json | python3 -c 'import json,sys; print([u["id"] for u in json.load(sys.stdin)["users"] if u["name"]=="alice"][0])')
+expect 0 "user revoke" -- "$moat" --config "$cfg" user revoke "$alice_id"
+expect 1 "a revoked operator is refused" -- "$moat" --config "$alice" tenant list
+contains "was revoked" "revoked message"
+expect 1 "revoking twice" -- "$moat" --config "$cfg" user revoke "$alice_id"
+contains "already revoked" "double revoke message"
+curl -s --cacert "$work/root.pem" -o "$work/out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  --cert "$work/admin.crt" --key "$work/admin.key" --data '{"name":"x","tenant":"acme","role":"Reader","csr":"junk"}' \
+  "$url/api/v1/users" > "$work/status"
+[[ $(cat "$work/status") == 400 ]] && pass || fail "a junk CSR: HTTP $(cat "$work/status")"
+contains "body.csr" "the junk CSR error names the field"
+curl -s --cacert "$work/root.pem" -o "$work/out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  --cert "$work/admin.crt" --key "$work/admin.key" --data '{"name":"x","tenant":"acme","role":"Root","csr":"x","extra":1}' \
+  "$url/api/v1/users" > "$work/status"
+[[ $(cat "$work/status") == 400 ]] && pass || fail "unknown field: HTTP $(cat "$work/status")"
+curl -s --cacert "$work/root.pem" -o "$work/out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  --cert "$work/admin.crt" --key "$work/admin.key" --data '{"name":' "$url/api/v1/tenants" > "$work/status"
+[[ $(cat "$work/status") == 400 ]] && pass || fail "malformed JSON: HTTP $(cat "$work/status")"
+contains "invalid JSON" "malformed JSON message"
+
 # --- graceful stop
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
