@@ -5,18 +5,15 @@
 namespace moat::formats {
 
 Json ToJson(const OperatorConfig& c) {
-  return Json{{"format", "moat-operator-config/1"},
-              {"service_url", c.service_url},
-              {"operator", c.operator_name},
-              {"root_certificate", c.root_certificate_pem},
-              {"certificate", c.certificate_pem},
-              {"private_key", c.private_key_pem}};
+  return Json{{"format", "moat-operator-config/1"}, {"service_url", c.service_url},
+              {"operator", c.operator_name},        {"root_certificate", c.root_certificate_pem},
+              {"certificate", c.certificate_pem},   {"private_key", c.private_key_pem}};
 }
 
 Result<OperatorConfig> ParseOperatorConfig(std::string_view json) {
-  MOAT_ASSIGN_OR_RETURN(Json j, ParseJson(json, "operator config",
-                                          JsonLimits{.max_bytes = kMaxOperatorConfigBytes,
-                                                     .max_depth = 4}));
+  MOAT_ASSIGN_OR_RETURN(
+      Json j, ParseJson(json, "operator config",
+                        JsonLimits{.max_bytes = kMaxOperatorConfigBytes, .max_depth = 4}));
   ObjectReader r(j, "operator config");
   MOAT_TRY(r.status());
   MOAT_ASSIGN_OR_RETURN(std::string format, r.RequiredString("format", 64));

@@ -13,8 +13,8 @@
 namespace moat::formats {
 
 struct OperatorConfig {
-  std::string service_url;     // "https://127.0.0.1:8443"
-  std::string operator_name;   // informational
+  std::string service_url;    // "https://127.0.0.1:8443"
+  std::string operator_name;  // informational
   std::string root_certificate_pem;
   std::string certificate_pem;
   std::string private_key_pem;  // SECURITY: secret
