@@ -281,9 +281,10 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
       "(--tenant '*' for the whole service). Needs the Administrator role there.");
   add->add_option("--name", *u_name, "Operator name")->required();
   add->add_option("--tenant", *u_tenant, "Tenant name, or '*' for the whole service")->required();
-  add->add_option("--role", *u_role, "Administrator, Contributor or Reader")
+  add->add_option("--role", *u_role,
+                  "Administrator, Contributor or Reader; or Manufacturer (with --tenant '*')")
       ->required()
-      ->check(CLI::IsMember({"Administrator", "Contributor", "Reader"}));
+      ->check(CLI::IsMember({"Administrator", "Contributor", "Reader", "Manufacturer"}));
   add->add_option("--csr", *u_csr, "Certificate request (from moat user request)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -373,6 +374,125 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
       MOAT_TRY(formats::ParseOperatorConfig(text));
       MOAT_TRY(AtomicWriteFile(*u_dest, text, {.mode = 0600, .exclusive = true}));
       s.out << fmt::format("Wrote {} for operator {} (mode 0600).\n", *u_dest, c.operator_name);
+      return Ok();
+    });
+  });
+
+  // device register|claim|list|show|transfer|accept-transfer
+  auto* device =
+      app.add_subcommand("device", "The device registry: registration, claims, ownership");
+  device->require_subcommand(1);
+  auto d_key = std::make_shared<std::string>();
+  auto d_id = std::make_shared<std::string>();
+  auto d_tenant = std::make_shared<std::string>();
+  auto d_to = std::make_shared<std::string>();
+  auto* reg = device->add_subcommand(
+      "register",
+      "Manufacturer: register a device by its identity public key (PEM). The device ID is the\n"
+      "lowercase hex SHA-256 of the key's DER SubjectPublicKeyInfo.");
+  reg->add_option("--public-key", *d_key, "The device's identity public key (PEM)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  reg->callback([=, &exit_code] {
+    Run(s, exit_code, "device register", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(std::string pem, ReadFile(*d_key, 8 * 1024));
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json body = {{"public_key", pem}};
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("POST", "/api/v1/devices", &body));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << "Registered device " << Str(j, "id") << "\n";
+      return Ok();
+    });
+  });
+  auto tenant_devices = [](const std::string& t) {
+    return "/api/v1/tenants/" + EncodeQueryValue(t) + "/devices";
+  };
+  auto* claim = device->add_subcommand("claim", "Claim a registered device into a tenant");
+  claim->add_option("id", *d_id, "Device ID")->required();
+  claim->add_option("--tenant", *d_tenant, "Tenant name")->required();
+  claim->callback([=, &exit_code] {
+    Run(s, exit_code, "device claim", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json empty = Json::object();
+      MOAT_ASSIGN_OR_RETURN(
+          Json j,
+          session.Call("POST", tenant_devices(*d_tenant) + "/" + EncodeQueryValue(*d_id) + "/claim",
+                       &empty));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << fmt::format("Claimed device {} into {}.\n", Str(j, "id"), Str(j, "tenant"));
+      return Ok();
+    });
+  });
+  auto* dlist = device->add_subcommand("list", "List a tenant's devices");
+  dlist->add_option("--tenant", *d_tenant, "Tenant name")->required();
+  dlist->callback([=, &exit_code] {
+    Run(s, exit_code, "device list", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("GET", tenant_devices(*d_tenant)));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& d : j["devices"]) {
+        rows.push_back({Str(d, "id"), Str(d, "last_seen"), Str(d, "os_version"),
+                        Str(d, "last_attestation_result"), Str(d, "certificate_not_after")});
+      }
+      PrintTable(s.out, {"DEVICE ID", "LAST SEEN", "OS", "ATTESTATION", "CERTIFICATE UNTIL"}, rows);
+      return Ok();
+    });
+  });
+  auto* dshow = device->add_subcommand("show", "Show one device");
+  dshow->add_option("id", *d_id, "Device ID")->required();
+  dshow->add_option("--tenant", *d_tenant, "Tenant name")->required();
+  dshow->callback([=, &exit_code] {
+    Run(s, exit_code, "device show", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(
+          Json j, session.Call("GET", tenant_devices(*d_tenant) + "/" + EncodeQueryValue(*d_id)));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      for (const char* k :
+           {"id", "tenant", "claimed_at", "last_seen", "os_version", "certificate_not_after",
+            "last_attestation_at", "last_attestation_result", "pending_transfer_to"}) {
+        s.out << fmt::format("{:<24} {}\n", std::string(k) + ":", Str(j, k));
+      }
+      s.out << fmt::format("{:<24} {}\n", "installed_images:",
+                           j["installed_images"].empty() ? "-" : j["installed_images"].dump());
+      return Ok();
+    });
+  });
+  auto* transfer = device->add_subcommand(
+      "transfer",
+      "Offer a device to another tenant (Administrator of the current tenant). The receiving\n"
+      "tenant's Administrator completes it with accept-transfer; until then nothing changes.");
+  transfer->add_option("id", *d_id, "Device ID")->required();
+  transfer->add_option("--tenant", *d_tenant, "The device's current tenant")->required();
+  transfer->add_option("--to", *d_to, "The receiving tenant")->required();
+  transfer->callback([=, &exit_code] {
+    Run(s, exit_code, "device transfer", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json body = {{"to", *d_to}};
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("POST",
+                                                 tenant_devices(*d_tenant) + "/" +
+                                                     EncodeQueryValue(*d_id) + "/transfer",
+                                                 &body));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << fmt::format("Transfer of {} from {} to {} requested; {}.\n", Str(j, "id"),
+                           Str(j, "from"), Str(j, "to"), Str(j, "status"));
+      return Ok();
+    });
+  });
+  auto* accept =
+      device->add_subcommand("accept-transfer", "Accept a device offered to your tenant");
+  accept->add_option("id", *d_id, "Device ID")->required();
+  accept->add_option("--tenant", *d_tenant, "The receiving tenant")->required();
+  accept->callback([=, &exit_code] {
+    Run(s, exit_code, "device accept-transfer", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json empty = Json::object();
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("POST",
+                                                 tenant_devices(*d_tenant) + "/" +
+                                                     EncodeQueryValue(*d_id) + "/accept-transfer",
+                                                 &empty));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << fmt::format("Device {} now belongs to {}.\n", Str(j, "id"), Str(j, "tenant"));
       return Ok();
     });
   });

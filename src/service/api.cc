@@ -6,6 +6,7 @@
 #include "core/encoding.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "formats/attestation.h"
 #include "formats/json_reader.h"
 
 namespace moat::service {
@@ -21,10 +22,19 @@ struct Api::Caller {
     }
     return false;
   }
+  bool MayRegisterDevices() const {
+    for (const auto& [scope, role] : roles) {
+      if (scope == kServiceScope && (role == Role::kManufacturer || role == Role::kAdministrator)) {
+        return true;
+      }
+    }
+    return false;
+  }
   // The caller's role in `tenant_id`; a service-wide role applies to every tenant.
   std::optional<Role> RoleIn(std::string_view tenant_id) const {
     std::optional<Role> best;
     for (const auto& [scope, role] : roles) {
+      if (role == Role::kManufacturer) continue;  // grants no tenant access
       if (scope == kServiceScope || scope == tenant_id) {
         if (!best || role > *best) best = role;
       }
@@ -202,6 +212,8 @@ std::string_view RoleName(Role role) {
       return "Contributor";
     case Role::kAdministrator:
       return "Administrator";
+    case Role::kManufacturer:
+      return "Manufacturer";
   }
   return "Reader";
 }
@@ -210,8 +222,11 @@ Result<Role> ParseRole(std::string_view name) {
   if (name == "Reader") return Role::kReader;
   if (name == "Contributor") return Role::kContributor;
   if (name == "Administrator") return Role::kAdministrator;
+  if (name == "Manufacturer") return Role::kManufacturer;
   return Fail(ErrorCode::kInvalidArgument,
-              "unknown role '{}' (Administrator, Contributor or Reader)", name.substr(0, 32));
+              "unknown role '{}' (Administrator, Contributor, Reader, or service-wide "
+              "Manufacturer)",
+              name.substr(0, 32));
 }
 
 namespace {
@@ -461,6 +476,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       if (auto v = ValidateName("operator", *name); !v) return ErrorResponse(v.error());
       auto role = ParseRole(*role_name);
       if (!role) return ErrorResponse(role.error().WithContext("body.role"));
+      if (*role == Role::kManufacturer && *tenant_name != kServiceScope) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "body.role: Manufacturer is a service-wide role (tenant '*')"));
+      }
       std::string scope(kServiceScope);
       if (*tenant_name != kServiceScope) {
         auto tenant = FindTenant(db_, *tenant_name);
@@ -567,6 +586,217 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     });
     if (!revoked) return ErrorResponse(revoked.error());
     return JsonResponse(200, {{"id", target_id}, {"revoked", true}});
+  }
+
+  // POST /api/v1/devices: manufacturer registration of a device's identity key.
+  if (seg.size() == 3 && seg[2] == "devices") {
+    if (req.method != "POST") return method_not_allowed();
+    auto body = ParseBody(req);
+    if (!body) return ErrorResponse(body.error());
+    formats::ObjectReader reader(*body, "body");
+    auto pem = reader.RequiredString("public_key", 8 * 1024);
+    if (!pem) return ErrorResponse(pem.error());
+    if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+    auto key = crypto::PublicKey::FromPem(*pem);
+    if (!key) return ErrorResponse(key.error().WithContext("body.public_key"));
+    if (key->type() != crypto::KeyType::kEcdsaP256) {
+      return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                 "body.public_key: device identity keys are ECDSA P-256"));
+    }
+    std::string device_id = key->FingerprintHex();
+    if (!caller->MayRegisterDevices()) {
+      return forbidden("", "device.register", device_id,
+                       "registering devices needs the service-wide Manufacturer or "
+                       "Administrator role");
+    }
+    auto registered = db_.Transact([&](store::Session& s) -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(
+          int64_t n, s.Execute("INSERT INTO devices (id, public_key, registered_at, registered_by) "
+                               "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                               {device_id, key->ToDer(), now, caller->name}));
+      if (n == 0)
+        return Fail(ErrorCode::kAlreadyExists, "device {} is already registered", device_id);
+      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, "", "device.register", device_id, "ok", ""));
+      return Ok();
+    });
+    if (!registered) return ErrorResponse(registered.error());
+    return JsonResponse(201, {{"id", device_id}});
+  }
+
+  // /api/v1/tenants/{t}/devices[/{id}[/claim|/transfer|/accept-transfer]]
+  if (seg.size() >= 5 && seg[2] == "tenants" && seg[4] == "devices") {
+    auto tenant = FindTenant(db_, seg[3]);
+    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
+    if (!tenant || !caller->RoleIn(tenant->id)) {
+      return ErrorResponse(Error(ErrorCode::kNotFound,
+                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+    }
+    const Role role = *caller->RoleIn(tenant->id);
+    auto device_json = [&](const store::Row& r) {
+      auto opt_time = [&](size_t i) {
+        return r.IsNull(i) ? Json(nullptr) : Json(FormatRfc3339(store::FromUnixSeconds(*r.Int(i))));
+      };
+      return Json{{"id", *r.Text(0)},
+                  {"claimed_at", opt_time(1)},
+                  {"last_seen", opt_time(2)},
+                  {"os_version", r.IsNull(3) ? Json(nullptr) : Json(*r.Text(3))},
+                  {"certificate_not_after", opt_time(4)},
+                  {"last_attestation_at", opt_time(5)},
+                  {"last_attestation_result", r.IsNull(6) ? Json(nullptr) : Json(*r.Text(6))},
+                  {"installed_images", Json::array()}};
+    };
+    constexpr const char* kDeviceColumns =
+        "SELECT id, claimed_at, last_seen, os_version, certificate_not_after, "
+        "last_attestation_at, last_attestation_result FROM devices ";
+    if (seg.size() == 5) {
+      if (req.method != "GET") return method_not_allowed();
+      auto rows =
+          db_.Query(std::string(kDeviceColumns) + "WHERE tenant_id = ? ORDER BY id", {tenant->id});
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) list.push_back(device_json(r));
+      return JsonResponse(200, {{"tenant", tenant->name}, {"devices", list}});
+    }
+    std::string device_id(seg[5]);
+    if (auto v = formats::ValidateDeviceId(device_id); !v) return ErrorResponse(v.error());
+    auto not_found = [&] {
+      return ErrorResponse(Error(ErrorCode::kNotFound, fmt::format("no device {} in tenant '{}'",
+                                                                   device_id, tenant->name)));
+    };
+    if (seg.size() == 6) {
+      if (req.method != "GET") return method_not_allowed();
+      auto row = db_.QueryOne(std::string(kDeviceColumns) + "WHERE id = ? AND tenant_id = ?",
+                              {device_id, tenant->id});
+      if (!row)
+        return row.error().code() == ErrorCode::kNotFound ? not_found()
+                                                          : ErrorResponse(row.error());
+      Json j = device_json(*row);
+      j["tenant"] = tenant->name;
+      auto transfer = db_.QueryOne(
+          "SELECT t.name FROM device_transfers d JOIN tenants t ON t.id = d.to_tenant "
+          "WHERE d.device_id = ?",
+          {device_id});
+      j["pending_transfer_to"] = transfer ? Json(*transfer->Text(0)) : Json(nullptr);
+      return JsonResponse(200, j);
+    }
+    if (seg.size() != 7 || req.method != "POST") return method_not_allowed();
+    const std::string_view action = seg[6];
+    if (action == "claim") {
+      if (role < Role::kContributor) {
+        return forbidden(tenant->id, "device.claim", device_id,
+                         "claiming devices needs the Contributor or Administrator role");
+      }
+      auto claimed = db_.Transact([&](store::Session& s) -> Result<void> {
+        auto row = s.QueryOne("SELECT tenant_id FROM devices WHERE id = ?", {device_id});
+        if (!row) {
+          if (row.error().code() == ErrorCode::kNotFound) {
+            return Fail(ErrorCode::kNotFound,
+                        "device {} is not registered; its manufacturer registers it first "
+                        "(moat device register)",
+                        device_id);
+          }
+          return Fail(row.error());
+        }
+        if (!row->IsNull(0)) {
+          std::string owner = *row->Text(0);
+          if (owner == tenant->id) {
+            return Fail(ErrorCode::kAlreadyExists, "device {} is already claimed by '{}'",
+                        device_id, tenant->name);
+          }
+          return Fail(ErrorCode::kFailedPrecondition,
+                      "device {} belongs to another tenant; its Administrator must transfer it",
+                      device_id);
+        }
+        MOAT_TRY(s.Execute("UPDATE devices SET tenant_id = ?, claimed_at = ? WHERE id = ?",
+                           {tenant->id, now, device_id}));
+        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant->id, "device.claim", device_id,
+                                       "ok", ""));
+        return Ok();
+      });
+      if (!claimed) return ErrorResponse(claimed.error());
+      return JsonResponse(200, {{"id", device_id}, {"tenant", tenant->name}});
+    }
+    if (action == "transfer") {
+      auto body = ParseBody(req);
+      if (!body) return ErrorResponse(body.error());
+      formats::ObjectReader reader(*body, "body");
+      auto to_name = reader.RequiredString("to", kMaxNameBytes * 2);
+      if (!to_name) return ErrorResponse(to_name.error());
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      if (role != Role::kAdministrator) {
+        return forbidden(tenant->id, "device.transfer", device_id,
+                         "transferring devices needs the Administrator role");
+      }
+      // The receiving tenant need not be visible to the caller; a wrong name is a plain 404.
+      auto to = FindTenant(db_, *to_name);
+      if (!to) return ErrorResponse(to.error());
+      if (to->id == tenant->id) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "body.to: the device already belongs to that tenant"));
+      }
+      auto requested = db_.Transact([&](store::Session& s) -> Result<void> {
+        auto row = s.QueryOne("SELECT 1 FROM devices WHERE id = ? AND tenant_id = ?",
+                              {device_id, tenant->id});
+        if (!row) {
+          return row.error().code() == ErrorCode::kNotFound
+                     ? Fail(ErrorCode::kNotFound, "no device {} in tenant '{}'", device_id,
+                            tenant->name)
+                     : Fail(row.error());
+        }
+        MOAT_TRY(s.Execute("DELETE FROM device_transfers WHERE device_id = ?", {device_id}));
+        MOAT_TRY(s.Execute(
+            "INSERT INTO device_transfers (device_id, from_tenant, to_tenant, requested_by, "
+            "requested_at) VALUES (?, ?, ?, ?, ?)",
+            {device_id, tenant->id, to->id, caller->id, now}));
+        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant->id, "device.transfer.request",
+                                       device_id, "ok", fmt::format("to tenant '{}'", to->name)));
+        return Ok();
+      });
+      if (!requested) return ErrorResponse(requested.error());
+      return JsonResponse(202,
+                          {{"id", device_id},
+                           {"from", tenant->name},
+                           {"to", to->name},
+                           {"status", "waiting for an Administrator of the receiving tenant"}});
+    }
+    if (action == "accept-transfer") {
+      if (role != Role::kAdministrator) {
+        return forbidden(tenant->id, "device.transfer.accept", device_id,
+                         "accepting a transfer needs the Administrator role");
+      }
+      auto accepted = db_.Transact([&](store::Session& s) -> Result<void> {
+        auto row = s.QueryOne(
+            "SELECT from_tenant FROM device_transfers WHERE device_id = ? AND to_tenant = ?",
+            {device_id, tenant->id});
+        if (!row) {
+          return row.error().code() == ErrorCode::kNotFound
+                     ? Fail(ErrorCode::kNotFound,
+                            "no transfer of device {} to tenant '{}' is pending", device_id,
+                            tenant->name)
+                     : Fail(row.error());
+        }
+        std::string from = *row->Text(0);
+        MOAT_ASSIGN_OR_RETURN(int64_t n,
+                              s.Execute("UPDATE devices SET tenant_id = ?, claimed_at = ? "
+                                        "WHERE id = ? AND tenant_id = ?",
+                                        {tenant->id, now, device_id, from}));
+        if (n == 0) {
+          return Fail(ErrorCode::kFailedPrecondition,
+                      "device {} left its tenant after the transfer was requested", device_id);
+        }
+        MOAT_TRY(s.Execute("DELETE FROM device_transfers WHERE device_id = ?", {device_id}));
+        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant->id, "device.transfer.accept",
+                                       device_id, "ok", ""));
+        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, from, "device.transfer.complete",
+                                       device_id, "ok",
+                                       fmt::format("now owned by '{}'", tenant->name)));
+        return Ok();
+      });
+      if (!accepted) return ErrorResponse(accepted.error());
+      return JsonResponse(200, {{"id", device_id}, {"tenant", tenant->name}});
+    }
+    return net::Problem(404, "not-found", "Not found",
+                        fmt::format("no device action '{}'", action.substr(0, 32)));
   }
 
   // GET /api/v1/audit[?tenant=NAME][&limit=N]

@@ -19,8 +19,10 @@
 
 namespace moat::service {
 
-enum class Role { kReader, kContributor, kAdministrator };
-std::string_view RoleName(Role role);  // "Reader", "Contributor", "Administrator"
+// Tenant roles form a ladder (Reader < Contributor < Administrator). Manufacturer is
+// service-wide only and outside the ladder: it may register devices and nothing else.
+enum class Role { kReader, kContributor, kAdministrator, kManufacturer };
+std::string_view RoleName(Role role);  // "Reader", "Contributor", "Administrator", "Manufacturer"
 Result<Role> ParseRole(std::string_view name);
 
 // The scope of a service-wide role assignment (a tenant's ID otherwise).

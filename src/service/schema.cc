@@ -49,8 +49,36 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, seq);
 )sql";
 
+// Devices: registered by a manufacturer (ID and identity key), then claimed into a tenant.
+// A transfer to another tenant is requested by the current tenant's Administrator and
+// completed by the receiving tenant's Administrator.
+constexpr std::string_view kV2 = R"sql(
+CREATE TABLE devices (
+  id TEXT PRIMARY KEY,
+  public_key BLOB NOT NULL,
+  registered_at BIGINT NOT NULL,
+  registered_by TEXT NOT NULL,
+  tenant_id TEXT REFERENCES tenants(id),
+  claimed_at BIGINT,
+  last_seen BIGINT,
+  os_version TEXT,
+  certificate_not_after BIGINT,
+  last_attestation_at BIGINT,
+  last_attestation_result TEXT
+);
+CREATE INDEX devices_by_tenant ON devices (tenant_id, id);
+CREATE TABLE device_transfers (
+  device_id TEXT PRIMARY KEY REFERENCES devices(id),
+  from_tenant TEXT NOT NULL REFERENCES tenants(id),
+  to_tenant TEXT NOT NULL REFERENCES tenants(id),
+  requested_by TEXT NOT NULL,
+  requested_at BIGINT NOT NULL
+);
+)sql";
+
 constexpr store::Migration kMigrations[] = {
     {1, "operators, tenants, tenant CAs, audit log", kV1},
+    {2, "devices and ownership transfers", kV2},
 };
 
 }  // namespace

@@ -144,6 +144,52 @@ curl -s --cacert "$work/root.pem" -o "$work/out" -w '%{http_code}' -X POST -H 'C
 [[ $(cat "$work/status") == 400 ]] && pass || fail "malformed JSON: HTTP $(cat "$work/status")"
 contains "invalid JSON" "malformed JSON message"
 
+# --- devices: a manufacturer registers, a tenant claims, ownership moves only with both sides
+expect 0 "manufacturer request" -- "$moat" user request --name factory --destination "$work/factory"
+expect 0 "manufacturer add" -- "$moat" --config "$cfg" user add --name factory --tenant '*' \
+  --role Manufacturer --csr "$work/factory.csr" --destination "$work/factory.crt"
+expect 1 "Manufacturer is service-wide only" -- "$moat" --config "$cfg" user add --name f2 --tenant acme \
+  --role Manufacturer --csr "$work/factory.csr" --destination "$work/f2.crt"
+contains "service-wide role" "manufacturer scope message"
+expect 0 "manufacturer config" -- "$moat" config create --service-url "$url" --root-certificate "$work/root.pem" \
+  --certificate "$work/factory.crt" --key "$work/factory.key" --destination "$work/factory.moat.json"
+factory="$work/factory.moat.json"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/device.key" 2>/dev/null
+openssl pkey -in "$work/device.key" -pubout -out "$work/device.pub"
+device_id=$(openssl pkey -pubin -in "$work/device.pub" -outform DER | sha256sum | cut -d' ' -f1)
+expect 0 "device register" -- "$moat" --config "$factory" device register --public-key "$work/device.pub"
+contains "$device_id" "the device ID is the SHA-256 of the identity key's SPKI"
+expect 1 "device register twice" -- "$moat" --config "$factory" device register --public-key "$work/device.pub"
+contains "already registered" "duplicate registration message"
+expect 1 "a manufacturer cannot see tenants' devices" -- "$moat" --config "$factory" device list --tenant acme
+contains "no tenant 'acme'" "manufacturer tenant access"
+openssl genpkey -algorithm ED25519 -out "$work/ed.key" 2>/dev/null; openssl pkey -in "$work/ed.key" -pubout -out "$work/ed.pub"
+expect 1 "identity keys are P-256" -- "$moat" --config "$factory" device register --public-key "$work/ed.pub"
+contains "ECDSA P-256" "key type message"
+expect 1 "claim an unregistered device" -- "$moat" --config "$cfg" device claim "$(printf 'a%.0s' {1..64})" --tenant acme
+contains "is not registered" "unregistered claim message"
+expect 1 "claim with a malformed ID" -- "$moat" --config "$cfg" device claim XYZ --tenant acme
+contains "is not 64 lowercase hexadecimal" "malformed device ID message"
+expect 0 "device claim" -- "$moat" --config "$cfg" device claim "$device_id" --tenant acme
+expect 1 "device claim twice" -- "$moat" --config "$cfg" device claim "$device_id" --tenant acme
+contains "already claimed" "double claim message"
+expect 1 "another tenant cannot claim it" -- "$moat" --config "$cfg" device claim "$device_id" --tenant globex
+contains "belongs to another tenant" "foreign claim message"
+expect 0 "device list" -- "$moat" --config "$cfg" device list --tenant acme
+contains "$device_id" "device list shows the device"
+expect 1 "the device is not in globex" -- "$moat" --config "$cfg" device show "$device_id" --tenant globex
+contains "no device $device_id in tenant 'globex'" "not-found message"
+expect 0 "transfer request" -- "$moat" --config "$cfg" device transfer "$device_id" --tenant acme --to globex
+expect 0 "device show while pending" -- "$moat" --config "$cfg" device show "$device_id" --tenant acme
+contains "pending_transfer_to:     globex" "the pending transfer is shown"
+expect 0 "accept transfer" -- "$moat" --config "$cfg" device accept-transfer "$device_id" --tenant globex
+expect 0 "device list globex" -- "$moat" --config "$cfg" device list --tenant globex
+contains "$device_id" "the device moved"
+expect 1 "accept twice" -- "$moat" --config "$cfg" device accept-transfer "$device_id" --tenant globex
+contains "no transfer of device" "nothing pending message"
+expect 0 "audit of the transfer" -- "$moat" --config "$cfg" audit list --tenant acme
+contains "device.transfer.complete" "the old tenant's audit log records the transfer"
+
 # --- graceful stop
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
