@@ -2,7 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <ostream>
+#include <thread>
 
 #include "core/file.h"
 #include "core/json.h"
@@ -14,6 +17,7 @@
 #include "net/https_server.h"
 #include "service/api.h"
 #include "service/schema.h"
+#include "service/tenant_ca_rotation.h"
 #include "store/sqlite.h"
 
 namespace moat::service {
@@ -142,16 +146,57 @@ struct Service::State {
   std::shared_ptr<crypto::TlsServerContext> tls;
   std::unique_ptr<Api> api;
   std::unique_ptr<net::HttpsServer> server;
+
+  // Periodic housekeeping (tenant CA successors) on its own thread, woken early by Stop().
+  std::thread housekeeping;
+  std::mutex mu;
+  std::condition_variable wake;
+  bool stopping = false;
+
+  void StopHousekeeping() {
+    {
+      std::lock_guard lock(mu);
+      stopping = true;
+    }
+    wake.notify_all();
+    if (housekeeping.joinable()) housekeeping.join();
+  }
 };
+
+namespace {
+
+constexpr auto kHousekeepingInterval = std::chrono::hours(1);
+
+void RunHousekeeping(Service::State& state, const Clock& clock) {
+  auto issued = IssueDueTenantCaSuccessors(*state.db, *state.pki, clock);
+  if (!issued) {
+    log::Error("tenant CA succession failed (will retry): {}", issued.error().message());
+    return;
+  }
+  for (const auto& s : *issued) {
+    log::Info("issued a successor CA for tenant '{}' (serial {}, valid until {})", s.tenant_name,
+              s.certificate.SerialHex(), FormatRfc3339(s.certificate.NotAfter()));
+    if (auto r = state.tls->AddClientIntermediate(s.certificate); !r) {
+      log::Error("trusting the successor CA failed: {}", r.error().message());
+    }
+  }
+}
+
+}  // namespace
 
 Service::Service(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Service::~Service() {
-  if (state_ && state_->server) state_->server->Shutdown(std::chrono::milliseconds(0));
+  if (!state_) return;
+  state_->StopHousekeeping();
+  if (state_->server) state_->server->Shutdown(std::chrono::milliseconds(0));
 }
 
 uint16_t Service::port() const { return state_->server->port(); }
 
-void Service::Shutdown(std::chrono::milliseconds grace) { state_->server->Shutdown(grace); }
+void Service::Shutdown(std::chrono::milliseconds grace) {
+  state_->StopHousekeeping();
+  state_->server->Shutdown(grace);
+}
 
 Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock& clock,
                                                 Random& random) {
@@ -193,6 +238,17 @@ Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock
                                                                 [api](const net::HttpRequest& r) {
                                                                   return api->Handle(r);
                                                                 }));
+  // Successors due while the service was down are issued before the first request.
+  RunHousekeeping(*state, clock);
+  State* raw = state.get();
+  state->housekeeping = std::thread([raw, &clock] {
+    std::unique_lock lock(raw->mu);
+    while (!raw->wake.wait_for(lock, kHousekeepingInterval, [raw] { return raw->stopping; })) {
+      lock.unlock();
+      RunHousekeeping(*raw, clock);
+      lock.lock();
+    }
+  });
   state->server->Start();
   log::Info("moat-service '{}' listening on {}:{}", config.service_name, server_config.address,
             state->server->port());

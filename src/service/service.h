@@ -50,7 +50,7 @@ class Service {
   // Graceful: stop accepting, finish requests in flight (up to `grace`), close.
   void Shutdown(std::chrono::milliseconds grace);
 
-  struct State;
+  struct State;  // public so housekeeping helpers in service.cc can name it
 
  private:
   explicit Service(std::unique_ptr<State> state);
