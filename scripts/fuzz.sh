@@ -21,6 +21,12 @@ for t in $targets; do
   mkdir -p "$corpus"
   seeds=()
   [[ -d "fuzz/seeds/$t" ]] && seeds=("fuzz/seeds/$t")
+  # Real inputs make the best seeds: the Azure Sphere compat manifests and our test boards.
+  case $t in
+    app_manifest_fuzz)
+      [[ -d ../shared/compat/azure-sphere-manifests ]] && seeds+=(../shared/compat/azure-sphere-manifests) ;;
+    hardware_definition_fuzz) seeds+=(tests/data/hardware) ;;
+  esac
   echo "fuzz: $t for ${seconds}s"
   # -rss_limit_mb keeps a memory blow-up a finding rather than a machine problem.
   if ! "$build/fuzz/$t" "$corpus" "${seeds[@]}" -max_total_time="$seconds" -rss_limit_mb=2048 \
