@@ -107,16 +107,20 @@ function(moat_check_include_layering)
   endforeach()
 endfunction()
 
-# moat_test(NAME SOURCES ... DEPENDS comp... [LIBS ...] [NEEDS_PKI]) — a GoogleTest binary run
-# by ctest. NEEDS_PKI makes its tests wait for the test PKI fixture (tests/pki/make-test-pki.sh),
-# whose files are then under ${MOAT_BINARY_DIR}/test-pki.
+# moat_test(NAME SOURCES ... DEPENDS comp... [LIBS ...] [NEEDS_PKI] [SUPPORT]) — a GoogleTest
+# binary run by ctest. NEEDS_PKI makes its tests wait for the test PKI fixture
+# (tests/pki/make-test-pki.sh), whose files are then under ${MOAT_BINARY_DIR}/test-pki.
+# SUPPORT links the shared test helpers in tests/support ("support/shell.h", "support/pki.h").
 function(moat_test name)
-  cmake_parse_arguments(ARG "NEEDS_PKI" "" "SOURCES;DEPENDS;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "NEEDS_PKI;SUPPORT" "" "SOURCES;DEPENDS;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   set(dep_targets "")
   foreach(dep IN LISTS ARG_DEPENDS)
     list(APPEND dep_targets moat_${dep})
   endforeach()
+  if(ARG_SUPPORT)
+    list(APPEND dep_targets moat_test_support)
+  endif()
   target_link_libraries(${name} PRIVATE ${dep_targets} ${ARG_LIBS} GTest::gtest GTest::gmock
                                         GTest::gtest_main)
   target_compile_definitions(${name} PRIVATE

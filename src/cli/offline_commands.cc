@@ -32,16 +32,6 @@ constexpr size_t kMaxPackageBytes = 512u << 20;
 constexpr size_t kMaxManifestFileBytes = 64 * 1024;
 constexpr size_t kMaxHardwareDefinitionBytes = 1 << 20;
 
-// Runs `body`; on error prints "moat <command>: <message>" and sets exit code 1.
-template <typename Fn>
-void Run(Streams s, int& exit_code, std::string_view command, Fn&& body) {
-  Result<void> r = body();
-  if (!r) {
-    s.err << "moat " << command << ": " << r.error().message() << "\n";
-    exit_code = kExitFailure;
-  }
-}
-
 // Loads a trusted image-signing key: a PEM public key or a PEM certificate.
 Result<crypto::PublicKey> LoadTrustedKey(const fs::path& path) {
   MOAT_ASSIGN_OR_RETURN(std::string pem, ReadFile(path, kMaxKeyFileBytes));

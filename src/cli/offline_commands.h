@@ -3,15 +3,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include <iosfwd>
+#include "cli/command.h"
 
 namespace moat::cli {
-
-// Where a command writes: results to `out`, progress and errors to `err`.
-struct Streams {
-  std::ostream& out;
-  std::ostream& err;
-};
 
 // Each Register* adds its subcommand(s) to `app`; the command runs from CLI11's callback and
 // reports its exit status through `exit_code`.

@@ -74,15 +74,6 @@ class Session {
   std::string url_;
 };
 
-template <typename Fn>
-void Run(Streams s, int& exit_code, std::string_view command, Fn&& body) {
-  Result<void> r = body();
-  if (!r) {
-    s.err << "moat " << command << ": " << r.error().message() << "\n";
-    exit_code = kExitFailure;
-  }
-}
-
 // Prints rows as an aligned table.
 void PrintTable(std::ostream& out, const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows) {

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -80,6 +81,13 @@ Sha512Digest Sha512(std::span<const uint8_t> data) {
     DigestFailed("EVP_Digest(sha512)");
   }
   return out;
+}
+
+Sha256Digest ExtendPcr(const Sha256Digest& value, const Sha256Digest& digest) {
+  std::array<uint8_t, 64> buf;
+  std::copy(value.begin(), value.end(), buf.begin());
+  std::copy(digest.begin(), digest.end(), buf.begin() + 32);
+  return Sha256(buf);
 }
 
 }  // namespace moat::crypto

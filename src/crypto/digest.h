@@ -44,4 +44,7 @@ Sha256Digest Sha256(std::span<const uint8_t> data);
 Sha256Digest Sha256(std::string_view data);
 Sha512Digest Sha512(std::span<const uint8_t> data);
 
+// PCR semantics (TPM 2.0, SHA-256 bank): the new register value SHA-256(value || digest).
+Sha256Digest ExtendPcr(const Sha256Digest& value, const Sha256Digest& digest);
+
 }  // namespace moat::crypto

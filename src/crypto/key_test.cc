@@ -15,6 +15,8 @@
 
 #include "core/encoding.h"
 #include "core/file.h"
+#include "support/pki.h"
+#include "support/shell.h"
 
 namespace moat::crypto {
 namespace {
@@ -22,34 +24,10 @@ namespace {
 using ::testing::HasSubstr;
 
 // The test PKI made by tests/pki/make-test-pki.sh with the openssl command line.
-std::filesystem::path PkiFile(std::string_view name) {
-  return std::filesystem::path(MOAT_BINARY_DIR) / "test-pki" / name;
-}
+using test_support::RunShell;
 
-std::string ReadPki(std::string_view name) {
-  auto text = ReadFile(PkiFile(name), 1 << 20);
-  EXPECT_TRUE(text.has_value()) << "missing test PKI (run tests/pki/make-test-pki.sh): " << name;
-  return text.value_or("");
-}
-
-struct CommandResult {
-  int status;
-  std::string output;
-};
-
-// Runs a shell command (stderr folded into the output). Used to cross-check against the
-// openssl command line, an independent implementation.
-CommandResult RunShell(const std::string& command) {
-  CommandResult result{-1, ""};
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+std::filesystem::path PkiFile(std::string_view name) { return test_support::TestPkiFile(name); }
+std::string ReadPki(std::string_view name) { return test_support::ReadTestPki(name); }
 
 void WriteBytes(const std::filesystem::path& path, std::span<const uint8_t> data) {
   ASSERT_TRUE(AtomicWriteFile(path, data).has_value()) << path;

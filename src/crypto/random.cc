@@ -41,4 +41,8 @@ void Wipe(std::span<uint8_t> data) {
   if (!data.empty()) OPENSSL_cleanse(data.data(), data.size());
 }
 
+void Wipe(std::string& text) {
+  if (!text.empty()) OPENSSL_cleanse(text.data(), text.size());
+}
+
 }  // namespace moat::crypto

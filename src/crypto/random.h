@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/random.h"
@@ -24,5 +25,7 @@ bool ConstantTimeEquals(std::span<const uint8_t> a, std::span<const uint8_t> b);
 
 // Overwrites `data` in a way the compiler cannot elide (OPENSSL_cleanse).
 void Wipe(std::span<uint8_t> data);
+// The same for text holding a secret (a PEM key, a config with a key in it).
+void Wipe(std::string& text);
 
 }  // namespace moat::crypto

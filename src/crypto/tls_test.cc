@@ -10,6 +10,7 @@
 #include <string>
 
 #include "crypto/openssl_util.h"
+#include "support/pki.h"
 
 namespace moat::crypto {
 namespace {
@@ -21,39 +22,10 @@ using namespace std::chrono_literals;
 
 // ---- An in-process PKI ----
 
-struct Issued {
-  PrivateKey key;
-  Certificate cert;
-};
-
-PrivateKey NewKey() {
-  auto key = PrivateKey::Generate(KeyType::kEcdsaP256);
-  EXPECT_TRUE(key.has_value());
-  return *key;
-}
-
-CertificateProfile Profile(CertificateProfile::Kind kind, std::string cn) {
-  CertificateProfile p;
-  p.kind = kind;
-  p.common_name = std::move(cn);
-  p.not_before = std::chrono::system_clock::now() - 1h;
-  p.not_after = std::chrono::system_clock::now() + 24h;
-  return p;
-}
-
-Issued Root(std::string cn) {
-  PrivateKey key = NewKey();
-  auto cert = SelfSignCertificate(Profile(CertificateProfile::Kind::kRootCa, std::move(cn)), key);
-  EXPECT_TRUE(cert.has_value()) << cert.error().message();
-  return {key, *cert};
-}
-
-Issued Issue(const Issued& issuer, CertificateProfile profile) {
-  PrivateKey key = NewKey();
-  auto cert = IssueCertificate(profile, key.public_key(), issuer.cert, issuer.key);
-  EXPECT_TRUE(cert.has_value()) << cert.error().message();
-  return {key, *cert};
-}
+using test_support::Issue;
+using test_support::Issued;
+using test_support::Profile;
+using test_support::Root;
 
 struct Pki {
   Issued server_root = Root("Server Root");

@@ -21,6 +21,8 @@
 
 #include "core/encoding.h"
 #include "core/file.h"
+#include "support/pki.h"
+#include "support/shell.h"
 
 namespace moat::crypto {
 namespace {
@@ -33,15 +35,8 @@ using namespace std::chrono_literals;
 
 // ---- Helpers ----
 
-std::filesystem::path PkiFile(std::string_view name) {
-  return std::filesystem::path(MOAT_BINARY_DIR) / "test-pki" / name;
-}
-
-std::string ReadPki(std::string_view name) {
-  auto text = ReadFile(PkiFile(name), 1 << 20);
-  EXPECT_TRUE(text.has_value()) << "missing test PKI (run tests/pki/make-test-pki.sh): " << name;
-  return text.value_or("");
-}
+std::filesystem::path PkiFile(std::string_view name) { return test_support::TestPkiFile(name); }
+std::string ReadPki(std::string_view name) { return test_support::ReadTestPki(name); }
 
 Certificate PkiCert(std::string_view name) {
   auto cert = Certificate::FromPem(ReadPki(name));
@@ -55,24 +50,7 @@ PrivateKey PkiKey(std::string_view name) {
   return *key;
 }
 
-struct CommandResult {
-  int status;
-  std::string output;
-};
-
-// Runs a shell command (stderr folded into the output): the openssl command line is an
-// independent implementation to check ours against.
-CommandResult RunShell(const std::string& command) {
-  CommandResult result{-1, ""};
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+using test_support::RunShell;
 
 std::string WriteTemp(const TempDir& dir, std::string_view name, std::string_view text) {
   const auto path = dir.path() / name;

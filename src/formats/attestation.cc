@@ -34,14 +34,6 @@ std::string_view MeasurementKindName(MeasurementKind kind) {
   return "app";
 }
 
-crypto::Sha256Digest ExtendPcr(const crypto::Sha256Digest& value,
-                               const crypto::Sha256Digest& digest) {
-  std::array<uint8_t, 64> buf;
-  std::copy(value.begin(), value.end(), buf.begin());
-  std::copy(digest.begin(), digest.end(), buf.begin() + 32);
-  return crypto::Sha256(buf);
-}
-
 std::map<uint32_t, crypto::Sha256Digest> ReplayMeasurementLog(const MeasurementLog& log) {
   std::map<uint32_t, crypto::Sha256Digest> pcrs;
   for (const auto& m : log.entries) {

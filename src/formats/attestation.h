@@ -50,9 +50,8 @@ inline constexpr size_t kMaxMeasurements = 512;
 
 // Replays the log: register index -> final value.
 std::map<uint32_t, crypto::Sha256Digest> ReplayMeasurementLog(const MeasurementLog& log);
-// Extends `value` with `digest` per PCR semantics.
-crypto::Sha256Digest ExtendPcr(const crypto::Sha256Digest& value,
-                               const crypto::Sha256Digest& digest);
+// Extends `value` with `digest` per PCR semantics (the same function the key stores use).
+using crypto::ExtendPcr;
 
 Json ToJson(const MeasurementLog& log);
 Result<MeasurementLog> MeasurementLogFromJson(const Json& json, std::string_view path = "log");

@@ -27,6 +27,8 @@
 #include "net/http.h"
 #include "net/https_client.h"
 #include "net/https_server.h"
+#include "support/pki.h"
+#include "support/shell.h"
 
 namespace moat::net {
 namespace {
@@ -40,46 +42,11 @@ using namespace std::chrono_literals;
 
 // ---- An in-process PKI ----
 
-struct Issued {
-  PrivateKey key;
-  Certificate cert;
-};
-
-PrivateKey NewKey() {
-  auto key = PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
-  EXPECT_TRUE(key.has_value());
-  return *key;
-}
-
-CertificateProfile Profile(CertificateProfile::Kind kind, std::string cn) {
-  CertificateProfile p;
-  p.kind = kind;
-  p.common_name = std::move(cn);
-  p.not_before = std::chrono::system_clock::now() - 1h;
-  p.not_after = std::chrono::system_clock::now() + 24h;
-  return p;
-}
-
-Issued Root(std::string cn) {
-  PrivateKey key = NewKey();
-  auto cert =
-      crypto::SelfSignCertificate(Profile(CertificateProfile::Kind::kRootCa, std::move(cn)), key);
-  EXPECT_TRUE(cert.has_value()) << cert.error().message();
-  return {key, *cert};
-}
-
-Issued Issue(const Issued& issuer, CertificateProfile profile) {
-  PrivateKey key = NewKey();
-  auto cert = crypto::IssueCertificate(profile, key.public_key(), issuer.cert, issuer.key);
-  EXPECT_TRUE(cert.has_value()) << cert.error().message();
-  return {key, *cert};
-}
-
-Issued Client(const Issued& issuer, std::string cn, std::vector<std::string> uris = {}) {
-  auto p = Profile(CertificateProfile::Kind::kClient, std::move(cn));
-  p.san_uris = std::move(uris);
-  return Issue(issuer, p);
-}
+using test_support::Client;
+using test_support::Issue;
+using test_support::Issued;
+using test_support::Profile;
+using test_support::Root;
 
 struct Pki {
   Issued server_root = Root("Test Service Root");
@@ -100,23 +67,8 @@ struct Pki {
   Issued foreign_client = Client(foreign_root, "intruder");
 };
 
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
-
-// Runs a shell command, stderr folded into the output.
-CommandResult RunShell(const std::string& command) {
-  CommandResult result;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+using test_support::CommandResult;
+using test_support::RunShell;
 
 // What the handler saw, for the test to inspect.
 class Recorder {
@@ -423,8 +375,7 @@ TEST_F(HttpsTest, BodyOverTheLimitIs413AndTheHandlerIsNotCalled) {
   ASSERT_TRUE(response.has_value()) << response.error().message();
   EXPECT_EQ(response->status, 413);
   EXPECT_EQ(response->content_type, "application/problem+json");
-  EXPECT_THAT(response->body,
-              HasSubstr("\"type\":\"urn:moat:problem:payload-too-large\""));
+  EXPECT_THAT(response->body, HasSubstr("\"type\":\"urn:moat:problem:payload-too-large\""));
   EXPECT_EQ(response->Header("connection"), "close");
   EXPECT_EQ(recorder_.size(), 0u);
   // The same client carries on over a new connection.

@@ -76,7 +76,7 @@ Result<crypto::PrivateKey> SoftwareKeyStore::Load(std::string_view label) const 
   MOAT_TRY(CheckPrivate(path, false));
   MOAT_ASSIGN_OR_RETURN(std::string pem, ReadFile(path, kMaxKeyFileBytes));
   auto key = crypto::PrivateKey::FromPem(pem);
-  crypto::Wipe(std::span(reinterpret_cast<uint8_t*>(pem.data()), pem.size()));
+  crypto::Wipe(pem);
   if (!key) return Fail(key.error().WithContext(path.string()));
   if (key->type() != crypto::KeyType::kEcdsaP256) {
     return Fail(ErrorCode::kInvalidArgument, "{}: key store keys are P-256", path.string());
@@ -123,10 +123,7 @@ Result<void> SoftwareKeyStore::Extend(uint32_t pcr, const crypto::Sha256Digest& 
                 kMaxRegister);
   }
   auto [it, inserted] = registers_.try_emplace(pcr, crypto::Sha256Digest{});
-  std::array<uint8_t, 64> buf;
-  std::copy(it->second.begin(), it->second.end(), buf.begin());
-  std::copy(digest.begin(), digest.end(), buf.begin() + 32);
-  it->second = crypto::Sha256(buf);
+  it->second = crypto::ExtendPcr(it->second, digest);
   return Ok();
 }
 

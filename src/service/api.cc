@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "formats/attestation.h"
 #include "formats/json_reader.h"
+#include "service/audit.h"
 
 namespace moat::service {
 
@@ -197,11 +198,6 @@ std::string QueryParam(std::string_view query, std::string_view key) {
   return {};
 }
 
-Result<std::string> NextAuditSeqAndInsert(store::Session& s, int64_t at, const Api::Caller* caller,
-                                          std::string_view tenant_id, std::string_view action,
-                                          std::string_view target, std::string_view outcome,
-                                          std::string_view detail);
-
 }  // namespace
 
 std::string_view RoleName(Role role) {
@@ -231,23 +227,19 @@ Result<Role> ParseRole(std::string_view name) {
 
 namespace {
 
-Result<std::string> NextAuditSeqAndInsert(store::Session& s, int64_t at, const Api::Caller* caller,
-                                          std::string_view tenant_id, std::string_view action,
-                                          std::string_view target, std::string_view outcome,
-                                          std::string_view detail) {
-  MOAT_ASSIGN_OR_RETURN(store::Row row,
-                        s.QueryOne("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log"));
-  MOAT_ASSIGN_OR_RETURN(int64_t seq, row.Int(0));
-  store::Value op_id = caller ? store::Value(caller->id) : store::Value(store::kNull);
-  store::Value op_name = caller ? store::Value(caller->name) : store::Value(store::kNull);
-  store::Value tenant =
-      tenant_id.empty() ? store::Value(store::kNull) : store::Value(std::string(tenant_id));
-  MOAT_TRY(s.Execute(
-      "INSERT INTO audit_log (seq, at, operator_id, operator_name, tenant_id, action, target, "
-      "outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      {seq, at, op_id, op_name, tenant, std::string(action), std::string(target),
-       std::string(outcome), std::string(detail)}));
-  return std::to_string(seq);
+// Appends to the audit log on behalf of `caller` (nullptr: the service itself).
+Result<void> AuditAs(store::Session& s, int64_t at, const Api::Caller* caller,
+                     std::string_view tenant_id, std::string_view action, std::string_view target,
+                     std::string_view outcome, std::string_view detail) {
+  std::optional<AuditActor> actor;
+  if (caller != nullptr) actor = AuditActor{caller->id, caller->name};
+  return AppendAudit(s, {.at = at,
+                         .actor = actor,
+                         .tenant_id = tenant_id,
+                         .action = action,
+                         .target = target,
+                         .outcome = outcome,
+                         .detail = detail});
 }
 
 struct Tenant {
@@ -333,7 +325,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   auto audit = [&](std::string_view tenant_id, std::string_view action, std::string_view target,
                    std::string_view outcome, std::string_view detail) {
     auto r = db_.Transact([&](store::Session& s) -> Result<void> {
-      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant_id, action, target, outcome, detail));
+      MOAT_TRY(AuditAs(s, now, &*caller, tenant_id, action, target, outcome, detail));
       return Ok();
     });
     if (!r) log::Error("audit log write failed: {}", r.error().message());
@@ -411,9 +403,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
           {ca->certificate.SerialHex(), tenant_id, ca->certificate.ToPem(), *sealed,
            store::UnixSeconds(ca->certificate.NotBefore()),
            store::UnixSeconds(ca->certificate.NotAfter()), now}));
-      MOAT_TRY(
-          NextAuditSeqAndInsert(s, now, &*caller, tenant_id, "tenant.create", *name, "ok",
-                                fmt::format("tenant CA serial {}", ca->certificate.SerialHex())));
+      MOAT_TRY(AuditAs(s, now, &*caller, tenant_id, "tenant.create", *name, "ok",
+                       fmt::format("tenant CA serial {}", ca->certificate.SerialHex())));
       return Ok();
     });
     if (!created) {
@@ -513,10 +504,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
         MOAT_TRY(
             s.Execute("INSERT INTO role_assignments (operator_id, scope, role) VALUES (?, ?, ?)",
                       {id, scope, std::string(RoleName(*role))}));
-        MOAT_TRY(NextAuditSeqAndInsert(
-            s, now, &*caller, scope == kServiceScope ? "" : scope, "user.add", *name, "ok",
-            fmt::format("{} in {}; certificate serial {}", RoleName(*role), *tenant_name,
-                        cert->SerialHex())));
+        MOAT_TRY(AuditAs(s, now, &*caller, scope == kServiceScope ? "" : scope, "user.add", *name,
+                         "ok",
+                         fmt::format("{} in {}; certificate serial {}", RoleName(*role),
+                                     *tenant_name, cert->SerialHex())));
         return Ok();
       });
       if (!added) return ErrorResponse(added.error());
@@ -580,8 +571,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                                                  {now, target_id}));
       if (n == 0)
         return Fail(ErrorCode::kFailedPrecondition, "user {} is already revoked", target_id);
-      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, "", "user.revoke", target_id, "ok",
-                                     "certificate revoked; further requests are refused"));
+      MOAT_TRY(AuditAs(s, now, &*caller, "", "user.revoke", target_id, "ok",
+                       "certificate revoked; further requests are refused"));
       return Ok();
     });
     if (!revoked) return ErrorResponse(revoked.error());
@@ -616,7 +607,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                                {device_id, key->ToDer(), now, caller->name}));
       if (n == 0)
         return Fail(ErrorCode::kAlreadyExists, "device {} is already registered", device_id);
-      MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, "", "device.register", device_id, "ok", ""));
+      MOAT_TRY(AuditAs(s, now, &*caller, "", "device.register", device_id, "ok", ""));
       return Ok();
     });
     if (!registered) return ErrorResponse(registered.error());
@@ -709,8 +700,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
         }
         MOAT_TRY(s.Execute("UPDATE devices SET tenant_id = ?, claimed_at = ? WHERE id = ?",
                            {tenant->id, now, device_id}));
-        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant->id, "device.claim", device_id,
-                                       "ok", ""));
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "device.claim", device_id, "ok", ""));
         return Ok();
       });
       if (!claimed) return ErrorResponse(claimed.error());
@@ -748,8 +738,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
             "INSERT INTO device_transfers (device_id, from_tenant, to_tenant, requested_by, "
             "requested_at) VALUES (?, ?, ?, ?, ?)",
             {device_id, tenant->id, to->id, caller->id, now}));
-        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant->id, "device.transfer.request",
-                                       device_id, "ok", fmt::format("to tenant '{}'", to->name)));
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "device.transfer.request", device_id, "ok",
+                         fmt::format("to tenant '{}'", to->name)));
         return Ok();
       });
       if (!requested) return ErrorResponse(requested.error());
@@ -785,11 +775,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                       "device {} left its tenant after the transfer was requested", device_id);
         }
         MOAT_TRY(s.Execute("DELETE FROM device_transfers WHERE device_id = ?", {device_id}));
-        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, tenant->id, "device.transfer.accept",
-                                       device_id, "ok", ""));
-        MOAT_TRY(NextAuditSeqAndInsert(s, now, &*caller, from, "device.transfer.complete",
-                                       device_id, "ok",
-                                       fmt::format("now owned by '{}'", tenant->name)));
+        MOAT_TRY(
+            AuditAs(s, now, &*caller, tenant->id, "device.transfer.accept", device_id, "ok", ""));
+        MOAT_TRY(AuditAs(s, now, &*caller, from, "device.transfer.complete", device_id, "ok",
+                         fmt::format("now owned by '{}'", tenant->name)));
         return Ok();
       });
       if (!accepted) return ErrorResponse(accepted.error());
@@ -873,8 +862,8 @@ Result<crypto::Certificate> CreateFirstAdministrator(store::Database& db, const 
     MOAT_TRY(
         s.Execute("INSERT INTO role_assignments (operator_id, scope, role) VALUES (?, ?, ?)",
                   {id, std::string(kServiceScope), std::string(RoleName(Role::kAdministrator))}));
-    MOAT_TRY(NextAuditSeqAndInsert(s, now, nullptr, "", "operator.create", std::string(name), "ok",
-                                   "first service Administrator, created by moat-service init"));
+    MOAT_TRY(AuditAs(s, now, nullptr, "", "operator.create", std::string(name), "ok",
+                     "first service Administrator, created by moat-service init"));
     return Ok();
   }));
   return cert;

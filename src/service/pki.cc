@@ -16,7 +16,7 @@ Result<CertifiedKey> LoadPair(const std::filesystem::path& cert_path,
   if (!cert) return Fail(cert.error().WithContext(cert_path.string()));
   MOAT_ASSIGN_OR_RETURN(std::string key_pem, ReadFile(key_path, kMaxPemFile));
   auto key = crypto::PrivateKey::FromPem(key_pem);
-  crypto::Wipe(std::span(reinterpret_cast<uint8_t*>(key_pem.data()), key_pem.size()));
+  crypto::Wipe(key_pem);
   if (!key) return Fail(key.error().WithContext(key_path.string()));
   if (!(key->public_key() == cert->public_key())) {
     return Fail(ErrorCode::kFailedPrecondition, "{} does not hold the key of {}", key_path.string(),

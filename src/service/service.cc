@@ -111,9 +111,8 @@ Result<void> InitDataDir(const InitOptions& o, const Clock& clock, Random& rando
     std::filesystem::path admin_path =
         o.admin_config.empty() ? staging / "admin.moat.json" : o.admin_config;
     auto written = AtomicWriteFile(admin_path, op_json, {.mode = 0600, .exclusive = true});
-    crypto::Wipe(std::span(reinterpret_cast<uint8_t*>(op_json.data()), op_json.size()));
-    crypto::Wipe(std::span(reinterpret_cast<uint8_t*>(op.private_key_pem.data()),
-                           op.private_key_pem.size()));
+    crypto::Wipe(op_json);
+    crypto::Wipe(op.private_key_pem);
     MOAT_TRY(written);
   }
   // An existing empty directory is replaced; rename(2) then makes the new one appear whole.

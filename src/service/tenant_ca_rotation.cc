@@ -1,5 +1,7 @@
 #include "service/tenant_ca_rotation.h"
 
+#include "service/audit.h"
+
 namespace moat::service {
 
 Result<std::vector<IssuedSuccessor>> IssueDueTenantCaSuccessors(store::Database& db,
@@ -36,17 +38,14 @@ Result<std::vector<IssuedSuccessor>> IssueDueTenantCaSuccessors(store::Database&
                     {ca.certificate.SerialHex(), tenant_id, ca.certificate.ToPem(), sealed,
                      store::UnixSeconds(ca.certificate.NotBefore()),
                      store::UnixSeconds(ca.certificate.NotAfter()), t}));
-      MOAT_ASSIGN_OR_RETURN(store::Row seq,
-                            s.QueryOne("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log"));
-      MOAT_ASSIGN_OR_RETURN(int64_t next, seq.Int(0));
-      MOAT_TRY(s.Execute(
-          "INSERT INTO audit_log (seq, at, operator_id, operator_name, tenant_id, action, target, "
-          "outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-          {next, t, store::kNull, store::kNull, tenant_id, std::string("tenant-ca.successor"),
-           tenant_name, std::string("ok"),
-           "successor CA serial " + ca.certificate.SerialHex() +
-               " issued 90 days before the "
-               "current one expires"}));
+      const std::string detail = "successor CA serial " + ca.certificate.SerialHex() +
+                                 " issued 90 days before the current one expires";
+      MOAT_TRY(AppendAudit(s, {.at = t,
+                               .tenant_id = tenant_id,
+                               .action = "tenant-ca.successor",
+                               .target = tenant_name,
+                               .outcome = "ok",
+                               .detail = detail}));
       stored = true;
       return Ok();
     }));
