@@ -63,6 +63,11 @@ struct X509ExtensionStackDeleter {
 };
 using X509ExtensionStackPtr = std::unique_ptr<STACK_OF(X509_EXTENSION), X509ExtensionStackDeleter>;
 
+// True if `cert` has an extendedKeyUsage extension listing the OID of `usage` (one of
+// ExtendedKeyUsage, passed as int so this header need not include x509.h). A certificate
+// without the extension answers false: Moat states the usage of everything it issues.
+bool CertificateHasUsage(X509* cert, int usage);
+
 // Drains OpenSSL's thread-local error queue into "what: reason; reason".
 std::string OpenSslErrors();
 

@@ -37,6 +37,7 @@ constexpr int kMaxVerifyDepth = 4;
 // exactly as long as the SSL_CTX (which a TLS stream library may hold longer than we do).
 struct ServerPolicy {
   std::vector<ExtendedKeyUsage> client_usages;
+  bool accept_device_identity = false;
   std::string alpn_wire;  // ALPN protocol list in wire format (length-prefixed)
 };
 
@@ -51,33 +52,29 @@ int ServerPolicyIndex() {
   return index;
 }
 
-unsigned long UsageFlag(ExtendedKeyUsage usage) {
-  switch (usage) {
-    case ExtendedKeyUsage::kClientAuth:
-      return XKU_SSL_CLIENT;
-    case ExtendedKeyUsage::kServerAuth:
-      return XKU_SSL_SERVER;
-    case ExtendedKeyUsage::kCodeSigning:
-      return XKU_CODE_SIGN;
+// A Certificate parsed from the DER of `x` (which stays the caller's).
+Result<Certificate> CertificateFromX509(X509* x) {
+  unsigned char* der = nullptr;
+  const int len = i2d_X509(x, &der);
+  if (len <= 0 || der == nullptr) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: encoding a certificate"));
   }
-  return 0;
+  auto cert = Certificate::FromDer(std::span<const uint8_t>(der, static_cast<size_t>(len)));
+  OPENSSL_free(der);
+  return cert;
 }
 
 // True if `cert` has an extendedKeyUsage extension listing one of `usages`. A certificate without
 // the extension answers false: Moat states the usage of everything it issues.
 bool HasAnyUsage(X509* cert, std::span<const ExtendedKeyUsage> usages) {
-  const uint32_t flags = X509_get_extension_flags(cert);
-  if ((flags & EXFLAG_INVALID) != 0 || (flags & EXFLAG_XKUSAGE) == 0) return false;
-  const uint32_t eku = X509_get_extended_key_usage(cert);
-  return std::any_of(usages.begin(), usages.end(),
-                     [eku](ExtendedKeyUsage u) { return (eku & UsageFlag(u)) != 0; });
+  return std::any_of(usages.begin(), usages.end(), [cert](ExtendedKeyUsage u) {
+    return internal::CertificateHasUsage(cert, static_cast<int>(u));
+  });
 }
 
 // Called by OpenSSL for each certificate of a client's chain once the chain verified (and on each
 // error). Adds the explicit usage check on the leaf.
 int ServerVerifyCallback(int preverify_ok, X509_STORE_CTX* store_ctx) {
-  if (preverify_ok != 1) return 0;
-  if (X509_STORE_CTX_get_error_depth(store_ctx) != 0) return 1;
   auto* ssl = static_cast<SSL*>(
       X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
   if (ssl == nullptr) return 0;
@@ -85,6 +82,27 @@ int ServerVerifyCallback(int preverify_ok, X509_STORE_CTX* store_ctx) {
       SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ServerPolicyIndex()));
   // SECURITY: no policy means a context we did not configure; refuse rather than guess.
   if (policy == nullptr) return 0;
+  if (preverify_ok != 1) {
+    // A device's bootstrap credential is self-signed by design; it is accepted only when it is
+    // exactly that (IsSelfCertifiedDeviceCertificate) and the context allows it. Its dates are
+    // the device's own claim and prove nothing, so they are not held against it either.
+    const int err = X509_STORE_CTX_get_error(store_ctx);
+    const bool bootstrap_error = err == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+                                 err == X509_V_ERR_CERT_NOT_YET_VALID ||
+                                 err == X509_V_ERR_CERT_HAS_EXPIRED;
+    if (!policy->accept_device_identity || !bootstrap_error ||
+        X509_STORE_CTX_get_error_depth(store_ctx) != 0 ||
+        sk_X509_num(X509_STORE_CTX_get0_chain(store_ctx)) != 1) {
+      return 0;
+    }
+    X509* leaf = X509_STORE_CTX_get_current_cert(store_ctx);
+    if (leaf == nullptr) return 0;
+    auto cert = CertificateFromX509(leaf);
+    if (!cert || !IsSelfCertifiedDeviceCertificate(*cert)) return 0;
+    X509_STORE_CTX_set_error(store_ctx, X509_V_OK);
+    return 1;
+  }
+  if (X509_STORE_CTX_get_error_depth(store_ctx) != 0) return 1;
   if (policy->client_usages.empty()) return 1;  // the application checks usage (documented)
   X509* leaf = X509_STORE_CTX_get_current_cert(store_ctx);
   if (leaf != nullptr && HasAnyUsage(leaf, policy->client_usages)) return 1;
@@ -281,6 +299,7 @@ Result<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(const TlsServ
   if (!ctx) return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_new"));
   auto policy = std::make_unique<ServerPolicy>();
   policy->client_usages = config.client_usages;
+  policy->accept_device_identity = config.accept_device_identity_certificates;
   policy->alpn_wire = std::move(alpn_wire);
   if (SSL_CTX_set_ex_data(ctx.get(), policy_index, policy.get()) != 1) {
     return Fail(OpenSslError(ErrorCode::kInternal, "TLS server: SSL_CTX_set_ex_data"));
@@ -478,13 +497,7 @@ Result<Certificate> PeerCertificate(SSL* ssl) {
     return Fail(ErrorCode::kVerificationFailed, "TLS: peer certificate: {}",
                 X509_verify_cert_error_string(verify));
   }
-  unsigned char* der = nullptr;
-  const int len = i2d_X509(peer, &der);
-  if (len <= 0 || der == nullptr) {
-    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: encoding the peer certificate"));
-  }
-  auto cert = Certificate::FromDer(std::span<const uint8_t>(der, static_cast<size_t>(len)));
-  OPENSSL_free(der);
+  auto cert = CertificateFromX509(peer);
   if (!cert) return Fail(cert.error().WithContext("TLS: peer certificate"));
   return std::move(*cert);
 }

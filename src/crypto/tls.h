@@ -50,6 +50,10 @@ struct TlsServerConfig {
   // with a Moat-specific usage is added here. Empty means the TLS layer checks no usage at all,
   // and then the APPLICATION MUST check it per request (Certificate::HasExtendedKeyUsage).
   std::vector<ExtendedKeyUsage> client_usages = {ExtendedKeyUsage::kClientAuth};
+  // Also accept a device's self-certified bootstrap certificate (IsSelfCertifiedDeviceCertificate
+  // in x509.h), which chains to nothing. SECURITY: the application must then tell such a peer
+  // apart (it has no issuer among client_roots) and grant it only what a bare key deserves.
+  bool accept_device_identity_certificates = false;
   // ALPN protocols the server accepts, in preference order. A client that offers ALPN but none of
   // these fails the handshake (no cross-protocol confusion); one that offers none is accepted.
   std::vector<std::string> alpn_protocols = {"http/1.1"};

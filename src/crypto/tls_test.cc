@@ -272,6 +272,88 @@ TEST(TlsTest, AcceptedClientUsagesAreConfigurable) {
   EXPECT_FALSE(Handshake(ServerContext(config)->native(), operator_client.get()).established);
 }
 
+// A device's bootstrap credential: self-signed over its identity key, SAN naming that key.
+Issued SelfCertifiedDevice() {
+  auto key = PrivateKey::Generate(KeyType::kEcdsaP256);
+  auto now = std::chrono::system_clock::now();
+  auto cert = SelfCertifiedDeviceCertificate(*key, now - 1h, now + 1h);
+  EXPECT_TRUE(cert.has_value()) << cert.error().message();
+  return Issued{*key, *cert};
+}
+
+TEST(TlsTest, SelfCertifiedDeviceIdentityIsAcceptedOnlyWhenEnabled) {
+  Issued device = SelfCertifiedDevice();
+  auto client = ClientContext(ClientConfig(&device));
+  TlsServerConfig config = ServerConfig();
+  EXPECT_FALSE(Handshake(ServerContext(config)->native(), client.get()).established);
+
+  config.accept_device_identity_certificates = true;
+  Connection c = Handshake(ServerContext(config)->native(), client.get());
+  ASSERT_TRUE(c.established);
+  auto peer = PeerCertificate(c.server.get());
+  ASSERT_TRUE(peer.has_value()) << peer.error().message();
+  EXPECT_EQ(*peer, device.cert);
+  EXPECT_TRUE(IsSelfCertifiedDeviceCertificate(*peer));
+}
+
+TEST(TlsTest, SelfCertifiedDeviceIdentityMayCarryAnyDates) {
+  // The device's clock may be wrong before it has ever talked to the service.
+  auto key = PrivateKey::Generate(KeyType::kEcdsaP256);
+  auto now = std::chrono::system_clock::now();
+  TlsServerConfig config = ServerConfig();
+  config.accept_device_identity_certificates = true;
+  auto server = ServerContext(config);
+  for (auto [from, to] : {std::pair{now - 48h, now - 24h}, std::pair{now + 24h, now + 48h}}) {
+    auto cert = SelfCertifiedDeviceCertificate(*key, from, to);
+    ASSERT_TRUE(cert.has_value());
+    Issued device{*key, *cert};
+    auto client = ClientContext(ClientConfig(&device));
+    EXPECT_TRUE(Handshake(server->native(), client.get()).established);
+  }
+}
+
+TEST(TlsTest, OtherSelfSignedClientCertificatesStayRefused) {
+  TlsServerConfig config = ServerConfig();
+  config.accept_device_identity_certificates = true;
+  auto server = ServerContext(config);
+  auto key = PrivateKey::Generate(KeyType::kEcdsaP256);
+  // A device SAN naming another key's fingerprint (someone else's device ID).
+  auto other = PrivateKey::Generate(KeyType::kEcdsaP256);
+  auto p = Profile(CertificateProfile::Kind::kClient, "impostor");
+  p.san_uris = {DeviceSanUri(other->public_key().FingerprintHex())};
+  auto impostor = SelfSignCertificate(p, *key);
+  ASSERT_TRUE(impostor.has_value());
+  // No device SAN at all.
+  auto plain = SelfSignCertificate(Profile(CertificateProfile::Kind::kClient, "plain"), *key);
+  ASSERT_TRUE(plain.has_value());
+  // A self-signed CA.
+  Issued root = Root("Some Root");
+  for (const Issued& who : {Issued{*key, *impostor}, Issued{*key, *plain}, root}) {
+    auto client = ClientContext(ClientConfig(&who));
+    EXPECT_FALSE(Handshake(server->native(), client.get()).established) << who.cert.Subject();
+  }
+}
+
+TEST(TlsTest, UpdateCertificateNeedsItsUsageListed) {
+  auto p = Profile(CertificateProfile::Kind::kDeviceUpdate, "device-update");
+  p.san_uris = {"urn:moat:device:2"};
+  Issued update = Issue(TestPki().tenant, p);
+  auto client = ClientContext(ClientConfig(&update));
+  TlsServerConfig config = ServerConfig();
+  EXPECT_FALSE(Handshake(ServerContext(config)->native(), client.get()).established);
+  config.client_usages = {ExtendedKeyUsage::kClientAuth, ExtendedKeyUsage::kMoatDeviceUpdate};
+  Connection c = Handshake(ServerContext(config)->native(), client.get());
+  ASSERT_TRUE(c.established);
+  auto peer = PeerCertificate(c.server.get());
+  ASSERT_TRUE(peer.has_value());
+  EXPECT_TRUE(peer->HasExtendedKeyUsage(ExtendedKeyUsage::kMoatDeviceUpdate));
+  EXPECT_FALSE(peer->HasExtendedKeyUsage(ExtendedKeyUsage::kClientAuth));
+  // A clientAuth certificate still passes that server; an update certificate never passes one
+  // that accepts only clientAuth (as any third-party TLS server does).
+  auto operator_client = ClientContext(ClientConfig(&TestPki().operator_cert));
+  EXPECT_TRUE(Handshake(ServerContext(config)->native(), operator_client.get()).established);
+}
+
 TEST(TlsTest, LeafFromKnownIntermediateNeedsNoChain) {
   auto server = ServerContext(ServerConfig());
   auto client = ClientContext(ClientConfig(&TestPki().device));

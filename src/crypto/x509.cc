@@ -465,12 +465,22 @@ Result<void> AddProfileExtensions(X509* x509, const CertificateProfile& profile,
 
   if (!ca) {
     ExtendedKeyUsagePtr eku(sk_ASN1_OBJECT_new_null());
-    const int purpose = profile.kind == Kind::kClient   ? NID_client_auth
-                        : profile.kind == Kind::kServer ? NID_server_auth
-                                                        : NID_code_sign;
-    // OBJ_nid2obj returns a static object, which EXTENDED_KEY_USAGE_free leaves alone.
-    if (!eku || sk_ASN1_OBJECT_push(eku.get(), OBJ_nid2obj(purpose)) <= 0) {
-      return Fail(OpenSslError(ErrorCode::kInternal, "building extendedKeyUsage"));
+    if (!eku) return Fail(OpenSslError(ErrorCode::kInternal, "building extendedKeyUsage"));
+    if (profile.kind == Kind::kDeviceUpdate) {
+      // A dynamically allocated object: on success the stack owns it (EXTENDED_KEY_USAGE_free).
+      ASN1_OBJECT* oid = OBJ_txt2obj(kMoatDeviceUpdateOid, /*no_name=*/1);
+      if (oid == nullptr || sk_ASN1_OBJECT_push(eku.get(), oid) <= 0) {
+        ASN1_OBJECT_free(oid);
+        return Fail(OpenSslError(ErrorCode::kInternal, "building extendedKeyUsage"));
+      }
+    } else {
+      const int purpose = profile.kind == Kind::kClient   ? NID_client_auth
+                          : profile.kind == Kind::kServer ? NID_server_auth
+                                                          : NID_code_sign;
+      // OBJ_nid2obj returns a static object, which EXTENDED_KEY_USAGE_free leaves alone.
+      if (sk_ASN1_OBJECT_push(eku.get(), OBJ_nid2obj(purpose)) <= 0) {
+        return Fail(OpenSslError(ErrorCode::kInternal, "building extendedKeyUsage"));
+      }
     }
     MOAT_TRY(AddExtension(x509, NID_ext_key_usage, eku.get(), /*critical=*/false));
   }
@@ -553,6 +563,8 @@ std::string_view ExtendedKeyUsageName(ExtendedKeyUsage usage) {
       return "serverAuth";
     case ExtendedKeyUsage::kCodeSigning:
       return "codeSigning";
+    case ExtendedKeyUsage::kMoatDeviceUpdate:
+      return "moatDeviceUpdate";
   }
   return "unknown";
 }
@@ -696,6 +708,8 @@ bool Certificate::HasExtendedKeyUsage(ExtendedKeyUsage usage) const {
       return (state_->eku_flags & XKU_SSL_SERVER) != 0;
     case ExtendedKeyUsage::kCodeSigning:
       return (state_->eku_flags & XKU_CODE_SIGN) != 0;
+    case ExtendedKeyUsage::kMoatDeviceUpdate:
+      return internal::CertificateHasUsage(state_->x509.get(), static_cast<int>(usage));
   }
   return false;
 }
@@ -997,6 +1011,40 @@ Result<void> VerifyCertificateChain(const Certificate& leaf,
 }
 
 // ---- Device identity ----
+
+Result<Certificate> SelfCertifiedDeviceCertificate(const PrivateKey& identity_key,
+                                                   SystemTime not_before, SystemTime not_after) {
+  if (identity_key.type() != KeyType::kEcdsaP256) {
+    return Fail(ErrorCode::kInvalidArgument, "a device identity key must be ECDSA P-256");
+  }
+  const PublicKey pub = identity_key.public_key();
+  const std::string id = pub.FingerprintHex();
+  CertificateProfile profile{.kind = CertificateProfile::Kind::kClient,
+                             .common_name = id,
+                             .not_before = not_before,
+                             .not_after = not_after,
+                             .san_uris = {DeviceSanUri(id)}};
+  return SelfSignCertificate(profile, identity_key);
+}
+
+bool IsSelfCertifiedDeviceCertificate(const Certificate& cert) {
+  X509* x = cert.native();
+  if (cert.IsCa() || cert.public_key().type() != KeyType::kEcdsaP256) return false;
+  if (!cert.HasExtendedKeyUsage(ExtendedKeyUsage::kClientAuth)) return false;
+  if (cert.SanUris().size() != 1 || !cert.SanDnsNames().empty() || !cert.SanIpAddresses().empty()) {
+    return false;
+  }
+  auto id = DeviceIdFromCertificate(cert);
+  if (!id || *id != cert.public_key().FingerprintHex()) return false;
+  // Self-issued, and signed by its own key (OpenSSL skips that check for a self-signed leaf).
+  if (X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x)) != 0) return false;
+  EVP_PKEY* key = X509_get0_pubkey(x);
+  if (key == nullptr || X509_verify(x, key) != 1) {
+    ERR_clear_error();
+    return false;
+  }
+  return true;
+}
 
 std::string DeviceSanUri(std::string_view device_id_hex) {
   return fmt::format("{}{}", kDeviceSanPrefix, device_id_hex);

@@ -30,9 +30,15 @@ typedef struct X509_req_st X509_REQ;
 
 namespace moat::crypto {
 
-enum class ExtendedKeyUsage { kClientAuth, kServerAuth, kCodeSigning };
+// kMoatDeviceUpdate marks a device's update certificate: it lets a device whose attestation
+// failed reach the update and report endpoints of moat-service, and nothing else. It is a
+// Moat-specific OID (kMoatDeviceUpdateOid), so no other TLS server (an MQTT broker, a web
+// service) accepts such a certificate as a client certificate.
+enum class ExtendedKeyUsage { kClientAuth, kServerAuth, kCodeSigning, kMoatDeviceUpdate };
+// A UUID-based OID (ITU-T X.667, arc 2.25) so it needs no registration and cannot collide.
+inline constexpr const char* kMoatDeviceUpdateOid = "2.25.278120794584638744231336198651262494729";
 
-// "clientAuth", "serverAuth" or "codeSigning" (the RFC 5280 names).
+// "clientAuth", "serverAuth", "codeSigning" (the RFC 5280 names) or "moatDeviceUpdate".
 std::string_view ExtendedKeyUsageName(ExtendedKeyUsage usage);
 
 class Certificate {
@@ -139,10 +145,11 @@ class CertificateRequest {
 //                             keyUsage critical digitalSignature, EKU clientAuth
 //   kServer                   same, EKU serverAuth
 //   kCodeSigning              same, EKU codeSigning
+//   kDeviceUpdate             same, EKU moatDeviceUpdate (kMoatDeviceUpdateOid) only
 // Every certificate gets a subjectKeyIdentifier (SHA-1 of the key, RFC 5280 method 1); one
 // issued by another certificate also gets an authorityKeyIdentifier (the issuer's key ID).
 struct CertificateProfile {
-  enum class Kind { kRootCa, kIntermediateCa, kClient, kServer, kCodeSigning };
+  enum class Kind { kRootCa, kIntermediateCa, kClient, kServer, kCodeSigning, kDeviceUpdate };
   Kind kind = Kind::kClient;
   std::string common_name;   // required, at most 64 characters
   std::string organization;  // optional ("" = omitted)
@@ -165,6 +172,17 @@ Result<Certificate> SelfSignCertificate(const CertificateProfile& profile, const
 Result<Certificate> IssueCertificate(const CertificateProfile& profile,
                                      const PublicKey& subject_key, const Certificate& issuer,
                                      const PrivateKey& issuer_key);
+
+// The bootstrap credential of a device that has no certificate yet: a self-signed client
+// certificate over its identity key whose single SAN is "urn:moat:device:<id>" with <id> the
+// SHA-256 of that very key (so it asserts nothing but "I hold the key with this fingerprint",
+// which the TLS handshake proves). moat-service accepts it on the attestation endpoints only.
+Result<Certificate> SelfCertifiedDeviceCertificate(const PrivateKey& identity_key,
+                                                   SystemTime not_before, SystemTime not_after);
+// True if `cert` is such a certificate: self-issued, its signature verifies with its own key,
+// a P-256 key, not a CA, EKU clientAuth, exactly one SAN (a device URI naming its own key's
+// fingerprint). Validity dates are not checked: they prove nothing here.
+bool IsSelfCertifiedDeviceCertificate(const Certificate& cert);
 
 // Verifies leaf -> intermediates -> one of `roots` as of time `at`, with RFC 5280 strict
 // checks (X509_V_FLAG_X509_STRICT). With `purpose`, the chain must also be fit for it and the

@@ -1201,3 +1201,74 @@ TEST(Pkcs7Test, CertsOnlyBundleMatchesOpenssl) {
 
 }  // namespace
 }  // namespace moat::crypto
+
+namespace moat::crypto {
+namespace {
+
+TEST(DeviceCertificateTest, UpdateCertificateCarriesOnlyTheMoatUsage) {
+  auto root_key = PrivateKey::Generate(KeyType::kEcdsaP256);
+  auto now = std::chrono::system_clock::now();
+  CertificateProfile rp{.kind = CertificateProfile::Kind::kRootCa,
+                        .common_name = "Root",
+                        .not_before = now - std::chrono::hours(1),
+                        .not_after = now + std::chrono::hours(48)};
+  auto root = SelfSignCertificate(rp, *root_key);
+  ASSERT_TRUE(root.has_value());
+  auto device_key = PrivateKey::Generate(KeyType::kEcdsaP256);
+  CertificateProfile p{.kind = CertificateProfile::Kind::kDeviceUpdate,
+                       .common_name = "device",
+                       .not_before = now - std::chrono::hours(1),
+                       .not_after = now + std::chrono::hours(24)};
+  auto cert = IssueCertificate(p, device_key->public_key(), *root, *root_key);
+  ASSERT_TRUE(cert.has_value()) << cert.error().message();
+  EXPECT_TRUE(cert->HasExtendedKeyUsage(ExtendedKeyUsage::kMoatDeviceUpdate));
+  EXPECT_FALSE(cert->HasExtendedKeyUsage(ExtendedKeyUsage::kClientAuth));
+  EXPECT_FALSE(cert->IsCa());
+  const Certificate roots[] = {*root};
+  EXPECT_TRUE(VerifyCertificateChain(*cert, {}, roots, now, ExtendedKeyUsage::kMoatDeviceUpdate));
+  // A relying party asking for clientAuth (an MQTT broker) refuses it.
+  EXPECT_FALSE(VerifyCertificateChain(*cert, {}, roots, now, ExtendedKeyUsage::kClientAuth));
+  EXPECT_EQ(ExtendedKeyUsageName(ExtendedKeyUsage::kMoatDeviceUpdate), "moatDeviceUpdate");
+}
+
+TEST(DeviceCertificateTest, SelfCertifiedCertificateNamesItsOwnKey) {
+  auto key = PrivateKey::Generate(KeyType::kEcdsaP256);
+  auto now = std::chrono::system_clock::now();
+  auto cert = SelfCertifiedDeviceCertificate(*key, now, now + std::chrono::hours(1));
+  ASSERT_TRUE(cert.has_value()) << cert.error().message();
+  EXPECT_TRUE(IsSelfCertifiedDeviceCertificate(*cert));
+  auto id = DeviceIdFromCertificate(*cert);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(*id, key->public_key().FingerprintHex());
+
+  // Ed25519 keys are not device identities.
+  auto ed = PrivateKey::Generate(KeyType::kEd25519);
+  EXPECT_FALSE(SelfCertifiedDeviceCertificate(*ed, now, now + std::chrono::hours(1)));
+
+  // Issued by someone else, even with the right SAN: not self-certified.
+  auto root_key = PrivateKey::Generate(KeyType::kEcdsaP256);
+  CertificateProfile rp{.kind = CertificateProfile::Kind::kRootCa,
+                        .common_name = key->public_key().FingerprintHex(),
+                        .not_before = now - std::chrono::hours(1),
+                        .not_after = now + std::chrono::hours(48)};
+  auto root = SelfSignCertificate(rp, *root_key);
+  ASSERT_TRUE(root.has_value());
+  CertificateProfile p{.kind = CertificateProfile::Kind::kClient,
+                       .common_name = key->public_key().FingerprintHex(),
+                       .not_before = now,
+                       .not_after = now + std::chrono::hours(1),
+                       .san_uris = {DeviceSanUri(key->public_key().FingerprintHex())}};
+  auto issued = IssueCertificate(p, key->public_key(), *root, *root_key);
+  ASSERT_TRUE(issued.has_value());
+  EXPECT_FALSE(IsSelfCertifiedDeviceCertificate(*issued));
+  // Self-signed with an extra SAN: refused (it must assert nothing else).
+  p.san_dns = {"example.com"};
+  auto extra = SelfSignCertificate(p, *key);
+  ASSERT_TRUE(extra.has_value());
+  EXPECT_FALSE(IsSelfCertifiedDeviceCertificate(*extra));
+  // A self-signed root is not one either.
+  EXPECT_FALSE(IsSelfCertifiedDeviceCertificate(*root));
+}
+
+}  // namespace
+}  // namespace moat::crypto
