@@ -11,7 +11,7 @@ PACKAGES=(
   libssl-dev openssl nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libzstd-dev
   libboost-dev libsqlite3-dev libcurl4-openssl-dev libseccomp-dev libcap-dev
   # third-party peers used by integration tests (curl and openssl as independent TLS clients)
-  curl iproute2 nftables util-linux e2fsprogs
+  curl jq iproute2 nftables util-linux e2fsprogs
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # fuzzing and sanitizers (GCC 12's clang-14 sibling cannot compile std::expected)

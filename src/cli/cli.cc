@@ -39,6 +39,7 @@ int Main(int argc, char** argv, std::ostream& out, std::ostream& err) {
         global->output = v == "json" ? OutputFormat::kJson : OutputFormat::kTable;
       });
   RegisterOnline(app, streams, exit_code, global);
+  RegisterAttestation(app, streams, exit_code, global);
 
   try {
     app.parse(argc, argv);

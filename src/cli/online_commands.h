@@ -20,5 +20,8 @@ struct GlobalOptions {
 
 void RegisterOnline(CLI::App& app, Streams streams, int& exit_code,
                     std::shared_ptr<GlobalOptions> global);
+// reference-value add|list|remove, security-event list (attestation_commands.cc).
+void RegisterAttestation(CLI::App& app, Streams streams, int& exit_code,
+                         std::shared_ptr<GlobalOptions> global);
 
 }  // namespace moat::cli

@@ -9,6 +9,7 @@
 #include "formats/attestation.h"
 #include "formats/json_reader.h"
 #include "service/audit.h"
+#include "service/http_util.h"
 
 namespace moat::service {
 
@@ -49,153 +50,18 @@ namespace {
 using net::HttpRequest;
 using net::HttpResponse;
 
-constexpr size_t kMaxNameBytes = 64;
 constexpr int64_t kMaxListLimit = 1000;
 
-std::string_view StatusSlug(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-      return "invalid-request";
-    case ErrorCode::kNotFound:
-      return "not-found";
-    case ErrorCode::kAlreadyExists:
-      return "already-exists";
-    case ErrorCode::kPermissionDenied:
-      return "forbidden";
-    case ErrorCode::kUnauthenticated:
-      return "unauthenticated";
-    case ErrorCode::kVerificationFailed:
-      return "verification-failed";
-    case ErrorCode::kLimitExceeded:
-      return "too-large";
-    case ErrorCode::kFailedPrecondition:
-      return "conflict";
-    case ErrorCode::kUnavailable:
-      return "unavailable";
-    default:
-      return "internal-error";
+// A list's ?limit=: 1..kMaxListLimit, 100 when absent.
+Result<int64_t> ParseLimit(const std::string& text) {
+  if (text.empty()) return int64_t{100};
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (errno != 0 || end == nullptr || *end != '\0' || v < 1 || v > kMaxListLimit) {
+    return Fail(ErrorCode::kInvalidArgument, "limit must be 1..{}", kMaxListLimit);
   }
-}
-
-int HttpStatus(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-    case ErrorCode::kVerificationFailed:
-      return 400;
-    case ErrorCode::kUnauthenticated:
-      return 401;
-    case ErrorCode::kPermissionDenied:
-      return 403;
-    case ErrorCode::kNotFound:
-      return 404;
-    case ErrorCode::kAlreadyExists:
-    case ErrorCode::kFailedPrecondition:
-      return 409;
-    case ErrorCode::kLimitExceeded:
-      return 413;
-    case ErrorCode::kUnavailable:
-      return 503;
-    default:
-      return 500;
-  }
-}
-
-HttpResponse ErrorResponse(const Error& e) {
-  int status = HttpStatus(e.code());
-  if (status >= 500) {
-    // SECURITY: internal details stay in the log, not in the answer.
-    log::Error("request failed: {}", e.message());
-    return net::Problem(status, StatusSlug(e.code()), "Internal error",
-                        "the service could not complete the request; see its log");
-  }
-  std::string_view title = status == 401   ? "Not authenticated"
-                           : status == 403 ? "Forbidden"
-                           : status == 404 ? "Not found"
-                           : status == 409 ? "Conflict"
-                           : status == 413 ? "Too large"
-                                           : "Bad request";
-  return net::Problem(status, StatusSlug(e.code()), title, e.message());
-}
-
-HttpResponse JsonResponse(int status, const Json& body) {
-  HttpResponse r;
-  r.status = status;
-  r.body = DumpJson(body);
-  return r;
-}
-
-Result<void> ValidateName(std::string_view what, std::string_view name) {
-  auto ok_char = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.' || c == ' ';
-  };
-  if (name.empty() || name.size() > kMaxNameBytes ||
-      !std::isalnum(static_cast<unsigned char>(name[0])) ||
-      !std::all_of(name.begin(), name.end(), ok_char) || name.back() == ' ') {
-    return Fail(ErrorCode::kInvalidArgument,
-                "{} name '{}' must be 1..{} characters of letters, digits, space, '-', '_' and "
-                "'.', starting with a letter or digit",
-                what, name.substr(0, kMaxNameBytes + 8), kMaxNameBytes);
-  }
-  return Ok();
-}
-
-Result<Json> ParseBody(const HttpRequest& req) {
-  if (req.body.empty()) return Fail(ErrorCode::kInvalidArgument, "the request needs a JSON body");
-  auto ct = req.Header("content-type");
-  if (!ct.starts_with("application/json")) {
-    return Fail(ErrorCode::kInvalidArgument, "Content-Type must be application/json, not '{}'",
-                ct.substr(0, 64));
-  }
-  return ParseJson(req.body, "body", JsonLimits{.max_bytes = 64 * 1024, .max_depth = 8});
-}
-
-// Splits "/api/v1/tenants/acme/ca-certificates" into its segments.
-std::vector<std::string_view> Segments(std::string_view path) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    if (path[i] == '/') {
-      ++i;
-      continue;
-    }
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    out.push_back(path.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
-// Minimal query parsing: "a=1&b=2" with '+' and %XX decoding.
-std::string QueryParam(std::string_view query, std::string_view key) {
-  size_t i = 0;
-  while (i <= query.size()) {
-    size_t amp = query.find('&', i);
-    if (amp == std::string_view::npos) amp = query.size();
-    auto part = query.substr(i, amp - i);
-    auto eq = part.find('=');
-    if (eq != std::string_view::npos && part.substr(0, eq) == key) {
-      // Decodes '+' and %XX; anything malformed is kept as written (and then fails validation).
-      std::string_view raw = part.substr(eq + 1);
-      std::string v;
-      for (size_t k = 0; k < raw.size(); ++k) {
-        if (raw[k] == '+') {
-          v.push_back(' ');
-        } else if (raw[k] == '%' && k + 2 < raw.size() &&
-                   std::isxdigit(static_cast<unsigned char>(raw[k + 1])) &&
-                   std::isxdigit(static_cast<unsigned char>(raw[k + 2]))) {
-          v.push_back(static_cast<char>(std::stoi(std::string(raw.substr(k + 1, 2)), nullptr, 16)));
-          k += 2;
-        } else {
-          v.push_back(raw[k]);
-        }
-      }
-      return v;
-    }
-    i = amp + 1;
-  }
-  return {};
+  return static_cast<int64_t>(v);
 }
 
 }  // namespace
@@ -267,7 +133,12 @@ Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
 
 Api::Api(store::Database& db, const ServicePki& pki, const Clock& clock, Random& random,
          TenantCaCreated on_tenant_ca)
-    : db_(db), pki_(pki), clock_(clock), random_(random), on_tenant_ca_(std::move(on_tenant_ca)) {}
+    : db_(db),
+      pki_(pki),
+      clock_(clock),
+      random_(random),
+      on_tenant_ca_(std::move(on_tenant_ca)),
+      device_api_(db, pki, clock) {}
 
 namespace {
 
@@ -314,6 +185,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     }
     return JsonResponse(200, {{"status", "ok"}});
   }
+  if (!seg.empty() && seg[0] == "device") return device_api_.Handle(req);
   if (seg.size() < 2 || seg[0] != "api" || seg[1] != "v1") {
     return net::Problem(404, "not-found", "Not found",
                         fmt::format("no endpoint {}", req.path.substr(0, 128)));
@@ -335,15 +207,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     audit(tenant_id, action, target, "denied", why);
     return ErrorResponse(Error(ErrorCode::kPermissionDenied, std::string(why)));
   };
-  auto method_not_allowed = [&] {
-    return net::Problem(405, "method-not-allowed", "Method not allowed",
-                        fmt::format("{} is not supported on {}", req.method.substr(0, 16),
-                                    req.path.substr(0, 128)));
-  };
 
   // GET /api/v1/whoami
   if (seg.size() == 3 && seg[2] == "whoami") {
-    if (req.method != "GET") return method_not_allowed();
+    if (req.method != "GET") return MethodNotAllowed(req);
     Json roles = Json::array();
     for (const auto& [scope, role] : caller->roles) {
       std::string tenant_name = "*";
@@ -372,7 +239,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       }
       return JsonResponse(200, {{"tenants", list}});
     }
-    if (req.method != "POST") return method_not_allowed();
+    if (req.method != "POST") return MethodNotAllowed(req);
     auto body = ParseBody(req);
     if (!body) return ErrorResponse(body.error());
     formats::ObjectReader reader(*body, "body");
@@ -421,7 +288,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
 
   // /api/v1/tenants/{name}/ca-certificates
   if (seg.size() == 5 && seg[2] == "tenants" && seg[4] == "ca-certificates") {
-    if (req.method != "GET") return method_not_allowed();
+    if (req.method != "GET") return MethodNotAllowed(req);
     auto tenant = FindTenant(db_, seg[3]);
     // SECURITY: another tenant's objects answer 404, exactly like missing ones.
     if (!tenant || !caller->RoleIn(tenant->id)) {
@@ -519,7 +386,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                            {"certificate", cert->ToPem() + pki_.operator_ca().certificate.ToPem()},
                            {"not_after", FormatRfc3339(cert->NotAfter())}});
     }
-    if (req.method != "GET") return method_not_allowed();
+    if (req.method != "GET") return MethodNotAllowed(req);
     auto rows = db_.Query(
         "SELECT o.id, o.name, o.created_at, o.revoked_at, r.scope, r.role FROM operators o "
         "JOIN role_assignments r ON r.operator_id = o.id ORDER BY o.name, r.scope");
@@ -546,7 +413,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
 
   // POST /api/v1/users/{id}/revoke
   if (seg.size() == 5 && seg[2] == "users" && seg[4] == "revoke") {
-    if (req.method != "POST") return method_not_allowed();
+    if (req.method != "POST") return MethodNotAllowed(req);
     std::string target_id(seg[3]);
     auto roles = db_.Query("SELECT scope FROM role_assignments WHERE operator_id = ?", {target_id});
     if (!roles) return ErrorResponse(roles.error());
@@ -581,7 +448,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
 
   // POST /api/v1/devices: manufacturer registration of a device's identity key.
   if (seg.size() == 3 && seg[2] == "devices") {
-    if (req.method != "POST") return method_not_allowed();
+    if (req.method != "POST") return MethodNotAllowed(req);
     auto body = ParseBody(req);
     if (!body) return ErrorResponse(body.error());
     formats::ObjectReader reader(*body, "body");
@@ -614,6 +481,130 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return JsonResponse(201, {{"id", device_id}});
   }
 
+  // /api/v1/tenants/{t}/reference-values[/{id}] and /api/v1/tenants/{t}/security-events
+  if (seg.size() >= 5 && seg[2] == "tenants" &&
+      (seg[4] == "reference-values" || seg[4] == "security-events")) {
+    auto tenant = FindTenant(db_, seg[3]);
+    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
+    if (!tenant || !caller->RoleIn(tenant->id)) {
+      return ErrorResponse(Error(ErrorCode::kNotFound,
+                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+    }
+    const Role role = *caller->RoleIn(tenant->id);
+    if (seg[4] == "security-events") {
+      if (seg.size() != 5) return ErrorResponse(Error(ErrorCode::kNotFound, "no such endpoint"));
+      if (req.method != "GET") return MethodNotAllowed(req);
+      auto limit = ParseLimit(QueryParam(req.query, "limit"));
+      if (!limit) return ErrorResponse(limit.error());
+      auto rows = db_.Query(
+          "SELECT seq, at, device_id, kind, detail FROM security_events WHERE tenant_id = ? "
+          "ORDER BY seq DESC LIMIT ?",
+          {tenant->id, *limit});
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        list.push_back({{"seq", *r.Int(0)},
+                        {"at", FormatRfc3339(store::FromUnixSeconds(*r.Int(1)))},
+                        {"device_id", *r.Text(2)},
+                        {"kind", *r.Text(3)},
+                        {"detail", *r.Text(4)}});
+      }
+      return JsonResponse(200, {{"tenant", tenant->name}, {"security_events", list}});
+    }
+    if (seg.size() == 5 && req.method == "GET") {
+      auto rows = db_.Query(
+          "SELECT id, kind, name, sha256, comment, created_at, created_by FROM reference_values "
+          "WHERE tenant_id = ? ORDER BY kind, name, created_at",
+          {tenant->id});
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        list.push_back({{"id", *r.Text(0)},
+                        {"kind", *r.Text(1)},
+                        {"name", *r.Text(2)},
+                        {"sha256", *r.Text(3)},
+                        {"comment", *r.Text(4)},
+                        {"created_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(5)))},
+                        {"created_by", *r.Text(6)}});
+      }
+      return JsonResponse(200, {{"tenant", tenant->name}, {"reference_values", list}});
+    }
+    if (seg.size() == 5 && req.method == "POST") {
+      auto body = ParseBody(req);
+      if (!body) return ErrorResponse(body.error());
+      formats::ObjectReader reader(*body, "body");
+      auto kind = reader.RequiredString("kind", 16);
+      auto name = reader.RequiredString("name", 128);
+      auto sha256 = reader.RequiredString("sha256", 64);
+      auto comment = reader.OptionalString("comment", 256);
+      for (const Result<std::string>* r : {&kind, &name, &sha256, &comment}) {
+        if (!*r) return ErrorResponse(r->error());
+      }
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      if (*kind != "boot" && *kind != "os" && *kind != "app") {
+        return ErrorResponse(
+            Error(ErrorCode::kInvalidArgument,
+                  fmt::format("body.kind: '{}' is not boot, os or app", kind->substr(0, 16))));
+      }
+      if (name->empty()) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument, "body.name: must not be empty"));
+      }
+      auto digest = HexDecode(*sha256);
+      if (!digest || digest->size() != 32 || *sha256 != HexEncode(*digest)) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "body.sha256: not 64 lowercase hexadecimal characters"));
+      }
+      if (role != Role::kAdministrator) {
+        return forbidden(tenant->id, "reference-value.add", *name,
+                         "adding reference values needs the Administrator role (they decide "
+                         "which devices get certificates)");
+      }
+      std::string id = random_.NewUuid();
+      auto added = db_.Transact([&](store::Session& s) -> Result<void> {
+        MOAT_ASSIGN_OR_RETURN(
+            int64_t n,
+            s.Execute("INSERT INTO reference_values (id, tenant_id, kind, name, sha256, comment, "
+                      "created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT DO NOTHING",
+                      {id, tenant->id, *kind, *name, *sha256, *comment, now, caller->name}));
+        if (n == 0) {
+          return Fail(ErrorCode::kAlreadyExists, "{} '{}' already has the reference value {}",
+                      *kind, *name, *sha256);
+        }
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "reference-value.add", *name, "ok",
+                         fmt::format("{} sha256 {}", *kind, *sha256)));
+        return Ok();
+      });
+      if (!added) return ErrorResponse(added.error());
+      return JsonResponse(201, {{"id", id}, {"kind", *kind}, {"name", *name}, {"sha256", *sha256}});
+    }
+    if (seg.size() == 6 && req.method == "DELETE") {
+      std::string id(seg[5].substr(0, 64));
+      if (role != Role::kAdministrator) {
+        return forbidden(tenant->id, "reference-value.remove", id,
+                         "removing reference values needs the Administrator role");
+      }
+      auto removed = db_.Transact([&](store::Session& s) -> Result<void> {
+        auto row = s.QueryOne(
+            "SELECT kind, name, sha256 FROM reference_values WHERE id = ? AND tenant_id = ?",
+            {id, tenant->id});
+        if (!row) {
+          return row.error().code() == ErrorCode::kNotFound
+                     ? Fail(ErrorCode::kNotFound, "no reference value {} in tenant '{}'", id,
+                            tenant->name)
+                     : Fail(row.error());
+        }
+        MOAT_TRY(s.Execute("DELETE FROM reference_values WHERE id = ?", {id}));
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "reference-value.remove", *row->Text(1),
+                         "ok", fmt::format("{} sha256 {}", *row->Text(0), *row->Text(2))));
+        return Ok();
+      });
+      if (!removed) return ErrorResponse(removed.error());
+      return JsonResponse(200, {{"id", id}, {"removed", true}});
+    }
+    return MethodNotAllowed(req);
+  }
+
   // /api/v1/tenants/{t}/devices[/{id}[/claim|/transfer|/accept-transfer]]
   if (seg.size() >= 5 && seg[2] == "tenants" && seg[4] == "devices") {
     auto tenant = FindTenant(db_, seg[3]);
@@ -623,6 +614,12 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                                  fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
     }
     const Role role = *caller->RoleIn(tenant->id);
+    // What the device's last attestation measured (written by DeviceApi, so it parses).
+    auto measured_images = [](const store::Row& r) {
+      if (r.IsNull(7)) return Json::array();
+      auto j = ParseJson(*r.Text(7), "measured_images");
+      return j && j->is_array() ? *j : Json::array();
+    };
     auto device_json = [&](const store::Row& r) {
       auto opt_time = [&](size_t i) {
         return r.IsNull(i) ? Json(nullptr) : Json(FormatRfc3339(store::FromUnixSeconds(*r.Int(i))));
@@ -634,13 +631,15 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                   {"certificate_not_after", opt_time(4)},
                   {"last_attestation_at", opt_time(5)},
                   {"last_attestation_result", r.IsNull(6) ? Json(nullptr) : Json(*r.Text(6))},
-                  {"installed_images", Json::array()}};
+                  {"update_certificate_not_after", opt_time(8)},
+                  {"installed_images", measured_images(r)}};
     };
     constexpr const char* kDeviceColumns =
         "SELECT id, claimed_at, last_seen, os_version, certificate_not_after, "
-        "last_attestation_at, last_attestation_result FROM devices ";
+        "last_attestation_at, last_attestation_result, measured_images, "
+        "update_certificate_not_after FROM devices ";
     if (seg.size() == 5) {
-      if (req.method != "GET") return method_not_allowed();
+      if (req.method != "GET") return MethodNotAllowed(req);
       auto rows =
           db_.Query(std::string(kDeviceColumns) + "WHERE tenant_id = ? ORDER BY id", {tenant->id});
       if (!rows) return ErrorResponse(rows.error());
@@ -655,7 +654,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                                                                    device_id, tenant->name)));
     };
     if (seg.size() == 6) {
-      if (req.method != "GET") return method_not_allowed();
+      if (req.method != "GET") return MethodNotAllowed(req);
       auto row = db_.QueryOne(std::string(kDeviceColumns) + "WHERE id = ? AND tenant_id = ?",
                               {device_id, tenant->id});
       if (!row)
@@ -670,7 +669,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       j["pending_transfer_to"] = transfer ? Json(*transfer->Text(0)) : Json(nullptr);
       return JsonResponse(200, j);
     }
-    if (seg.size() != 7 || req.method != "POST") return method_not_allowed();
+    if (seg.size() != 7 || req.method != "POST") return MethodNotAllowed(req);
     const std::string_view action = seg[6];
     if (action == "claim") {
       if (role < Role::kContributor) {
@@ -790,18 +789,11 @@ HttpResponse Api::Handle(const HttpRequest& req) {
 
   // GET /api/v1/audit[?tenant=NAME][&limit=N]
   if (seg.size() == 3 && seg[2] == "audit") {
-    if (req.method != "GET") return method_not_allowed();
+    if (req.method != "GET") return MethodNotAllowed(req);
     std::string tenant_name = QueryParam(req.query, "tenant");
-    std::string limit_text = QueryParam(req.query, "limit");
-    int64_t limit = 100;
-    if (!limit_text.empty()) {
-      char* end = nullptr;
-      limit = std::strtoll(limit_text.c_str(), &end, 10);
-      if (end == nullptr || *end != '\0' || limit < 1 || limit > kMaxListLimit) {
-        return ErrorResponse(
-            Error(ErrorCode::kInvalidArgument, fmt::format("limit must be 1..{}", kMaxListLimit)));
-      }
-    }
+    auto parsed_limit = ParseLimit(QueryParam(req.query, "limit"));
+    if (!parsed_limit) return ErrorResponse(parsed_limit.error());
+    const int64_t limit = *parsed_limit;
     Result<std::vector<store::Row>> rows = std::vector<store::Row>{};
     if (!tenant_name.empty()) {
       auto tenant = FindTenant(db_, tenant_name);

@@ -1,4 +1,5 @@
-// The operator plane (/api/v1/...) and health endpoint of moat-service.
+// The operator plane (/api/v1/...) and health endpoint of moat-service; device-plane requests
+// (/device/v1/...) go to DeviceApi.
 //
 // Every request except GET /healthz must carry a client certificate (verified by the TLS
 // layer) that belongs to a known, unrevoked operator; the operator's roles decide what it may
@@ -9,11 +10,13 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "core/clock.h"
 #include "core/random.h"
 #include "net/http.h"
+#include "service/device_api.h"
 #include "service/pki.h"
 #include "store/database.h"
 
@@ -47,6 +50,7 @@ class Api {
   const Clock& clock_;
   Random& random_;
   TenantCaCreated on_tenant_ca_;
+  DeviceApi device_api_;  // /device/v1/...
 };
 
 // Creates the first operator, a service-wide Administrator, for `moat-service init`.

@@ -21,4 +21,17 @@ Result<void> AppendAudit(store::Session& s, const AuditEntry& e) {
   return Ok();
 }
 
+Result<void> AppendSecurityEvent(store::Session& s, const SecurityEvent& e) {
+  MOAT_ASSIGN_OR_RETURN(store::Row row,
+                        s.QueryOne("SELECT COALESCE(MAX(seq), 0) + 1 FROM security_events"));
+  MOAT_ASSIGN_OR_RETURN(int64_t seq, row.Int(0));
+  MOAT_TRY(s.Execute(
+      "INSERT INTO security_events (seq, at, tenant_id, device_id, kind, detail) VALUES "
+      "(?, ?, ?, ?, ?, ?)",
+      {seq, e.at,
+       e.tenant_id.empty() ? store::Value(store::kNull) : store::Value(std::string(e.tenant_id)),
+       std::string(e.device_id), std::string(e.kind), std::string(e.detail)}));
+  return Ok();
+}
+
 }  // namespace moat::service

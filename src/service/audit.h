@@ -31,4 +31,15 @@ struct AuditEntry {
 // gap-free and ordered).
 Result<void> AppendAudit(store::Session& session, const AuditEntry& entry);
 
+// Security events: what devices did that an operator must look at (a failed attestation, a
+// signature that does not verify). Listed with `moat security-event list`.
+struct SecurityEvent {
+  int64_t at = 0;
+  std::string_view tenant_id;  // empty: the device has no tenant
+  std::string_view device_id;
+  std::string_view kind;  // e.g. "attestation.measurement-mismatch"
+  std::string_view detail;
+};
+Result<void> AppendSecurityEvent(store::Session& session, const SecurityEvent& event);
+
 }  // namespace moat::service

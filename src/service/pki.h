@@ -31,6 +31,11 @@ struct PkiLifetimes {
   std::chrono::seconds tenant_ca{std::chrono::days(730)};
   std::chrono::seconds tenant_ca_successor_lead{std::chrono::days(90)};
   std::chrono::seconds device_certificate{std::chrono::hours(24)};
+  // The certificate a device gets even when its attestation fails, so it can still update
+  // itself back to health (accepted on the update and report endpoints only).
+  std::chrono::seconds update_certificate{std::chrono::hours(24)};
+  // How long an attestation challenge (nonce) may be answered.
+  std::chrono::seconds attestation_challenge{std::chrono::minutes(2)};
   // Issued certificates start a little in the past so a device whose clock lags still accepts
   // them; their end is exactly start + lifetime measured from now.
   std::chrono::seconds backdate{std::chrono::minutes(5)};

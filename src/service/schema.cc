@@ -76,9 +76,43 @@ CREATE TABLE device_transfers (
 );
 )sql";
 
+// Attestation: per-tenant known-good measurements, single-use challenges, the security events
+// a failed attestation records, and what the device last proved about itself.
+constexpr std::string_view kV3 = R"sql(
+CREATE TABLE reference_values (
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  comment TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL,
+  UNIQUE (tenant_id, kind, name, sha256)
+);
+CREATE TABLE attestation_challenges (
+  nonce TEXT PRIMARY KEY,
+  device_id TEXT NOT NULL REFERENCES devices(id),
+  expires_at BIGINT NOT NULL
+);
+CREATE INDEX attestation_challenges_by_device ON attestation_challenges (device_id, expires_at);
+CREATE TABLE security_events (
+  seq BIGINT PRIMARY KEY,
+  at BIGINT NOT NULL,
+  tenant_id TEXT REFERENCES tenants(id),
+  device_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE INDEX security_events_by_tenant ON security_events (tenant_id, seq);
+ALTER TABLE devices ADD COLUMN measured_images TEXT;
+ALTER TABLE devices ADD COLUMN update_certificate_not_after BIGINT;
+)sql";
+
 constexpr store::Migration kMigrations[] = {
     {1, "operators, tenants, tenant CAs, audit log", kV1},
     {2, "devices and ownership transfers", kV2},
+    {3, "attestation: reference values, challenges, security events", kV3},
 };
 
 }  // namespace

@@ -211,6 +211,11 @@ Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock
                               .key = state->pki->server().key,
                               .client_roots = {state->pki->root().certificate},
                               .client_intermediates = {state->pki->operator_ca().certificate}};
+  // Devices: their update certificates, and their self-certified identity before the first
+  // attestation (DeviceApi grants that one nothing but attestation).
+  tls.client_usages = {crypto::ExtendedKeyUsage::kClientAuth,
+                       crypto::ExtendedKeyUsage::kMoatDeviceUpdate};
+  tls.accept_device_identity_certificates = true;
   MOAT_ASSIGN_OR_RETURN(auto cas, state->db->Query("SELECT certificate_pem FROM tenant_cas"));
   for (const auto& row : cas) {
     MOAT_ASSIGN_OR_RETURN(std::string pem, row.Text(0));

@@ -181,7 +181,7 @@ expect 1 "the device is not in globex" -- "$moat" --config "$cfg" device show "$
 contains "no device $device_id in tenant 'globex'" "not-found message"
 expect 0 "transfer request" -- "$moat" --config "$cfg" device transfer "$device_id" --tenant acme --to globex
 expect 0 "device show while pending" -- "$moat" --config "$cfg" device show "$device_id" --tenant acme
-contains "pending_transfer_to:     globex" "the pending transfer is shown"
+contains "pending_transfer_to:           globex" "the pending transfer is shown"
 expect 0 "accept transfer" -- "$moat" --config "$cfg" device accept-transfer "$device_id" --tenant globex
 expect 0 "device list globex" -- "$moat" --config "$cfg" device list --tenant globex
 contains "$device_id" "the device moved"
@@ -189,6 +189,30 @@ expect 1 "accept twice" -- "$moat" --config "$cfg" device accept-transfer "$devi
 contains "no transfer of device" "nothing pending message"
 expect 0 "audit of the transfer" -- "$moat" --config "$cfg" audit list --tenant acme
 contains "device.transfer.complete" "the old tenant's audit log records the transfer"
+
+# --- reference values and security events (the attestation itself: src/service/device_api_test)
+printf 'os image v1' > "$work/os.img"
+os_sha=$(sha256sum "$work/os.img" | cut -d' ' -f1)
+expect 0 "reference-value add --file" -- "$moat" --config "$cfg" reference-value add --tenant acme \
+  --kind os --name moat-linux --file "$work/os.img" --comment "release 1"
+contains "$os_sha" "the CLI hashed the file"
+expect 1 "reference-value add twice" -- "$moat" --config "$cfg" reference-value add --tenant acme \
+  --kind os --name moat-linux --sha256 "$os_sha"
+contains "already has the reference value" "duplicate reference value message"
+expect 1 "reference-value with a bad digest" -- "$moat" --config "$cfg" reference-value add \
+  --tenant acme --kind app --name x --sha256 ABC
+contains "64 lowercase hexadecimal" "bad digest message"
+expect 2 "reference-value with an unknown kind" -- "$moat" --config "$cfg" reference-value add \
+  --tenant acme --kind kernel --name x --sha256 "$os_sha"
+expect 0 "reference-value list" -- "$moat" --config "$cfg" --output json reference-value list --tenant acme
+rv_id=$(jq -r '.reference_values[0].id' "$work/out")
+contains "release 1" "the comment is listed"
+expect 1 "globex cannot remove acme's value" -- "$moat" --config "$cfg" reference-value remove "$rv_id" --tenant globex
+expect 0 "reference-value remove" -- "$moat" --config "$cfg" reference-value remove "$rv_id" --tenant acme
+expect 0 "security-event list (none yet)" -- "$moat" --config "$cfg" security-event list --tenant acme
+contains "(none)" "no security events"
+expect 0 "audit records reference values" -- "$moat" --config "$cfg" audit list --tenant acme
+contains "reference-value.remove" "the removal is audited"
 
 # --- graceful stop
 kill -TERM "$pid"

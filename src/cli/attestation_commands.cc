@@ -1,0 +1,156 @@
+// moat reference-value add|list|remove, moat security-event list.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "cli/online_commands.h"
+#include "cli/session.h"
+#include "core/encoding.h"
+#include "core/file.h"
+#include "crypto/digest.h"
+
+namespace moat::cli {
+namespace {
+
+// SHA-256 of a file of any size, read in 1 MiB pieces.
+Result<std::string> Sha256OfFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Fail(ErrnoError("open", path, errno));
+  auto hasher = crypto::Hasher::Create(crypto::DigestAlgorithm::kSha256);
+  std::vector<uint8_t> buffer(1 << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError("read", path, errno));
+    }
+    if (n == 0) break;
+    hasher.Update(std::span<const uint8_t>(buffer.data(), static_cast<size_t>(n)));
+  }
+  return HexEncode(hasher.Finish());
+}
+
+std::string TenantPath(const std::string& tenant, std::string_view rest) {
+  return "/api/v1/tenants/" + EncodeQueryValue(tenant) + std::string(rest);
+}
+
+}  // namespace
+
+void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
+                         std::shared_ptr<GlobalOptions> g) {
+  auto json_out = [s](const Json& j) { s.out << j.dump(2) << "\n"; };
+
+  auto* rv = app.add_subcommand(
+      "reference-value",
+      "Known-good measurements. A device gets a client certificate only if every entry of its\n"
+      "measurement log (boot chain, OS, each installed app image) matches one of its tenant's\n"
+      "reference values, and the log measures the OS.");
+  rv->require_subcommand(1);
+  struct Options {
+    std::string tenant, kind, name, sha256, file, comment, id;
+    int limit = 50;
+  };
+  auto o = std::make_shared<Options>();
+
+  auto* add = rv->add_subcommand(
+      "add",
+      "Vouch for a measurement (Administrator). Give the digest with --sha256, or let moat\n"
+      "hash the artefact with --file (for an app: its image package file as deployed).\n"
+      "Example: moat reference-value add --tenant acme --kind os --name moat-linux --file os.img");
+  add->add_option("--tenant", o->tenant, "Tenant name")->required();
+  add->add_option("--kind", o->kind, "boot, os or app")
+      ->required()
+      ->check(CLI::IsMember({"boot", "os", "app"}));
+  add->add_option("--name", o->name,
+                  "What the device calls it in its log: the boot stage, the OS name, or the "
+                  "app's component ID")
+      ->required();
+  auto* sha = add->add_option("--sha256", o->sha256, "The digest, 64 lowercase hex digits");
+  auto* file =
+      add->add_option("--file", o->file, "Hash this file instead")->check(CLI::ExistingFile);
+  sha->excludes(file);
+  add->add_option("--comment", o->comment, "Why this value is good (shown in lists)");
+  add->callback([=, &exit_code] {
+    Run(s, exit_code, "reference-value add", [&]() -> Result<void> {
+      std::string digest = o->sha256;
+      if (!o->file.empty()) {
+        MOAT_ASSIGN_OR_RETURN(digest, Sha256OfFile(o->file));
+      } else if (digest.empty()) {
+        return Fail(ErrorCode::kInvalidArgument, "give the digest with --sha256 or a --file");
+      }
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json body = {{"kind", o->kind}, {"name", o->name}, {"sha256", digest}};
+      if (!o->comment.empty()) body["comment"] = o->comment;
+      MOAT_ASSIGN_OR_RETURN(
+          Json j, session.Call("POST", TenantPath(o->tenant, "/reference-values"), &body));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << fmt::format("Added reference value {}: {} '{}' sha256 {}\n", Str(j, "id"),
+                           Str(j, "kind"), Str(j, "name"), Str(j, "sha256"));
+      return Ok();
+    });
+  });
+
+  auto* list = rv->add_subcommand("list", "List a tenant's reference values");
+  list->add_option("--tenant", o->tenant, "Tenant name")->required();
+  list->callback([=, &exit_code] {
+    Run(s, exit_code, "reference-value list", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(Json j,
+                            session.Call("GET", TenantPath(o->tenant, "/reference-values")));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& v : j["reference_values"]) {
+        rows.push_back(
+            {Str(v, "id"), Str(v, "kind"), Str(v, "name"), Str(v, "sha256"), Str(v, "comment")});
+      }
+      PrintTable(s.out, {"ID", "KIND", "NAME", "SHA256", "COMMENT"}, rows);
+      return Ok();
+    });
+  });
+
+  auto* remove = rv->add_subcommand(
+      "remove",
+      "Stop vouching for a measurement (Administrator). Devices still running it keep their\n"
+      "certificate until it expires (at most 24 h) and then get an update certificate only.");
+  remove->add_option("id", o->id, "Reference value ID (from list)")->required();
+  remove->add_option("--tenant", o->tenant, "Tenant name")->required();
+  remove->callback([=, &exit_code] {
+    Run(s, exit_code, "reference-value remove", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(
+          Json j, session.Call("DELETE", TenantPath(o->tenant, "/reference-values/" +
+                                                                   EncodeQueryValue(o->id))));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << "Removed reference value " << Str(j, "id") << "\n";
+      return Ok();
+    });
+  });
+
+  auto* se = app.add_subcommand(
+      "security-event",
+      "What devices did that needs an operator's eye: failed attestations (unknown software,\n"
+      "signatures that do not verify).");
+  se->require_subcommand(1);
+  auto* se_list = se->add_subcommand("list", "Show a tenant's newest security events");
+  se_list->add_option("--tenant", o->tenant, "Tenant name")->required();
+  se_list->add_option("--limit", o->limit, "How many (1..1000)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  se_list->callback([=, &exit_code] {
+    Run(s, exit_code, "security-event list", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(
+          Json j, session.Call("GET", TenantPath(o->tenant, fmt::format("/security-events?limit={}",
+                                                                        o->limit))));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& e : j["security_events"]) {
+        rows.push_back(
+            {Str(e, "seq"), Str(e, "at"), Str(e, "device_id"), Str(e, "kind"), Str(e, "detail")});
+      }
+      PrintTable(s.out, {"#", "TIME", "DEVICE", "KIND", "DETAIL"}, rows);
+      return Ok();
+    });
+  });
+}
+
+}  // namespace moat::cli

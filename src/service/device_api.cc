@@ -1,0 +1,424 @@
+#include "service/device_api.h"
+
+#include "core/encoding.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "crypto/random.h"
+#include "crypto/x509.h"
+#include "formats/attestation.h"
+#include "formats/json_reader.h"
+#include "service/attestation_policy.h"
+#include "service/audit.h"
+#include "service/http_util.h"
+
+namespace moat::service {
+
+enum class Credential { kIdentity, kClient, kUpdate };
+
+std::string_view CredentialName(Credential c) {
+  switch (c) {
+    case Credential::kIdentity:
+      return "identity";
+    case Credential::kClient:
+      return "client";
+    case Credential::kUpdate:
+      return "update";
+  }
+  return "identity";
+}
+
+struct DeviceApi::Caller {
+  std::string device_id;
+  Credential credential = Credential::kIdentity;
+  crypto::Certificate certificate;
+};
+
+namespace {
+
+using net::HttpRequest;
+using net::HttpResponse;
+
+constexpr size_t kMaxAttestationBodyBytes = 256 * 1024;
+constexpr size_t kMaxCsrBytes = 16 * 1024;
+constexpr size_t kNonceBytes = 32;
+// Outstanding challenges kept per device; asking for more drops the oldest.
+constexpr int64_t kMaxOutstandingChallenges = 4;
+constexpr int64_t kLastSeenResolutionSeconds = 300;
+
+// A refusal with its own problem type, so a device can act on it without parsing prose.
+struct Refusal {
+  int status;
+  std::string slug;
+  std::string detail;
+};
+
+HttpResponse Refuse(const Refusal& r) { return ProblemResponse(r.status, r.slug, r.detail); }
+
+Result<DeviceApi::Caller> Identify(const HttpRequest& req) {
+  if (!req.client_certificate) {
+    return Fail(ErrorCode::kUnauthenticated,
+                "device endpoints need a client certificate: the device's certificate or, before "
+                "its first attestation, its self-certified identity certificate");
+  }
+  const crypto::Certificate& cert = *req.client_certificate;
+  DeviceApi::Caller caller{.certificate = cert};
+  auto id = crypto::DeviceIdFromCertificate(cert);
+  if (!id) {
+    return Fail(ErrorCode::kPermissionDenied,
+                "the client certificate '{}' is not a device certificate (it has no {} name)",
+                cert.Subject(), crypto::kDeviceSanPrefix);
+  }
+  caller.device_id = std::move(*id);
+  // SECURITY: the TLS layer admitted this certificate either through a chain to the service
+  // root or as a self-certified identity; the two are told apart here, never assumed.
+  if (crypto::IsSelfCertifiedDeviceCertificate(cert)) {
+    caller.credential = Credential::kIdentity;
+  } else if (cert.HasExtendedKeyUsage(crypto::ExtendedKeyUsage::kClientAuth)) {
+    caller.credential = Credential::kClient;
+  } else if (cert.HasExtendedKeyUsage(crypto::ExtendedKeyUsage::kMoatDeviceUpdate)) {
+    caller.credential = Credential::kUpdate;
+  } else {
+    return Fail(ErrorCode::kPermissionDenied,
+                "the client certificate '{}' is not valid for device endpoints", cert.Subject());
+  }
+  return caller;
+}
+
+struct DeviceRecord {
+  std::string tenant_id;  // empty: unclaimed
+  std::string tenant_name;
+  crypto::PublicKey identity_key;
+};
+
+// The registered, claimed device, or the refusal a device can act on.
+std::variant<DeviceRecord, Refusal, Error> LookUpDevice(store::Database& db,
+                                                        const std::string& device_id) {
+  auto row = db.QueryOne(
+      "SELECT d.public_key, d.tenant_id, t.name FROM devices d LEFT JOIN tenants t ON t.id = "
+      "d.tenant_id WHERE d.id = ?",
+      {device_id});
+  if (!row) {
+    if (row.error().code() != ErrorCode::kNotFound) return row.error();
+    return Refusal{403, "device-not-registered",
+                   fmt::format("device {} is not registered with this service; its manufacturer "
+                               "registers it first (moat device register)",
+                               device_id)};
+  }
+  auto der = row->Blob(0);
+  if (!der) return der.error();
+  auto key = crypto::PublicKey::FromDer(*der);
+  if (!key) return key.error();
+  if (row->IsNull(1)) {
+    return Refusal{403, "device-not-claimed",
+                   fmt::format("device {} is registered but not claimed by any tenant; an "
+                               "operator claims it with `moat device claim {}`",
+                               device_id, device_id)};
+  }
+  return DeviceRecord{*row->Text(1), *row->Text(2), std::move(*key)};
+}
+
+std::string ChainPem(const crypto::Certificate& leaf, const crypto::Certificate& ca) {
+  return leaf.ToPem() + ca.ToPem();
+}
+
+}  // namespace
+
+DeviceApi::DeviceApi(store::Database& db, const ServicePki& pki, const Clock& clock)
+    : db_(db), pki_(pki), clock_(clock), cas_(pki) {}
+
+void DeviceApi::NoteSeen(const std::string& device_id, int64_t now) {
+  {
+    std::lock_guard lock(seen_mu_);
+    auto [it, inserted] = seen_written_.try_emplace(device_id, now);
+    if (!inserted && now - it->second < kLastSeenResolutionSeconds) return;
+    it->second = now;
+    // Bounded: a service seeing millions of devices forgets the oldest notes, which only
+    // costs an extra write.
+    if (seen_written_.size() > 100000) seen_written_.clear();
+  }
+  auto r = db_.Transact([&](store::Session& s) -> Result<void> {
+    MOAT_TRY(s.Execute("UPDATE devices SET last_seen = ? WHERE id = ?", {now, device_id}));
+    return Ok();
+  });
+  if (!r) log::Warn("recording last_seen of device {}: {}", device_id, r.error().message());
+}
+
+HttpResponse DeviceApi::Handle(const HttpRequest& req) {
+  const auto seg = Segments(req.path);
+  if (seg.size() < 3 || seg[0] != "device" || seg[1] != "v1") {
+    return ProblemResponse(404, "not-found",
+                           fmt::format("no endpoint {}", req.path.substr(0, 128)));
+  }
+  auto caller = Identify(req);
+  if (!caller) return ErrorResponse(caller.error());
+
+  if (seg.size() == 3 && seg[2] == "whoami") {
+    if (req.method != "GET") return MethodNotAllowed(req);
+    return WhoAmI(*caller);
+  }
+  if (seg.size() == 4 && seg[2] == "attestation" && seg[3] == "challenge") {
+    if (req.method != "POST") return MethodNotAllowed(req);
+    return Challenge(*caller);
+  }
+  if (seg.size() == 3 && seg[2] == "attestation") {
+    if (req.method != "POST") return MethodNotAllowed(req);
+    return Attest(*caller, req);
+  }
+  return ProblemResponse(
+      404, "not-found",
+      fmt::format("no endpoint {} {}", req.method.substr(0, 16), req.path.substr(0, 128)));
+}
+
+HttpResponse DeviceApi::WhoAmI(const Caller& caller) {
+  auto device = LookUpDevice(db_, caller.device_id);
+  if (auto* e = std::get_if<Error>(&device)) return ErrorResponse(*e);
+  if (auto* r = std::get_if<Refusal>(&device)) return Refuse(*r);
+  const auto& d = std::get<DeviceRecord>(device);
+  NoteSeen(caller.device_id, store::UnixSeconds(clock_.Now()));
+  return JsonResponse(200,
+                      {{"device_id", caller.device_id},
+                       {"tenant", d.tenant_name},
+                       {"credential", CredentialName(caller.credential)},
+                       {"certificate_not_after", FormatRfc3339(caller.certificate.NotAfter())}});
+}
+
+HttpResponse DeviceApi::Challenge(const Caller& caller) {
+  auto device = LookUpDevice(db_, caller.device_id);
+  if (auto* e = std::get_if<Error>(&device)) return ErrorResponse(*e);
+  if (auto* r = std::get_if<Refusal>(&device)) return Refuse(*r);
+  const SystemTime now = clock_.Now();
+  const SystemTime expires = now + pki_.lifetimes().attestation_challenge;
+  const std::vector<uint8_t> nonce = crypto::RandomBytes(kNonceBytes);
+  const std::string nonce_hex = HexEncode(nonce);
+  auto stored = db_.Transact([&](store::Session& s) -> Result<void> {
+    MOAT_TRY(s.Execute("DELETE FROM attestation_challenges WHERE device_id = ? AND expires_at <= ?",
+                       {caller.device_id, store::UnixSeconds(now)}));
+    MOAT_TRY(s.Execute(
+        "DELETE FROM attestation_challenges WHERE device_id = ? AND nonce NOT IN (SELECT nonce "
+        "FROM attestation_challenges WHERE device_id = ? ORDER BY expires_at DESC LIMIT ?)",
+        {caller.device_id, caller.device_id, kMaxOutstandingChallenges - 1}));
+    MOAT_TRY(s.Execute(
+        "INSERT INTO attestation_challenges (nonce, device_id, expires_at) VALUES (?, ?, ?)",
+        {nonce_hex, caller.device_id, store::UnixSeconds(expires)}));
+    return Ok();
+  });
+  if (!stored) return ErrorResponse(stored.error());
+  NoteSeen(caller.device_id, store::UnixSeconds(now));
+  return JsonResponse(
+      201, {{"nonce", Base64Encode(nonce, Base64Alphabet::kUrl, Base64Padding::kWithout)},
+            {"expires_at", FormatRfc3339(expires)}});
+}
+
+HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
+  // Parse (bounded) and check the shape of everything before any database work.
+  auto body = ParseBody(req, kMaxAttestationBodyBytes);
+  if (!body) return ErrorResponse(body.error());
+  formats::ObjectReader reader(*body, "body");
+  if (auto st = reader.status(); !st) return ErrorResponse(st.error());
+  if (!body->contains("evidence")) {
+    return ErrorResponse(
+        Error(ErrorCode::kInvalidArgument, "body: missing required field 'evidence'"));
+  }
+  reader.MarkSeen("evidence");
+  auto csr_pem = reader.RequiredString("csr", kMaxCsrBytes);
+  if (!csr_pem) return ErrorResponse(csr_pem.error());
+  if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+  auto evidence = formats::AttestationEvidenceFromJson((*body)["evidence"], "body.evidence");
+  if (!evidence) return ErrorResponse(evidence.error());
+  if (evidence->device_id != caller.device_id) {
+    return Refuse({403, "forbidden",
+                   fmt::format("the evidence is for device {} but the client certificate is "
+                               "device {}'s",
+                               evidence->device_id, caller.device_id)});
+  }
+  if (evidence->format != formats::EvidenceFormat::kSignature) {
+    return Refuse({400, "unsupported-evidence",
+                   "this service verifies signature evidence only; tpm2-quote evidence needs a "
+                   "newer moat-service"});
+  }
+  auto csr = crypto::CertificateRequest::FromPem(*csr_pem);
+  if (!csr) return ErrorResponse(csr.error().WithContext("body.csr"));
+  if (!csr->VerifySignature()) {
+    return ErrorResponse(
+        Error(ErrorCode::kInvalidArgument, "body.csr: the request's signature does not verify"));
+  }
+  if (csr->public_key().type() != crypto::KeyType::kEcdsaP256) {
+    return ErrorResponse(
+        Error(ErrorCode::kInvalidArgument, "body.csr: device keys are ECDSA P-256"));
+  }
+
+  auto looked_up = LookUpDevice(db_, caller.device_id);
+  if (auto* e = std::get_if<Error>(&looked_up)) return ErrorResponse(*e);
+  if (auto* r = std::get_if<Refusal>(&looked_up)) return Refuse(*r);
+  const DeviceRecord& device = std::get<DeviceRecord>(looked_up);
+  const SystemTime now_time = clock_.Now();
+  const int64_t now = store::UnixSeconds(now_time);
+
+  // The nonce is spent whatever happens next: one challenge, one answer.
+  std::optional<Refusal> nonce_refusal;
+  auto spent = db_.Transact([&](store::Session& s) -> Result<void> {
+    nonce_refusal.reset();
+    const std::string nonce_hex = HexEncode(evidence->nonce);
+    auto row = s.QueryOne(
+        "SELECT expires_at FROM attestation_challenges WHERE nonce = ? AND device_id = ?",
+        {nonce_hex, caller.device_id});
+    if (!row) {
+      if (row.error().code() != ErrorCode::kNotFound) return Fail(row.error());
+      nonce_refusal = Refusal{400, "invalid-nonce",
+                              "body.evidence.nonce: unknown or already used; ask for a new "
+                              "challenge (POST /device/v1/attestation/challenge)"};
+      return Ok();
+    }
+    MOAT_ASSIGN_OR_RETURN(int64_t expires_at, row->Int(0));
+    MOAT_TRY(s.Execute("DELETE FROM attestation_challenges WHERE nonce = ?", {nonce_hex}));
+    if (expires_at <= now) {
+      nonce_refusal =
+          Refusal{400, "invalid-nonce",
+                  fmt::format("body.evidence.nonce: the challenge expired at {}; ask for a new one",
+                              FormatRfc3339(store::FromUnixSeconds(expires_at)))};
+    }
+    return Ok();
+  });
+  if (!spent) return ErrorResponse(spent.error());
+  if (nonce_refusal) return Refuse(*nonce_refusal);
+
+  auto record_security_event = [&](std::string_view kind, std::string_view detail,
+                                   std::string_view result) {
+    auto r = db_.Transact([&](store::Session& s) -> Result<void> {
+      MOAT_TRY(AppendSecurityEvent(s, {.at = now,
+                                       .tenant_id = device.tenant_id,
+                                       .device_id = caller.device_id,
+                                       .kind = kind,
+                                       .detail = detail}));
+      MOAT_TRY(s.Execute(
+          "UPDATE devices SET last_seen = ?, last_attestation_at = ?, last_attestation_result = ? "
+          "WHERE id = ?",
+          {now, now, std::string(result), caller.device_id}));
+      return Ok();
+    });
+    if (!r)
+      log::Error("recording a security event for device {}: {}", caller.device_id,
+                 r.error().message());
+    log::Warn("device {} (tenant '{}'): {}: {}", caller.device_id, device.tenant_name, kind,
+              detail);
+  };
+
+  // SECURITY: the signature binds the nonce, the device ID, the OS version and the log; it is
+  // checked with the key registered by the manufacturer, never one the request carries.
+  const std::vector<uint8_t> signing_input = formats::AttestationSigningInput(*evidence);
+  if (auto v = device.identity_key.Verify(signing_input, evidence->signature); !v) {
+    record_security_event("attestation.bad-signature",
+                          "the evidence signature does not verify with the registered identity "
+                          "key",
+                          "failed: bad signature");
+    return Refuse({403, "attestation-failed",
+                   "the evidence signature does not verify with the device's registered "
+                   "identity key; no certificate was issued"});
+  }
+
+  // Known-good values of the device's tenant.
+  auto refs = db_.Query("SELECT kind, name, sha256 FROM reference_values WHERE tenant_id = ?",
+                        {device.tenant_id});
+  if (!refs) return ErrorResponse(refs.error());
+  std::vector<ReferenceValue> reference_values;
+  reference_values.reserve(refs->size());
+  for (const auto& r : *refs) {
+    ReferenceValue v;
+    const std::string kind = *r.Text(0);
+    v.kind = kind == "boot" ? formats::MeasurementKind::kBoot
+             : kind == "os" ? formats::MeasurementKind::kOs
+                            : formats::MeasurementKind::kApp;
+    v.name = *r.Text(1);
+    auto digest = HexDecode(*r.Text(2));
+    if (!digest || digest->size() != v.digest.size()) continue;
+    std::copy(digest->begin(), digest->end(), v.digest.begin());
+    reference_values.push_back(std::move(v));
+  }
+  const MeasurementVerdict verdict = EvaluateMeasurements(evidence->log, reference_values);
+
+  auto ca = cas_.Issuing(db_, device.tenant_id, now_time);
+  if (!ca) return ErrorResponse(ca.error());
+  const PkiLifetimes& life = pki_.lifetimes();
+  auto profile = [&](crypto::CertificateProfile::Kind kind, std::chrono::seconds lifetime) {
+    // Never beyond the issuing CA (a successor is issued long before that matters).
+    SystemTime end = std::min(now_time + lifetime, ca->certificate.NotAfter());
+    return crypto::CertificateProfile{.kind = kind,
+                                      .common_name = caller.device_id,
+                                      .organization = device.tenant_name,
+                                      .not_before = now_time - life.backdate,
+                                      .not_after = end,
+                                      .san_uris = {crypto::DeviceSanUri(caller.device_id)}};
+  };
+  auto update_cert = crypto::IssueCertificate(
+      profile(crypto::CertificateProfile::Kind::kDeviceUpdate, life.update_certificate),
+      csr->public_key(), ca->certificate, ca->key);
+  if (!update_cert) return ErrorResponse(update_cert.error());
+  std::optional<crypto::Certificate> client_cert;
+  if (verdict.passed) {
+    auto issued = crypto::IssueCertificate(
+        profile(crypto::CertificateProfile::Kind::kClient, life.device_certificate),
+        csr->public_key(), ca->certificate, ca->key);
+    if (!issued) return ErrorResponse(issued.error());
+    client_cert = std::move(*issued);
+  }
+
+  // What the device proved about itself, for `moat device show`.
+  Json images = Json::array();
+  for (const auto& m : evidence->log.entries) {
+    if (m.kind != formats::MeasurementKind::kApp) continue;
+    Json image = {{"name", m.name}, {"sha256", HexEncode(m.digest)}};
+    if (!m.version.empty()) image["version"] = m.version;
+    images.push_back(std::move(image));
+  }
+  std::string result = verdict.passed ? "passed" : "failed: ";
+  if (!verdict.passed) {
+    result += verdict.failures.front();
+    if (verdict.failures.size() > 1) {
+      result += fmt::format(" (+{} more)", verdict.failures.size() - 1);
+    }
+  }
+  auto saved = db_.Transact([&](store::Session& s) -> Result<void> {
+    MOAT_TRY(s.Execute(
+        "UPDATE devices SET last_seen = ?, os_version = ?, last_attestation_at = ?, "
+        "last_attestation_result = ?, measured_images = ?, update_certificate_not_after = ? "
+        "WHERE id = ?",
+        {now, evidence->os_version, now, result, DumpJson(images),
+         store::UnixSeconds(update_cert->NotAfter()), caller.device_id}));
+    if (client_cert) {
+      MOAT_TRY(s.Execute("UPDATE devices SET certificate_not_after = ? WHERE id = ?",
+                         {store::UnixSeconds(client_cert->NotAfter()), caller.device_id}));
+    } else {
+      std::string detail;
+      for (const auto& f : verdict.failures) detail += (detail.empty() ? "" : "; ") + f;
+      MOAT_TRY(AppendSecurityEvent(s, {.at = now,
+                                       .tenant_id = device.tenant_id,
+                                       .device_id = caller.device_id,
+                                       .kind = "attestation.measurement-mismatch",
+                                       .detail = detail}));
+    }
+    return Ok();
+  });
+  if (!saved) return ErrorResponse(saved.error());
+  if (verdict.passed) {
+    log::Info("device {} (tenant '{}') attested; client certificate valid until {}",
+              caller.device_id, device.tenant_name, FormatRfc3339(client_cert->NotAfter()));
+  } else {
+    log::Warn("device {} (tenant '{}') failed attestation: {}; update certificate only",
+              caller.device_id, device.tenant_name, result);
+  }
+
+  Json response = {
+      {"device_id", caller.device_id},
+      {"tenant", device.tenant_name},
+      {"result", verdict.passed ? "passed" : "failed"},
+      {"failures", verdict.failures},
+      {"client_certificate", client_cert ? Json(ChainPem(*client_cert, ca->certificate)) : Json()},
+      {"client_certificate_not_after",
+       client_cert ? Json(FormatRfc3339(client_cert->NotAfter())) : Json()},
+      {"update_certificate", ChainPem(*update_cert, ca->certificate)},
+      {"update_certificate_not_after", FormatRfc3339(update_cert->NotAfter())},
+      {"root_certificate", pki_.root().certificate.ToPem()}};
+  return JsonResponse(200, response);
+}
+
+}  // namespace moat::service
