@@ -141,6 +141,7 @@ Result<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions options
   if (fd < 0) return Fail(ErrnoError("eventfd", "supervisor wake-up", errno));
   std::unique_ptr<Supervisor> supervisor(new Supervisor(std::move(options), UniqueFd(fd)));
   supervisor->thread_ = std::thread(&Supervisor::Loop, supervisor.get());
+  supervisor->loop_id_ = supervisor->thread_.get_id();
   return supervisor;
 }
 
@@ -213,7 +214,7 @@ Result<std::optional<ExitStatus>> Supervisor::Remove(const formats::Guid& compon
                 component_id.ToString());
   }
   std::shared_ptr<Slot> slot = it->second;
-  const bool on_loop = std::this_thread::get_id() == thread_.get_id();
+  const bool on_loop = std::this_thread::get_id() == loop_id_;
   slot->waiter = !on_loop;
   BeginStop(*slot);
   Wake();
@@ -227,6 +228,9 @@ Result<std::optional<ExitStatus>> Supervisor::Remove(const formats::Guid& compon
 }
 
 void Supervisor::Shutdown() {
+  const bool on_loop = std::this_thread::get_id() == loop_id_;
+  std::unique_lock serial(shutdown_mu_, std::defer_lock);
+  if (!on_loop) serial.lock();
   {
     std::lock_guard lock(mu_);
     if (!thread_.joinable()) return;
@@ -236,7 +240,7 @@ void Supervisor::Shutdown() {
     }
   }
   Wake();
-  if (std::this_thread::get_id() == thread_.get_id()) return;  // from a callback: loop ends itself
+  if (on_loop) return;  // from a callback: the loop ends by itself; the destructor joins
   thread_.join();
 }
 

@@ -22,7 +22,8 @@
 // eventfd for requests, each sandbox's pidfd (readable when it ends) and its output pipes.
 // Launches (blocking: up to the launch's setup timeout) and callbacks run on that thread;
 // callbacks are called without the supervisor's lock held, so they may call Add/Remove (Remove
-// from a callback does not wait). The public methods are thread-safe.
+// from a callback does not wait). The public methods are thread-safe; they may wait for a
+// launch in progress (the loop holds the lock while launching).
 //
 // Time: restart delays, the stable-run and crash-loop windows and event times come from the
 // injected Clock, so tests can drive them with a FakeClock (and call Wake() after moving it). The
@@ -151,6 +152,8 @@ class Supervisor {
   // Shared so that the loop's poll set keeps a slot alive if Remove() erases it meanwhile.
   std::map<formats::Guid, std::shared_ptr<Slot>> slots_;
   bool shutting_down_ = false;
+  std::thread::id loop_id_;  // set once, before any app exists
+  std::mutex shutdown_mu_;   // serialises Shutdown() calls (the join)
   std::thread thread_;
 };
 
