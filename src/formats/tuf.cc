@@ -443,8 +443,9 @@ Result<std::string> SignJson(const Json& signed_json, std::span<const crypto::Pr
     sigs.push_back(
         Json{{"keyid", Key::FromPublicKey(key.public_key()).keyid()}, {"sig", HexEncode(sig)}});
   }
-  MOAT_ASSIGN_OR_RETURN(std::string bytes,
-                        CanonicalJson(Json{{"signatures", sigs}, {"signed", signed_json}}));
+  // The file itself is ordinary compact JSON, not canonical JSON: canonical JSON leaves control
+  // characters (the newlines of a PEM key) unescaped, which JSON parsers rightly refuse.
+  std::string bytes = DumpJson(Json{{"signatures", sigs}, {"signed", signed_json}});
   // The writer refuses to publish what a reader would refuse.
   auto parsed = parse_back(bytes);
   if (!parsed) return Fail(parsed.error().WithContext("refusing to sign invalid metadata"));

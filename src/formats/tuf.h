@@ -208,8 +208,10 @@ Json ToJson(const Snapshot& snapshot);
 Json ToJson(const Targets& targets);
 
 // Signs canonical JSON of `signed_json` with each key and returns the metadata file bytes
-// (canonical JSON of the whole envelope). Validates the document first by parsing it back
-// (so the writer can never publish what a reader refuses). Keys sign in the order given.
+// (compact JSON with sorted keys; not canonical JSON, which would leave control characters
+// such as a PEM key's newlines unescaped and so is not always valid JSON). Validates the document
+// first by parsing it back (so the writer can never publish what a reader refuses). Keys sign in
+// the order given.
 Result<std::string> SignRoot(const Root& root, std::span<const crypto::PrivateKey> keys);
 Result<std::string> SignTimestamp(const Timestamp& timestamp,
                                   std::span<const crypto::PrivateKey> keys);
