@@ -345,6 +345,20 @@ TEST_F(TufMalformed, DelegationsAreNotSupported) {
             "supported: only targets.json is listed)");
 }
 
+TEST_F(TufMalformed, SnapshotMustListTargets) {
+  Json snap = Signed("1.snapshot.json");
+  snap["meta"] = Json::object();
+  auto m = ParseSnapshot(Resign(snap, {repo.snapshot}));
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().message(), "snapshot.signed.meta: missing required entry 'targets.json'");
+  Json ts = Signed("timestamp.json");
+  ts["meta"]["snapshot.json"]["hashes"] = Json::object();
+  auto t = ParseTimestamp(Resign(ts, {repo.timestamp}));
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().message(),
+            "timestamp.signed.meta['snapshot.json'].hashes: missing required field 'sha256'");
+}
+
 TEST_F(TufMalformed, FloatsInCustom) {
   Json s = Signed("1.targets.json");
   s["targets"]["a"] = {{"length", 1}, {"hashes", {{"sha256", std::string(64, 'a')}}}};

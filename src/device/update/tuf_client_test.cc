@@ -2,8 +2,10 @@
 // every applicable attack from the TUF threat model staged by rewriting the served files.
 #include "device/update/tuf_client.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -61,6 +63,25 @@ struct FakeServer {
   size_t Count(std::string_view path) const {
     return std::count(fetched.begin(), fetched.end(), path);
   }
+};
+
+// Records the order of store operations (to check what is durable before what).
+class RecordingStore final : public TrustedStore {
+ public:
+  explicit RecordingStore(TrustedStore& inner) : inner_(inner) {}
+  Result<std::optional<std::string>> Load(Role role) override { return inner_.Load(role); }
+  Result<void> Save(Role role, std::string_view bytes) override {
+    log.push_back(fmt::format("save {}", tuf::RoleName(role)));
+    return inner_.Save(role, bytes);
+  }
+  Result<void> Remove(Role role) override {
+    log.push_back(fmt::format("remove {}", tuf::RoleName(role)));
+    return inner_.Remove(role);
+  }
+  std::vector<std::string> log;
+
+ private:
+  TrustedStore& inner_;
 };
 
 class TufClientTest : public ::testing::Test {
@@ -423,6 +444,14 @@ TEST_F(TufClientTest, RotatesRootThroughSeveralVersions) {
   EXPECT_EQ(client.trusted_root().root.threshold, 2);
   EXPECT_EQ(*store.Load(Role::kRoot), writer->files().at("3.root.json"));
   EXPECT_EQ(*client.FetchTarget("app.img"), "the app image");
+
+  // The first root key was revoked by root 2: alone it can no longer sign a root.
+  Json root4 = SignedOf(writer->files().at("1.root.json"));
+  root4["version"] = 4;
+  server.files["4.root.json"] = Resign(root4, {root_key});
+  ExpectRefreshFails(client, ErrorCode::kVerificationFailed,
+                     "4.root.json (signatures by the trusted root's keys): 0 valid signature(s) "
+                     "from the root role's keys, threshold is 2");
 }
 
 TEST_F(TufClientTest, RootRotationNeedsThresholdOfNewKeys) {
@@ -507,11 +536,19 @@ TEST_F(TufClientTest, FastForwardRecoveryAfterTimestampKeyRotation) {
   ASSERT_TRUE(writer->RefreshTimestamp(clock.Now()));
   Serve();
   ExpectRefreshFails(client, ErrorCode::kVerificationFailed, "older than the trusted version 1000");
-  // Recovery: rotate the timestamp key. The new root makes the device forget version 1000.
+  // Recovery: rotate the timestamp key. The new root makes the device forget version 1000:
+  // the trusted timestamp and snapshot are deleted before the new root is saved, so a power
+  // cut in between cannot leave the new root with the fast-forwarded timestamp.
   ASSERT_TRUE(writer->RotateKeys(Role::kTimestamp, {{NewKey()}, 1}, clock.Now()));
   Serve();
-  auto r = client.Refresh();
+  RecordingStore recording(store);
+  auto recovering = TufClient::Create(server.fetcher(), recording, clock);
+  ASSERT_TRUE(recovering);
+  auto r = recovering->Refresh();
   ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(recording.log,
+            (std::vector<std::string>{"remove timestamp", "remove snapshot", "save root",
+                                      "save timestamp", "save snapshot", "save targets"}));
   auto stored = tuf::ParseTimestamp(**store.Load(Role::kTimestamp));
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->signed_.version, writer->timestamp().version);
