@@ -50,7 +50,14 @@ Result<void> Generate(const std::filesystem::path& out) {
   };
   std::map<std::string, tuf::TargetFile> files;
   for (const auto& [name, bytes] : contents) {
-    files[name] = tuf::DescribeTarget(bytes, moat::Json{{"moat", {{"name", name}}}});
+    // The custom object carries what canonical JSON implementations get wrong: escapes, raw
+    // control characters, non-ASCII keys and values (sorting by UTF-8 bytes), large integers.
+    moat::Json custom = {{"moat", {{"name", name}}},
+                         {"note", "quote \" backslash \\ newline \n tab \t caf\u00e9 \U0001F600"},
+                         {"\u00e9t\u00e9", 1},
+                         {"Zeta", -9007199254740991},
+                         {"alpha", {true, false, nullptr, 0}}};
+    files[name] = tuf::DescribeTarget(bytes, std::move(custom));
     MOAT_TRY(Write(out / "repo" / tuf::TargetPath(name, files[name].sha256, true), bytes));
     MOAT_TRY(Write(out / "expected" / name, bytes));
   }
