@@ -27,13 +27,29 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# tuf-js, the TUF client of npm and sigstore-js, for the cross-implementation test
+# tests/interop/tuf_js_test.sh (skipped when absent). Vendored under third_party/node
+# (git-ignored) with the pinned major version; needs node >= 18 and npm, and the npm registry
+# at install time only. Not installed through apt: Debian does not package tuf-js.
+TUF_JS_VERSION=3
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -f $root/third_party/node/node_modules/tuf-js/package.json ]]; then
+  echo "install-deps: tuf-js present"
+elif command -v npm >/dev/null; then
+  echo "install-deps: installing tuf-js@$TUF_JS_VERSION into third_party/node"
+  mkdir -p "$root/third_party/node"
+  npm install --prefix "$root/third_party/node" --no-audit --no-fund --no-save \
+    "tuf-js@$TUF_JS_VERSION" >/dev/null
+else
+  echo "install-deps: npm not found; tests/interop/tuf_js_test.sh will be skipped"
+fi
 echo "install-deps: done"
