@@ -12,6 +12,8 @@ PACKAGES=(
   libboost-dev libsqlite3-dev libcurl4-openssl-dev libseccomp-dev libcap-dev
   # third-party peers used by integration tests (curl and openssl as independent TLS clients)
   curl jq iproute2 nftables util-linux e2fsprogs
+  # node runs tuf-js, the independent TUF client of the interop test
+  nodejs
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # fuzzing and sanitizers (GCC 12's clang-14 sibling cannot compile std::expected)
@@ -42,6 +44,14 @@ fi
 # at install time only. Not installed through apt: Debian does not package tuf-js.
 TUF_JS_VERSION=3
 root=$(cd "$(dirname "$0")/.." && pwd)
+# Debian's nodejs ships npm separately (NodeSource's includes it).
+if ! command -v npm >/dev/null; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "install-deps: installing npm"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm ||
+    echo "install-deps: could not install npm"
+fi
 if [[ -f $root/third_party/node/node_modules/tuf-js/package.json ]]; then
   echo "install-deps: tuf-js present"
 elif command -v npm >/dev/null; then
