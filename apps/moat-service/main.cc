@@ -55,6 +55,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
       ->capture_default_str();
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format,
+                 "text (for people) or json (one object per line, for log collectors)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
 
   moat::service::InitOptions init;
   auto* init_cmd = app.add_subcommand(
@@ -106,7 +111,9 @@ int main(int argc, char** argv) {
   }
   moat::log::Level level = moat::log::Level::kInfo;
   moat::log::ParseLevel(log_level, level);
-  moat::log::Init("moat-service", level);
+  moat::log::Format format = moat::log::Format::kText;
+  moat::log::ParseFormat(log_format, format);
+  moat::log::Init("moat-service", level, format);
 
   if (*init_cmd) {
     moat::SystemClock clock;

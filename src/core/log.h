@@ -9,12 +9,19 @@
 namespace moat::log {
 
 enum class Level { kDebug, kInfo, kWarn, kError };
+// kText: "2026-11-27T19:46:27.123Z info  moatd[42] message" for people.
+// kJson: one JSON object per line for log collectors:
+//   {"time":"2026-11-27T19:46:27.123Z","level":"info","program":"moatd","pid":42,"msg":"..."}
+//   (the message is JSON-escaped, so a hostile string in it cannot forge fields or lines).
+enum class Format { kText, kJson };
 
 // Configures the process-wide logger (stderr). Call once at startup from main().
-void Init(std::string_view program, Level level = Level::kInfo);
+void Init(std::string_view program, Level level = Level::kInfo, Format format = Format::kText);
 void SetLevel(Level level);
 // Parses "debug", "info", "warn", "error".
 bool ParseLevel(std::string_view text, Level& out);
+// Parses "text", "json".
+bool ParseFormat(std::string_view text, Format& out);
 
 template <typename... Args>
 void Debug(spdlog::format_string_t<Args...> fmt, Args&&... args) {
