@@ -1,0 +1,73 @@
+// moatd's core: the device's identity in its key store, its measurements, and the
+// attestation loop that keeps its certificates fresh; moatctl talks to it over the control
+// socket (control.h). docs/moatd.md describes the behaviour and the state directory.
+//
+// Thread-safety: Start/Stop from one thread; Status() and AttestNow() from any.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "core/clock.h"
+#include "core/json.h"
+#include "core/random.h"
+#include "device/agent/attestor.h"
+#include "device/agent/config.h"
+#include "device/agent/control.h"
+#include "device/agent/schedule.h"
+#include "formats/attestation.h"
+#include "rot/key_store.h"
+
+namespace moat::device::agent {
+
+// Opens the key store the config names, creating the identity and TLS client keys on first
+// use. Shared by `moatd run` and `moatd identity`.
+Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config);
+
+// What the device measures at start: the OS image (config "os.image"; without one, the bytes
+// of /etc/os-release, which identify a plain Linux install), extended into kMoatPcr.
+Result<formats::MeasurementLog> MeasureOs(const Config& config);
+
+class Agent {
+ public:
+  // Opens everything, measures, starts the control socket and the attestation loop (which
+  // attests at once). The device keeps running offline: failures only reschedule.
+  static Result<std::unique_ptr<Agent>> Start(const Config& config, const Clock& clock,
+                                              Random& random);
+  ~Agent();  // Stop()
+  void Stop();
+
+  // For moatctl: identity, credentials, last attestation, next attempt.
+  Json Status() const;
+  Json Identity() const;
+  void AttestNow();
+
+ private:
+  Agent(const Config& config, const Clock& clock, Random& random);
+  void Loop();
+  Json HandleControl(const Json& request);
+
+  const Config config_;
+  const Clock& clock_;
+  std::unique_ptr<rot::KeyStore> keys_;
+  std::string device_id_;
+  formats::MeasurementLog log_;
+  std::unique_ptr<Attestor> attestor_;
+  AttestationScheduler scheduler_;
+  std::unique_ptr<ControlServer> control_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ = false;                           // guarded by mu_
+  bool attest_now_ = false;                         // guarded by mu_
+  SystemTime next_attempt_{};                       // guarded by mu_
+  std::optional<AttestationOutcome> last_outcome_;  // guarded by mu_
+  std::string last_error_;                          // guarded by mu_
+  std::optional<SystemTime> last_error_at_;         // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace moat::device::agent

@@ -1,0 +1,122 @@
+#include "device/agent/config.h"
+
+#include <fstream>
+
+#include "core/file.h"
+#include "core/json.h"
+#include "formats/json_reader.h"
+
+namespace moat::device::agent {
+namespace {
+
+std::filesystem::path Resolve(const std::filesystem::path& base, const std::string& p) {
+  if (p.empty()) return {};
+  std::filesystem::path path(p);
+  return path.is_absolute() ? path : base / path;
+}
+
+// VERSION_ID from /etc/os-release, the OS version a plain Linux device reports.
+std::string OsReleaseVersion() {
+  std::ifstream in("/etc/os-release");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VERSION_ID=", 0) == 0) {
+      std::string v = line.substr(11);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      if (!v.empty() && v.size() <= 64) return v;
+    }
+  }
+  return "unknown";
+}
+
+Result<double> Fraction(const Json* j, std::string_view path, double fallback, double lo,
+                        double hi) {
+  if (j == nullptr) return fallback;
+  if (!j->is_number()) return Fail(ErrorCode::kInvalidArgument, "{}: expected a number", path);
+  double v = j->get<double>();
+  if (!(v >= lo && v <= hi)) {
+    return Fail(ErrorCode::kInvalidArgument, "{}: must be between {} and {}", path, lo, hi);
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<Config> ParseConfig(std::string_view text, const std::filesystem::path& base) {
+  MOAT_ASSIGN_OR_RETURN(Json j,
+                        ParseJson(text, "config", JsonLimits{.max_bytes = kMaxConfigBytes}));
+  formats::ObjectReader r(j, "config");
+  MOAT_TRY(r.status());
+  Config c;
+  MOAT_ASSIGN_OR_RETURN(c.service_url, r.RequiredString("service_url", 512));
+  if (!c.service_url.starts_with("https://")) {
+    return Fail(ErrorCode::kInvalidArgument, "config.service_url: must start with https://");
+  }
+  MOAT_ASSIGN_OR_RETURN(std::string root, r.RequiredString("service_root_certificate", 4096));
+  c.service_root_certificate = Resolve(base, root);
+  MOAT_ASSIGN_OR_RETURN(std::string state, r.RequiredString("state_dir", 4096));
+  c.state_dir = Resolve(base, state);
+  MOAT_ASSIGN_OR_RETURN(std::string socket, r.OptionalString("control_socket", 107));
+  c.control_socket = socket.empty() ? c.state_dir / "moatctl.sock" : Resolve(base, socket);
+  if (c.control_socket.string().size() > 107) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "config.control_socket: '{}' is longer than a Unix socket path may be (107)",
+                c.control_socket.string());
+  }
+  c.key_store_path = c.state_dir / "keys";
+  if (const Json* ks = r.Member("key_store")) {
+    formats::ObjectReader k(*ks, "config.key_store");
+    MOAT_TRY(k.status());
+    MOAT_ASSIGN_OR_RETURN(std::string backend, k.OptionalString("backend", 16));
+    if (!backend.empty()) c.key_store_backend = backend;
+    if (c.key_store_backend != "software") {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "config.key_store.backend: '{}' is not available in this build (software)",
+                  c.key_store_backend);
+    }
+    MOAT_ASSIGN_OR_RETURN(std::string path, k.OptionalString("path", 4096));
+    if (!path.empty()) c.key_store_path = Resolve(base, path);
+    MOAT_TRY(k.NoOtherFields());
+  }
+  if (const Json* os = r.Member("os")) {
+    formats::ObjectReader o(*os, "config.os");
+    MOAT_TRY(o.status());
+    MOAT_ASSIGN_OR_RETURN(std::string name, o.OptionalString("name", 128));
+    if (!name.empty()) c.os_name = name;
+    MOAT_ASSIGN_OR_RETURN(c.os_version, o.OptionalString("version", 64));
+    MOAT_ASSIGN_OR_RETURN(std::string image, o.OptionalString("image", 4096));
+    c.os_image = Resolve(base, image);
+    MOAT_TRY(o.NoOtherFields());
+  }
+  if (c.os_version.empty()) c.os_version = OsReleaseVersion();
+  if (const Json* a = r.Member("attestation")) {
+    formats::ObjectReader o(*a, "config.attestation");
+    MOAT_TRY(o.status());
+    MOAT_ASSIGN_OR_RETURN(
+        c.attestation.renew_at,
+        Fraction(o.Member("renew_at"), "config.attestation.renew_at", 0.8, 0.1, 0.95));
+    MOAT_ASSIGN_OR_RETURN(
+        c.attestation.jitter,
+        Fraction(o.Member("jitter"), "config.attestation.jitter", 0.1, 0.0, 0.25));
+    MOAT_ASSIGN_OR_RETURN(auto initial, o.OptionalInt("retry_initial_seconds", 1, 3600));
+    MOAT_ASSIGN_OR_RETURN(auto max, o.OptionalInt("retry_max_seconds", 1, 86400));
+    if (initial) c.attestation.retry_initial = std::chrono::seconds(*initial);
+    if (max) c.attestation.retry_max = std::chrono::seconds(*max);
+    if (c.attestation.retry_max < c.attestation.retry_initial) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "config.attestation: retry_max_seconds is less than retry_initial_seconds");
+    }
+    MOAT_TRY(o.NoOtherFields());
+  }
+  MOAT_TRY(r.NoOtherFields());
+  return c;
+}
+
+Result<Config> LoadConfig(const std::filesystem::path& path) {
+  MOAT_ASSIGN_OR_RETURN(std::string text, ReadFile(path, kMaxConfigBytes));
+  auto c = ParseConfig(text, std::filesystem::absolute(path).parent_path());
+  if (!c) return Fail(c.error().WithContext(path.string()));
+  return c;
+}
+
+}  // namespace moat::device::agent

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# A real moat-service and real moatd processes on loopback: first contact with the
+# self-certified identity, attestation, a 24 h client certificate that third-party tools
+# accept, identity across restarts, a device whose OS is not known-good (update certificate
+# only, security event), and moatd staying up while the service is down.
+#   moatd_test.sh MOAT MOAT_SERVICE MOATD MOATCTL
+set -uo pipefail
+moat=$1 service=$2 moatd=$3 moatctl=$4
+work=$(mktemp -d /tmp/moatd-test-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+failures=0 passes=0
+pass() { passes=$((passes + 1)); }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+expect() {  # expect EXIT "what" -- cmd...
+  local want=$1 what=$2; shift 3
+  "$@" >"$work/out" 2>&1
+  local got=$?
+  if [[ $got -ne $want ]]; then fail "$what: exit $got, expected $want"; sed 's/^/    /' "$work/out" | head -20; else pass; fi
+}
+contains() { if grep -qF -- "$1" "$work/out"; then pass; else fail "$2: output lacks '$1'"; sed 's/^/    /' "$work/out" | head -20; fi; }
+# wait_for SECONDS "what" -- cmd...: retries cmd until it succeeds.
+wait_for() {
+  local seconds=$1 what=$2; shift 3
+  for _ in $(seq 1 $((seconds * 5))); do
+    if "$@" >/dev/null 2>&1; then pass; return 0; fi
+    sleep 0.2
+  done
+  fail "$what: not true after $seconds s"
+  return 1
+}
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+data="$work/service"
+url="https://127.0.0.1:$port"
+"$service" init --data-dir "$data" --ip 127.0.0.1 --port "$port" >/dev/null || { echo "init failed"; exit 1; }
+cfg="$data/admin.moat.json"
+start_service() {
+  "$service" run --data-dir "$data" >>"$work/service.log" 2>&1 &
+  service_pid=$!
+  pids+=("$service_pid")
+  for _ in $(seq 1 100); do
+    curl -sf --cacert "$data/pki/root-ca.crt" "$url/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "moat-service did not start"; cat "$work/service.log"; exit 1
+}
+start_service
+"$moat" --config "$cfg" tenant create acme >/dev/null
+
+# Two devices: "good" runs the known-good OS image, "odd" one nobody vouched for.
+printf 'moat-linux 1.0 image' > "$work/os-good.img"
+printf 'moat-linux 1.0 image, modified' > "$work/os-odd.img"
+expect 0 "reference value for the good OS" -- "$moat" --config "$cfg" reference-value add \
+  --tenant acme --kind os --name moat-linux --file "$work/os-good.img"
+make_device() {  # make_device NAME IMAGE
+  mkdir -p "$work/$1"
+  cat > "$work/$1/moatd.json" <<EOF
+{"service_url": "$url", "service_root_certificate": "$data/pki/root-ca.crt",
+ "state_dir": "$work/$1/state",
+ "os": {"name": "moat-linux", "version": "1.0", "image": "$2"},
+ "attestation": {"retry_initial_seconds": 1, "retry_max_seconds": 2}}
+EOF
+}
+make_device good "$work/os-good.img"
+make_device odd "$work/os-odd.img"
+
+# --- identity and registration
+expect 0 "moatd identity" -- "$moatd" --config "$work/good/moatd.json" identity --public-key-out "$work/good/key.pem"
+contains "DEVELOPMENT" "the software key store warns loudly"
+good_id=$("$moatd" --config "$work/good/moatd.json" identity 2>/dev/null)
+[[ $good_id =~ ^[0-9a-f]{64}$ ]] && pass || fail "device ID '$good_id' is not 64 hex digits"
+[[ $(stat -c %a "$work/good/state/keys") == 700 ]] && pass || fail "key store mode $(stat -c %a "$work/good/state/keys")"
+[[ $("$moatd" --config "$work/good/moatd.json" identity 2>/dev/null) == "$good_id" ]] && pass || fail "identity changed between runs"
+expect 0 "register" -- "$moat" --config "$cfg" device register --public-key "$work/good/key.pem"
+contains "$good_id" "registration names the device ID"
+
+# --- an unclaimed device is told so, and keeps running
+"$moatd" --config "$work/good/moatd.json" >"$work/good/moatd.log" 2>&1 &
+good_pid=$!
+pids+=("$good_pid")
+sock="$work/good/state/moatctl.sock"
+wait_for 10 "moatd reports the refusal" -- grep -q "not claimed" "$work/good/moatd.log"
+kill -0 "$good_pid" 2>/dev/null && pass || fail "moatd exited after a refusal"
+expect 0 "moatctl status (unclaimed)" -- "$moatctl" --socket "$sock" status
+contains "moat device claim" "status says how to claim"
+
+# --- claimed: the next attempt gets the certificates
+expect 0 "claim" -- "$moat" --config "$cfg" device claim "$good_id" --tenant acme
+expect 0 "moatctl attest now" -- "$moatctl" --socket "$sock" attest now
+wait_for 15 "attestation passes" -- bash -c "'$moatctl' --socket '$sock' --json status | jq -e '.last_attestation.result == \"passed\"'"
+expect 0 "moatctl status" -- "$moatctl" --socket "$sock" status
+contains "credential in use:     client" "the client certificate is in use"
+contains "last attestation:      passed" "status shows the result"
+expect 0 "moatctl cert show" -- "$moatctl" --config "$work/good/moatd.json" cert show
+contains "client certificate:" "cert show"
+expect 0 "moatctl identity" -- "$moatctl" --socket "$sock" identity
+contains "$good_id" "moatctl identity"
+
+# The certificate as third-party tools see it.
+cert="$work/good/state/certificates/client.pem"
+[[ -f $cert ]] && pass || fail "no client certificate file"
+expect 0 "tenant CA chain" -- "$moat" --config "$cfg" ca-certificate download --tenant acme --chain \
+  --destination "$work/acme-chain.pem"
+expect 0 "openssl verify (sslclient) against the downloaded chain" -- \
+  openssl verify -purpose sslclient -CAfile "$work/acme-chain.pem" "$cert"
+start=$(date -d "$(openssl x509 -noout -startdate -in "$cert" | cut -d= -f2)" +%s)
+end=$(date -d "$(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2)" +%s)
+issued=$(date -d "$("$moatctl" --socket "$sock" --json status | jq -r .last_attestation.at)" +%s)
+# 24 h from issue, plus the 5 minutes it is backdated for devices with lagging clocks.
+(( end - start == 86400 + 300 )) && pass || fail "client certificate lifetime $((end - start)) s"
+(( end - issued >= 86398 && end - issued <= 86402 )) && pass || fail "client certificate ends $((end - issued)) s after issue, not 24 h"
+openssl x509 -noout -ext subjectAltName -in "$cert" > "$work/out" 2>&1
+contains "URI:urn:moat:device:$good_id" "the certificate names the device"
+# curl with the device's certificate and its key-store key (the development store keeps PEM).
+curl -s --cacert "$data/pki/root-ca.crt" --cert "$cert" --key "$work/good/state/keys/tls-client.key" \
+  "$url/device/v1/whoami" > "$work/out"
+contains '"credential":"client"' "curl authenticates as the device"
+expect 0 "device show" -- "$moat" --config "$cfg" device show "$good_id" --tenant acme
+contains "last_attestation_result:       passed" "the service records the attestation"
+contains "os_version:                    1.0" "the service records the OS version"
+
+# --- identity survives a restart
+kill -TERM "$good_pid"
+wait "$good_pid"; rc=$?
+[[ $rc -eq 0 ]] && pass || fail "moatd exit status $rc after SIGTERM"
+[[ ! -e $sock ]] && pass || fail "the control socket is left behind"
+"$moatd" --config "$work/good/moatd.json" >"$work/good/moatd2.log" 2>&1 &
+good_pid=$!
+pids+=("$good_pid")
+wait_for 10 "moatd restarted" -- "$moatctl" --socket "$sock" status
+"$moatctl" --socket "$sock" --json status > "$work/out"
+contains "\"device_id\": \"$good_id\"" "same device ID after a restart"
+
+# --- the service goes away; moatd keeps running and backs off
+kill -TERM "$service_pid"; wait "$service_pid" 2>/dev/null
+expect 0 "attest now while offline" -- "$moatctl" --socket "$sock" attest now
+wait_for 10 "the failure is reported" -- bash -c "'$moatctl' --socket '$sock' --json status | jq -e '.consecutive_failures >= 1'"
+kill -0 "$good_pid" 2>/dev/null && pass || fail "moatd died while the service was down"
+start_service
+expect 0 "attest now once back" -- "$moatctl" --socket "$sock" attest now
+wait_for 15 "recovers" -- bash -c "'$moatctl' --socket '$sock' --json status | jq -e '.consecutive_failures == 0 and .last_attestation.result == \"passed\"'"
+
+# --- a device whose OS nobody vouched for
+odd_id=$("$moatd" --config "$work/odd/moatd.json" identity --public-key-out "$work/odd/key.pem" 2>/dev/null)
+"$moat" --config "$cfg" device register --public-key "$work/odd/key.pem" >/dev/null
+"$moat" --config "$cfg" device claim "$odd_id" --tenant acme >/dev/null
+"$moatd" --config "$work/odd/moatd.json" >"$work/odd/moatd.log" 2>&1 &
+pids+=($!)
+odd_sock="$work/odd/state/moatctl.sock"
+wait_for 15 "the odd device's attestation fails" -- bash -c "'$moatctl' --socket '$odd_sock' --json status | jq -e '.last_attestation.result == \"failed\"'"
+[[ ! -e $work/odd/state/certificates/client.pem ]] && pass || fail "the odd device got a client certificate"
+[[ -f $work/odd/state/certificates/update.pem ]] && pass || fail "the odd device has no update certificate"
+expect 2 "openssl refuses the update certificate as a TLS client certificate" -- \
+  openssl verify -purpose sslclient -CAfile "$work/acme-chain.pem" "$work/odd/state/certificates/update.pem"
+expect 0 "moatctl status (odd)" -- "$moatctl" --socket "$odd_sock" status
+contains "credential in use:     update" "the odd device falls back to its update certificate"
+contains "not one of its 1 known-good value" "the reason is shown on the device"
+expect 0 "security events" -- "$moat" --config "$cfg" security-event list --tenant acme
+contains "$odd_id" "the failure is a security event"
+contains "attestation.measurement-mismatch" "security event kind"
+
+echo "$passes passed, $failures failed"
+[[ $failures -eq 0 ]]
