@@ -34,6 +34,14 @@ wait_for() {
   return 1
 }
 
+# status_is SOCKET JQ-EXPRESSION: moatd answers and the expression holds (jq 1.6 -e exits 0 on
+# empty input, so the answer is checked first).
+status_is() {
+  local out
+  out=$("$moatctl" --socket "$1" --json status 2>/dev/null) || return 1
+  [[ -n $out ]] && jq -e "$2" <<<"$out" >/dev/null
+}
+
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data="$work/service"
 url="https://127.0.0.1:$port"
@@ -92,7 +100,7 @@ contains "moat device claim" "status says how to claim"
 # --- claimed: the next attempt gets the certificates
 expect 0 "claim" -- "$moat" --config "$cfg" device claim "$good_id" --tenant acme
 expect 0 "moatctl attest now" -- "$moatctl" --socket "$sock" attest now
-wait_for 15 "attestation passes" -- bash -c "'$moatctl' --socket '$sock' --json status | jq -e '.last_attestation.result == \"passed\"'"
+wait_for 15 "attestation passes" -- status_is "$sock" '.last_attestation.result == "passed"'
 expect 0 "moatctl status" -- "$moatctl" --socket "$sock" status
 contains "credential in use:     client" "the client certificate is in use"
 contains "last attestation:      passed" "status shows the result"
@@ -139,11 +147,11 @@ contains "\"device_id\": \"$good_id\"" "same device ID after a restart"
 # --- the service goes away; moatd keeps running and backs off
 kill -TERM "$service_pid"; wait "$service_pid" 2>/dev/null
 expect 0 "attest now while offline" -- "$moatctl" --socket "$sock" attest now
-wait_for 10 "the failure is reported" -- bash -c "'$moatctl' --socket '$sock' --json status | jq -e '.consecutive_failures >= 1'"
+wait_for 10 "the failure is reported" -- status_is "$sock" '.consecutive_failures >= 1'
 kill -0 "$good_pid" 2>/dev/null && pass || fail "moatd died while the service was down"
 start_service
 expect 0 "attest now once back" -- "$moatctl" --socket "$sock" attest now
-wait_for 15 "recovers" -- bash -c "'$moatctl' --socket '$sock' --json status | jq -e '.consecutive_failures == 0 and .last_attestation.result == \"passed\"'"
+wait_for 15 "recovers" -- status_is "$sock" '.consecutive_failures == 0 and .last_attestation.result == "passed"'
 
 # --- a device whose OS nobody vouched for
 odd_id=$("$moatd" --config "$work/odd/moatd.json" identity --public-key-out "$work/odd/key.pem" 2>/dev/null)
@@ -152,7 +160,7 @@ odd_id=$("$moatd" --config "$work/odd/moatd.json" identity --public-key-out "$wo
 "$moatd" --config "$work/odd/moatd.json" >"$work/odd/moatd.log" 2>&1 &
 pids+=($!)
 odd_sock="$work/odd/state/moatctl.sock"
-wait_for 15 "the odd device's attestation fails" -- bash -c "'$moatctl' --socket '$odd_sock' --json status | jq -e '.last_attestation.result == \"failed\"'"
+wait_for 15 "the odd device's attestation fails" -- status_is "$odd_sock" '.last_attestation.result == "failed"'
 [[ ! -e $work/odd/state/certificates/client.pem ]] && pass || fail "the odd device got a client certificate"
 [[ -f $work/odd/state/certificates/update.pem ]] && pass || fail "the odd device has no update certificate"
 expect 2 "openssl refuses the update certificate as a TLS client certificate" -- \
