@@ -125,6 +125,65 @@ void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
     });
   });
 
+  // Failure reports: `moat tenant download-error-report` (Azure Sphere's name) and
+  // `moat report buckets`.
+  struct ReportOptions {
+    std::string tenant, destination, device, since;
+    int limit = 50;
+  };
+  auto ro = std::make_shared<ReportOptions>();
+  CLI::App* tenant = app.get_subcommand("tenant");
+  auto* dl = tenant->add_subcommand(
+      "download-error-report",
+      "Write a tenant's failure events as CSV with Azure Sphere's columns (Device ID, Event\n"
+      "Type, Event Class, Event Count, Description, Start Time, End Time) plus Image ID, Bucket\n"
+      "and Stack Signature. Default window: the last 14 days; --since goes further back.");
+  dl->add_option("--tenant", ro->tenant, "Tenant name")->required();
+  dl->add_option("--destination", ro->destination, "CSV file to write")->required();
+  dl->add_option("--device", ro->device, "Only this device's events");
+  dl->add_option("--since", ro->since, "Only events ending at or after this RFC 3339 time");
+  dl->callback([=, &exit_code] {
+    Run(s, exit_code, "tenant download-error-report", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      std::string path = TenantPath(ro->tenant, "/error-report");
+      std::string sep = "?";
+      if (!ro->device.empty()) path += sep + "device=" + EncodeQueryValue(ro->device), sep = "&";
+      if (!ro->since.empty()) path += sep + "since=" + EncodeQueryValue(ro->since);
+      MOAT_ASSIGN_OR_RETURN(std::string csv, session.CallRaw("GET", path));
+      MOAT_TRY(AtomicWriteFile(ro->destination, csv, {.mode = 0644}));
+      const auto rows = std::count(csv.begin(), csv.end(), '\n') - 1;
+      s.out << fmt::format("Wrote {} event(s) to {}\n", rows < 0 ? 0 : rows, ro->destination);
+      return Ok();
+    });
+  });
+
+  auto* report = app.add_subcommand("report", "Failure reports grouped into crash buckets");
+  report->require_subcommand(1);
+  auto* buckets = report->add_subcommand(
+      "buckets",
+      "Crash buckets by count: one bucket per stack signature and image across all devices");
+  buckets->add_option("--tenant", ro->tenant, "Tenant name")->required();
+  buckets->add_option("--limit", ro->limit, "How many (1..1000)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  buckets->callback([=, &exit_code] {
+    Run(s, exit_code, "report buckets", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(
+          Json j,
+          session.Call(
+              "GET", TenantPath(ro->tenant, fmt::format("/failure-buckets?limit={}", ro->limit))));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& b : j["buckets"]) {
+        rows.push_back({Str(b, "event_count"), Str(b, "last_seen"), Str(b, "component_id"),
+                        Str(b, "image_id"), Str(b, "description")});
+      }
+      PrintTable(s.out, {"COUNT", "LAST SEEN", "COMPONENT", "IMAGE", "DESCRIPTION"}, rows);
+      return Ok();
+    });
+  });
+
   auto* se = app.add_subcommand(
       "security-event",
       "What devices did that needs an operator's eye: failed attestations (unknown software,\n"

@@ -36,15 +36,16 @@ Result<Session> Session::Open(const GlobalOptions& g) {
   return Session(std::move(http), config->service_url);
 }
 
-Result<Json> Session::Call(std::string_view method, std::string_view path, const Json* body) {
-  std::string payload = body ? DumpJson(*body) : std::string();
-  auto response = http_->Send(method, path, payload);
+Result<std::string> Session::CallRaw(std::string_view method, std::string_view path,
+                                     std::string_view body, std::string_view content_type) {
+  auto response = http_->Send(method, path, body, content_type);
   if (!response) {
     return Fail(response.error().WithContext(fmt::format("{} {}", method, url_)));
   }
-  auto parsed = ParseJson(response->body, "response", JsonLimits{.max_bytes = 64 << 20});
   if (response->status < 200 || response->status > 299) {
-    std::string detail = parsed && parsed->contains("detail") && (*parsed)["detail"].is_string()
+    auto parsed = ParseJson(response->body, "response");
+    std::string detail = parsed && parsed->is_object() && parsed->contains("detail") &&
+                                 (*parsed)["detail"].is_string()
                              ? (*parsed)["detail"].get<std::string>()
                              : response->body.substr(0, 200);
     ErrorCode code = response->status == 404   ? ErrorCode::kNotFound
@@ -54,8 +55,13 @@ Result<Json> Session::Call(std::string_view method, std::string_view path, const
                                                : ErrorCode::kInvalidArgument;
     return Fail(code, "{} (HTTP {})", detail, response->status);
   }
-  if (!parsed) return Fail(parsed.error());
-  return *parsed;
+  return std::move(response->body);
+}
+
+Result<Json> Session::Call(std::string_view method, std::string_view path, const Json* body) {
+  std::string payload = body ? DumpJson(*body) : std::string();
+  MOAT_ASSIGN_OR_RETURN(std::string text, CallRaw(method, path, payload));
+  return ParseJson(text, "response", JsonLimits{.max_bytes = 64 << 20});
 }
 
 void PrintTable(std::ostream& out, const std::vector<std::string>& header,

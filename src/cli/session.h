@@ -21,6 +21,10 @@ class Session {
 
   // Sends a request; a non-2xx answer becomes an error carrying the problem's detail.
   Result<Json> Call(std::string_view method, std::string_view path, const Json* body = nullptr);
+  // The same for a body that is not JSON (an upload, a CSV download): the raw answer body.
+  Result<std::string> CallRaw(std::string_view method, std::string_view path,
+                              std::string_view body = {},
+                              std::string_view content_type = "application/json");
 
  private:
   Session(std::unique_ptr<net::HttpsClient> http, std::string url)

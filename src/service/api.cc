@@ -10,6 +10,7 @@
 #include "formats/json_reader.h"
 #include "service/audit.h"
 #include "service/http_util.h"
+#include "service/reports.h"
 
 namespace moat::service {
 
@@ -479,6 +480,64 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     });
     if (!registered) return ErrorResponse(registered.error());
     return JsonResponse(201, {{"id", device_id}});
+  }
+
+  // GET /api/v1/tenants/{t}/error-report[?device=&since=&limit=] (CSV) and
+  // GET /api/v1/tenants/{t}/failure-buckets[?limit=]
+  if (seg.size() == 5 && seg[2] == "tenants" &&
+      (seg[4] == "error-report" || seg[4] == "failure-buckets")) {
+    auto tenant = FindTenant(db_, seg[3]);
+    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
+    if (!tenant || !caller->RoleIn(tenant->id)) {
+      return ErrorResponse(Error(ErrorCode::kNotFound,
+                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+    }
+    if (req.method != "GET") return MethodNotAllowed(req);
+    if (seg[4] == "failure-buckets") {
+      auto limit = ParseLimit(QueryParam(req.query, "limit"));
+      if (!limit) return ErrorResponse(limit.error());
+      auto rows = db_.Query(
+          "SELECT id, component_id, image_id, kind, description, event_count, first_seen, "
+          "last_seen, stack_signature FROM failure_buckets WHERE tenant_id = ? "
+          "ORDER BY event_count DESC, last_seen DESC LIMIT ?",
+          {tenant->id, *limit});
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        list.push_back({{"id", *r.Text(0)},
+                        {"component_id", *r.Text(1)},
+                        {"image_id", *r.Text(2)},
+                        {"kind", *r.Text(3)},
+                        {"description", *r.Text(4)},
+                        {"event_count", *r.Int(5)},
+                        {"first_seen", FormatRfc3339(store::FromUnixSeconds(*r.Int(6)))},
+                        {"last_seen", FormatRfc3339(store::FromUnixSeconds(*r.Int(7)))},
+                        {"stack_signature", *r.Text(8)}});
+      }
+      return JsonResponse(200, {{"tenant", tenant->name}, {"buckets", list}});
+    }
+    ErrorReportQuery q{.tenant_id = tenant->id};
+    // Azure Sphere's report covers 14 days; ours defaults to that and goes back as far as asked.
+    q.since = now - 14 * 24 * 3600;
+    if (std::string since = QueryParam(req.query, "since"); !since.empty()) {
+      auto t = ParseRfc3339(since);
+      if (!t) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "since: not an RFC 3339 time such as 2026-11-01T00:00:00Z"));
+      }
+      q.since = store::UnixSeconds(*t);
+    }
+    if (std::string device = QueryParam(req.query, "device"); !device.empty()) {
+      if (auto v = formats::ValidateDeviceId(device); !v) return ErrorResponse(v.error());
+      q.device_id = device;
+    }
+    auto csv = ErrorReportCsv(db_, q);
+    if (!csv) return ErrorResponse(csv.error());
+    HttpResponse r;
+    r.status = 200;
+    r.content_type = "text/csv; charset=utf-8";
+    r.body = std::move(*csv);
+    return r;
   }
 
   // /api/v1/tenants/{t}/reference-values[/{id}] and /api/v1/tenants/{t}/security-events

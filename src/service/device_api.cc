@@ -10,6 +10,7 @@
 #include "service/attestation_policy.h"
 #include "service/audit.h"
 #include "service/http_util.h"
+#include "service/reports.h"
 
 namespace moat::service {
 
@@ -164,9 +165,43 @@ HttpResponse DeviceApi::Handle(const HttpRequest& req) {
     if (req.method != "POST") return MethodNotAllowed(req);
     return Attest(*caller, req);
   }
+  if (seg.size() == 3 && seg[2] == "reports") {
+    if (req.method != "POST") return MethodNotAllowed(req);
+    return Reports(*caller, req);
+  }
   return ProblemResponse(
       404, "not-found",
       fmt::format("no endpoint {} {}", req.method.substr(0, 16), req.path.substr(0, 128)));
+}
+
+HttpResponse DeviceApi::Reports(const Caller& caller, const HttpRequest& req) {
+  // SECURITY: a bare identity proves only key possession; reports come from devices the
+  // service has certified (healthy or not: the update certificate is enough).
+  if (caller.credential == Credential::kIdentity) {
+    return Refuse({403, "forbidden",
+                   "failure reports need the device's client or update certificate (attest "
+                   "first)"});
+  }
+  if (!req.Header("content-type").starts_with("application/json")) {
+    return ErrorResponse(
+        Error(ErrorCode::kInvalidArgument, "Content-Type must be application/json"));
+  }
+  auto events = formats::ParseFailureEventBatch(req.body);
+  if (!events) return ErrorResponse(events.error().WithContext("body"));
+  auto device = LookUpDevice(db_, caller.device_id);
+  if (auto* e = std::get_if<Error>(&device)) return ErrorResponse(*e);
+  if (auto* r = std::get_if<Refusal>(&device)) return Refuse(*r);
+  const auto& d = std::get<DeviceRecord>(device);
+  const int64_t now = store::UnixSeconds(clock_.Now());
+  StoredBatch stored;
+  auto saved = db_.Transact([&](store::Session& s) -> Result<void> {
+    MOAT_ASSIGN_OR_RETURN(stored,
+                          StoreFailureEvents(s, d.tenant_id, caller.device_id, *events, now));
+    return Ok();
+  });
+  if (!saved) return ErrorResponse(saved.error());
+  NoteSeen(caller.device_id, now);
+  return JsonResponse(200, {{"accepted", stored.accepted}, {"duplicates", stored.duplicates}});
 }
 
 HttpResponse DeviceApi::WhoAmI(const Caller& caller) {

@@ -12,6 +12,7 @@
 //   GET  /device/v1/whoami                   who the service thinks the caller is (any credential)
 //   POST /device/v1/attestation/challenge    a single-use nonce (any credential)
 //   POST /device/v1/attestation              evidence + CSR -> certificates (any credential)
+//   POST /device/v1/reports                  a batch of failure events (client or update)
 //
 // Thread-safety: Handle() may be called from many I/O threads at once.
 #pragma once
@@ -41,6 +42,7 @@ class DeviceApi {
   net::HttpResponse Challenge(const Caller& caller);
   net::HttpResponse Attest(const Caller& caller, const net::HttpRequest& request);
   net::HttpResponse WhoAmI(const Caller& caller);
+  net::HttpResponse Reports(const Caller& caller, const net::HttpRequest& request);
   // Records `last_seen` at most every few minutes per device, so a busy device costs no writes.
   void NoteSeen(const std::string& device_id, int64_t now);
 

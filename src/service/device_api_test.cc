@@ -17,6 +17,7 @@
 #include "crypto/digest.h"
 #include "crypto/x509.h"
 #include "formats/attestation.h"
+#include "formats/failure_event.h"
 #include "formats/operator_config.h"
 #include "net/https_client.h"
 #include "service/service.h"
@@ -412,6 +413,83 @@ TEST_F(DeviceApiTest, ReferenceValuesNeedAnAdministratorAndAreTenantScoped) {
   EXPECT_EQ(Admin("DELETE", "/api/v1/tenants/acme/reference-values/" + id).status, 200);
   EXPECT_EQ(Parse(Admin("GET", "/api/v1/tenants/acme/reference-values"))["reference_values"].size(),
             1u);
+}
+
+formats::FailureEvent Crash(std::string event_id, int signal = 11) {
+  formats::FailureEvent e;
+  e.event_id = std::move(event_id);
+  e.kind = formats::FailureKind::kAppCrash;
+  e.component_id = *formats::Guid::Parse("6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10");
+  e.image_id = *formats::Guid::Parse("0c8d1b3a-5e6f-4a7b-8c9d-0e1f2a3b4c5d");
+  e.signal = signal;
+  e.pc = 0x213ECC62;
+  e.lr = 0x2136E6F7;
+  e.sp = 0xBE96DC28;
+  e.stack = {{.pc = 0x1234, .module = "app", .offset = 0x234}};
+  e.first_time = e.last_time =
+      std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+  return e;
+}
+
+TEST_F(DeviceApiTest, FailureReportsAreIdempotentBucketedAndExportedAsCsv) {
+  Device d;
+  d.log.entries[1].digest = DigestOf("unknown app");  // an unhealthy device still reports
+  RegisterAndClaim(d);
+  auto boot = Bootstrap(d);
+  // A bare identity may not report.
+  const std::string batch = formats::SerializeFailureEventBatch(
+      std::vector{Crash("11111111-1111-4111-8111-111111111111"),
+                  Crash("22222222-2222-4222-8222-222222222222")});
+  auto refused = boot->Send("POST", "/device/v1/reports", batch);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->status, 403);
+
+  Json j = Parse(Attest(*boot, AttestationBody(d, Challenge(*boot))));
+  auto update = crypto::Certificate::ParsePemChain(j["update_certificate"].get<std::string>());
+  auto device = Connect(update->front(), d.tls_key, {update->at(1)});
+  auto r = device->Send("POST", "/device/v1/reports", batch);
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(Parse(*r)["accepted"], 2);
+  // Re-sent after a lost answer: nothing changes.
+  r = device->Send("POST", "/device/v1/reports", batch);
+  EXPECT_EQ(Parse(*r)["accepted"], 0);
+  EXPECT_EQ(Parse(*r)["duplicates"], 2);
+  // A dropped-events record is kept, counted, and in no bucket.
+  formats::FailureEvent dropped;
+  dropped.event_id = "33333333-3333-4333-8333-333333333333";
+  dropped.kind = formats::FailureKind::kEventsDropped;
+  dropped.count = 17;
+  dropped.first_time = dropped.last_time = Crash("x").first_time;
+  r = device->Send("POST", "/device/v1/reports",
+                   formats::SerializeFailureEventBatch(std::vector{dropped}));
+  EXPECT_EQ(Parse(*r)["accepted"], 1);
+  // Malformed batches are 400s naming the problem.
+  r = device->Send("POST", "/device/v1/reports", R"({"events":[{"event_id":"nope"}]})");
+  EXPECT_EQ(r->status, 400);
+  EXPECT_THAT(Parse(*r)["detail"].get<std::string>(), HasSubstr("events[0]"));
+
+  auto buckets = Parse(Admin("GET", "/api/v1/tenants/acme/failure-buckets"))["buckets"];
+  ASSERT_EQ(buckets.size(), 1u);  // two crashes, one signature, one image
+  EXPECT_EQ(buckets[0]["event_count"], 2);
+  EXPECT_EQ(buckets[0]["component_id"], "6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10");
+
+  auto csv = Admin("GET", "/api/v1/tenants/acme/error-report");
+  ASSERT_EQ(csv.status, 200);
+  EXPECT_EQ(csv.content_type, "text/csv; charset=utf-8");
+  EXPECT_THAT(csv.body, HasSubstr("Device ID,Event Type,Event Class,Event Count,Description,"
+                                  "Start Time,End Time,Image ID,Bucket,Stack Signature\r\n"));
+  EXPECT_THAT(csv.body, HasSubstr("AppCrash (pc=213ECC62; lr=2136E6F7; sp=BE96DC28; signo=11"));
+  EXPECT_THAT(csv.body, HasSubstr("EventsDropped (count=17)"));
+  EXPECT_THAT(csv.body, HasSubstr(buckets[0]["id"].get<std::string>()));
+  size_t lines = std::count(csv.body.begin(), csv.body.end(), '\n');
+  EXPECT_EQ(lines, 4u);  // header + 2 crashes + 1 dropped record
+  // Filters, and another tenant sees nothing.
+  auto none = Admin("GET", "/api/v1/tenants/acme/error-report?since=2099-01-01T00:00:00Z");
+  EXPECT_EQ(std::count(none.body.begin(), none.body.end(), '\n'), 1);
+  EXPECT_EQ(Admin("GET", "/api/v1/tenants/acme/error-report?since=yesterday").status, 400);
+  auto other = Admin("GET", "/api/v1/tenants/globex/error-report");
+  EXPECT_EQ(std::count(other.body.begin(), other.body.end(), '\n'), 1);
 }
 
 }  // namespace

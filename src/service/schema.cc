@@ -109,10 +109,48 @@ ALTER TABLE devices ADD COLUMN measured_images TEXT;
 ALTER TABLE devices ADD COLUMN update_certificate_not_after BIGINT;
 )sql";
 
+// Failure reports. (Version 4 is products, device groups and images.)
+constexpr std::string_view kV5 = R"sql(
+CREATE TABLE failure_buckets (
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  stack_signature TEXT NOT NULL,
+  image_id TEXT NOT NULL,
+  component_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  description TEXT NOT NULL,
+  event_count BIGINT NOT NULL,
+  first_seen BIGINT NOT NULL,
+  last_seen BIGINT NOT NULL
+);
+CREATE INDEX failure_buckets_by_tenant ON failure_buckets (tenant_id, event_count);
+CREATE TABLE failure_events (
+  device_id TEXT NOT NULL REFERENCES devices(id),
+  event_id TEXT NOT NULL,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  bucket_id TEXT REFERENCES failure_buckets(id),
+  kind TEXT NOT NULL,
+  event_type TEXT NOT NULL,
+  event_class TEXT NOT NULL,
+  component_id TEXT,
+  image_id TEXT,
+  event_count BIGINT NOT NULL,
+  description TEXT NOT NULL,
+  stack_signature TEXT,
+  first_time BIGINT NOT NULL,
+  last_time BIGINT NOT NULL,
+  received_at BIGINT NOT NULL,
+  event_json TEXT NOT NULL,
+  PRIMARY KEY (device_id, event_id)
+);
+CREATE INDEX failure_events_by_tenant ON failure_events (tenant_id, last_time);
+)sql";
+
 constexpr store::Migration kMigrations[] = {
     {1, "operators, tenants, tenant CAs, audit log", kV1},
     {2, "devices and ownership transfers", kV2},
     {3, "attestation: reference values, challenges, security events", kV3},
+    {5, "failure reports and crash buckets", kV5},
 };
 
 }  // namespace

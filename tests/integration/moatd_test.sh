@@ -144,6 +144,31 @@ wait_for 10 "moatd restarted" -- "$moatctl" --socket "$sock" status
 "$moatctl" --socket "$sock" --json status > "$work/out"
 contains "\"device_id\": \"$good_id\"" "same device ID after a restart"
 
+# --- a failure event queued before a restart (as the supervisor queues crashes) is uploaded
+kill -TERM "$good_pid"; wait "$good_pid"
+mkdir -p "$work/good/state/failures"
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+cat > "$work/good/state/failures/00000000000000000001.json" <<EOF
+{"event_id":"5b0c1a9e-8f7d-4e3c-9b2a-1d0e9f8a7b6c","kind":"app_crash","type":"unplanned",
+ "class":"app","component_id":"6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10",
+ "image_id":"0c8d1b3a-5e6f-4a7b-8c9d-0e1f2a3b4c5d","signal":11,"pc":"0x213ecc62",
+ "lr":"0x2136e6f7","sp":"0xbe96dc28",
+ "first_time":"$now","last_time":"$now","count":1}
+EOF
+chmod 600 "$work/good/state/failures/00000000000000000001.json"
+"$moatd" --config "$work/good/moatd.json" >"$work/good/moatd3.log" 2>&1 &
+good_pid=$!
+pids+=("$good_pid")
+wait_for 15 "the queued event is uploaded" -- status_is "$sock" '.failure_queue.events == 0'
+expect 0 "report buckets" -- "$moat" --config "$cfg" report buckets --tenant acme
+contains "AppCrash (pc=213ECC62" "the crash is in a bucket"
+expect 0 "download-error-report" -- "$moat" --config "$cfg" tenant download-error-report \
+  --tenant acme --destination "$work/errors.csv"
+contains "Wrote 1 event(s)" "one event in the report"
+cp "$work/errors.csv" "$work/out"
+contains "Device ID,Event Type,Event Class,Event Count,Description,Start Time,End Time" "CSV header"
+contains "$good_id,unplanned,app,1,AppCrash (pc=213ECC62" "CSV row for the device"
+
 # --- the service goes away; moatd keeps running and backs off
 kill -TERM "$service_pid"; wait "$service_pid" 2>/dev/null
 expect 0 "attest now while offline" -- "$moatctl" --socket "$sock" attest now

@@ -72,7 +72,7 @@ Result<formats::MeasurementLog> MeasureOs(const Config& config) {
 }
 
 Agent::Agent(const Config& config, const Clock& clock, Random& random)
-    : config_(config), clock_(clock), scheduler_(config.attestation, random) {}
+    : random_(random), config_(config), clock_(clock), scheduler_(config.attestation, random) {}
 
 Result<std::unique_ptr<Agent>> Agent::Start(const Config& config, const Clock& clock,
                                             Random& random) {
@@ -102,8 +102,16 @@ Result<std::unique_ptr<Agent>> Agent::Start(const Config& config, const Clock& c
                         ControlServer::Start(agent->config_.control_socket, [raw](const Json& r) {
                           return raw->HandleControl(r);
                         }));
+  MOAT_ASSIGN_OR_RETURN(
+      agent->failures_,
+      reporting::FailureQueue::Open(agent->config_.state_dir / "failures", clock, random));
+  agent->uploader_ = std::make_unique<reporting::Uploader>(
+      *agent->failures_,
+      [raw](std::span<const formats::FailureEvent> events) { return raw->SendReports(events); },
+      clock, random);
   agent->next_attempt_ = clock.Now();
   agent->thread_ = std::thread([raw] { raw->Loop(); });
+  agent->upload_thread_ = std::thread([raw] { raw->UploadLoop(); });
   return agent;
 }
 
@@ -116,7 +124,39 @@ void Agent::Stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (upload_thread_.joinable()) upload_thread_.join();
   control_.reset();
+}
+
+Result<void> Agent::SendReports(std::span<const formats::FailureEvent> events) {
+  // An update certificate is enough: a device that failed attestation still reports.
+  MOAT_ASSIGN_OR_RETURN(auto client, attestor_->Connect(/*certified_only=*/true));
+  MOAT_ASSIGN_OR_RETURN(
+      net::HttpResponse r,
+      client->Send("POST", "/device/v1/reports", formats::SerializeFailureEventBatch(events)));
+  if (r.status != 200) {
+    return Fail(r.status >= 500 ? ErrorCode::kUnavailable : ErrorCode::kInvalidArgument,
+                "failure report upload: HTTP {}: {}", r.status, r.body.substr(0, 200));
+  }
+  return Ok();
+}
+
+void Agent::UploadLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    wake_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) return;
+    const auto stats = failures_->Stats();
+    if ((stats.events == 0 && stats.dropped == 0) || !uploader_->Due()) continue;
+    lock.unlock();
+    auto sent = uploader_->UploadOnce();
+    if (!sent) {
+      log::Warn("failure reports not uploaded: {}; retrying later", sent.error().message());
+    } else if (*sent > 0) {
+      log::Info("uploaded {} failure event(s)", *sent);
+    }
+    lock.lock();
+  }
 }
 
 void Agent::AttestNow() {
@@ -192,6 +232,8 @@ Json Agent::Status() const {
           {"last_error", last_error_.empty() ? Json() : Json(last_error_)},
           {"consecutive_failures", scheduler_.consecutive_failures()},
           {"next_attestation", FormatRfc3339(next_attempt_)},
+          {"failure_queue",
+           {{"events", failures_->Stats().events}, {"dropped", failures_->Stats().dropped}}},
           {"measurements", log}};
 }
 

@@ -18,6 +18,8 @@
 #include "device/agent/config.h"
 #include "device/agent/control.h"
 #include "device/agent/schedule.h"
+#include "device/reporting/failure_queue.h"
+#include "device/reporting/uploader.h"
 #include "formats/attestation.h"
 #include "rot/key_store.h"
 
@@ -37,6 +39,7 @@ class Agent {
   // attests at once). The device keeps running offline: failures only reschedule.
   static Result<std::unique_ptr<Agent>> Start(const Config& config, const Clock& clock,
                                               Random& random);
+  // Paths it adds to the state directory: failures/ (the failure queue, docs/failure-queue.md).
   ~Agent();  // Stop()
   void Stop();
 
@@ -44,10 +47,15 @@ class Agent {
   Json Status() const;
   Json Identity() const;
   void AttestNow();
+  // Where the supervisor puts failure events; uploaded in batches by the agent.
+  reporting::FailureQueue& failure_queue() { return *failures_; }
 
  private:
   Agent(const Config& config, const Clock& clock, Random& random);
+  Random& random_;
   void Loop();
+  void UploadLoop();
+  Result<void> SendReports(std::span<const formats::FailureEvent> events);
   Json HandleControl(const Json& request);
 
   const Config config_;
@@ -58,6 +66,9 @@ class Agent {
   std::unique_ptr<Attestor> attestor_;
   AttestationScheduler scheduler_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<reporting::FailureQueue> failures_;
+  std::unique_ptr<reporting::Uploader> uploader_;  // used by upload_thread_ only
+  std::thread upload_thread_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

@@ -85,6 +85,36 @@ Attestor::Attestor(const Config& config, rot::KeyStore& keys, const Clock& clock
       service_root_(std::move(service_root)),
       layout_(config.state_dir) {}
 
+Result<std::unique_ptr<net::HttpsClient>> Attestor::Connect(bool certified_only) const {
+  const SystemTime now = clock_.Now();
+  net::HttpsClientConfig http{.base_url = config_.service_url};
+  http.tls.server_roots = {service_root_};
+  http.timeout = std::chrono::seconds(30);
+  const CredentialKind kind = BestCredential();
+  if (kind == CredentialKind::kIdentity) {
+    if (certified_only) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "the device has no valid certificate yet (it has not attested)");
+    }
+    // SECURITY: the bootstrap certificate claims only "I hold this key"; its dates do not
+    // matter to the service, and the handshake proves possession.
+    MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey identity_key, keys_.TlsKey(rot::kIdentityKeyLabel));
+    MOAT_ASSIGN_OR_RETURN(http.tls.certificate, crypto::SelfCertifiedDeviceCertificate(
+                                                    identity_key, now - std::chrono::hours(1),
+                                                    now + std::chrono::hours(1)));
+    http.tls.key = identity_key;
+  } else {
+    auto chain =
+        kind == CredentialKind::kClient ? SavedClientCertificate() : SavedUpdateCertificate();
+    MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey tls_key, keys_.TlsKey(rot::kTlsClientKeyLabel));
+    http.tls.certificate = chain->leaf();
+    http.tls.chain.assign(chain->certificates.begin() + 1, chain->certificates.end());
+    http.tls.key = tls_key;
+  }
+  log::Debug("connecting with the {} credential", CredentialKindName(kind));
+  return net::HttpsClient::Create(std::move(http));
+}
+
 std::optional<CertificateChain> Attestor::SavedClientCertificate() const {
   return LoadChain(layout_.client_certificate());
 }
@@ -106,27 +136,7 @@ Result<AttestationOutcome> Attestor::AttestOnce(const formats::MeasurementLog& l
   const std::string device_id = rot::DeviceIdOf(identity);
   MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey tls_key, keys_.TlsKey(rot::kTlsClientKeyLabel));
 
-  net::HttpsClientConfig http{.base_url = config_.service_url};
-  http.tls.server_roots = {service_root_};
-  http.timeout = std::chrono::seconds(30);
-  const CredentialKind kind = BestCredential();
-  if (kind == CredentialKind::kIdentity) {
-    // SECURITY: the bootstrap certificate claims only "I hold this key"; its dates do not
-    // matter to the service, and the handshake proves possession.
-    MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey identity_key, keys_.TlsKey(rot::kIdentityKeyLabel));
-    MOAT_ASSIGN_OR_RETURN(http.tls.certificate, crypto::SelfCertifiedDeviceCertificate(
-                                                    identity_key, now - std::chrono::hours(1),
-                                                    now + std::chrono::hours(1)));
-    http.tls.key = identity_key;
-  } else {
-    auto chain =
-        kind == CredentialKind::kClient ? SavedClientCertificate() : SavedUpdateCertificate();
-    http.tls.certificate = chain->leaf();
-    http.tls.chain.assign(chain->certificates.begin() + 1, chain->certificates.end());
-    http.tls.key = tls_key;
-  }
-  log::Debug("attesting with the {} credential", CredentialKindName(kind));
-  MOAT_ASSIGN_OR_RETURN(auto client, net::HttpsClient::Create(std::move(http)));
+  MOAT_ASSIGN_OR_RETURN(auto client, Connect(/*certified_only=*/false));
 
   // 1. The challenge.
   MOAT_ASSIGN_OR_RETURN(net::HttpResponse challenge,

@@ -17,6 +17,7 @@
 #include "crypto/x509.h"
 #include "device/agent/config.h"
 #include "formats/attestation.h"
+#include "net/https_client.h"
 #include "rot/key_store.h"
 
 namespace moat::device::agent {
@@ -56,6 +57,10 @@ class Attestor {
 
   // The credential AttestOnce would use now.
   CredentialKind BestCredential() const;
+
+  // A connection to the service with the best credential; with `certified_only`, the identity
+  // credential does not count (kFailedPrecondition: attest first).
+  Result<std::unique_ptr<net::HttpsClient>> Connect(bool certified_only) const;
 
  private:
   const Config& config_;
