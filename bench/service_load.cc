@@ -803,14 +803,16 @@ void Driver::Report() {
   constexpr int kSigns = 3, kVerifies = 6, kEcdh = 1;
   const double crypto_us = 1e6 * (kSigns / sign + kVerifies / verify + kEcdh / ecdh);
   const double per_cpu = f(a, "attestations_per_service_cpu_second");
+  // `openssl speed` divides by CPU user time, so the like-for-like service figure is the one per
+  // second of service CPU; the wall-clock ratio is given too.
   std::cout << fmt::format(
-      "\nattestations/s : ecdsap256 sign/s = {:.4f} ({:.1f} signs' worth of CPU per "
-      "attestation)\n",
-      f(a, "attestations_per_second") / sign, per_cpu > 0 ? sign / per_cpu : 0.0);
+      "\nattestations per svc-CPU s : ecdsap256 sign/s = 1 : {:.0f} (wall-clock: 1 : {:.0f})\n",
+      per_cpu > 0 ? sign / per_cpu : 0.0,
+      f(a, "attestations_per_second") > 0 ? sign / f(a, "attestations_per_second") : 0.0);
   std::cout << fmt::format(
       "public-key budget per attestation ({} sign + {} verify + {} ECDH) = {:.0f} us -> at most "
-      "{:.0f}/s; measured service CPU per attestation = {:.0f} us ({:.0f}% of it is the "
-      "public-key ops)\n",
+      "{:.0f}/s;\nmeasured service CPU per attestation = {:.0f} us ({:.0f}% of it is that "
+      "budget)\n",
       kSigns, kVerifies, kEcdh, crypto_us, 1e6 / crypto_us, per_cpu > 0 ? 1e6 / per_cpu : 0.0,
       per_cpu > 0 ? 100 * crypto_us / (1e6 / per_cpu) : 0.0);
   results_["model"] = {
@@ -818,6 +820,9 @@ void Driver::Report() {
       {"verifies", kVerifies},
       {"ecdh", kEcdh},
       {"public_key_us_per_attestation", crypto_us},
+      {"service_cpu_us_per_attestation", per_cpu > 0 ? 1e6 / per_cpu : 0.0},
+      {"sign_per_second_over_attestations_per_service_cpu_second",
+       per_cpu > 0 ? sign / per_cpu : 0.0},
       {"attestations_per_second_over_sign_per_second", f(a, "attestations_per_second") / sign}};
 }
 
