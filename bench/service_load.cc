@@ -95,6 +95,14 @@ bool g_pin = true;  // false on a machine with fewer than two CPUs
 
 int WaitChild(pid_t pid, std::chrono::milliseconds timeout);
 
+// Set by the first thread to start exiting abnormally (a failure or a signal); any other thread
+// that wants to exit then waits for that one to finish cleaning up and end the process.
+std::atomic<bool> g_exiting{false};
+
+[[noreturn]] void WaitForExit() {
+  for (;;) std::this_thread::sleep_for(1h);
+}
+
 // Stops every child still running (SIGTERM, then SIGKILL) and removes the temp directory.
 void CleanUp() {
   std::vector<pid_t> pids;
@@ -116,6 +124,7 @@ void CleanUp() {
 // Fails the run from any thread: stops the children and exits at once (other threads may still
 // be running, so no static destructors).
 [[noreturn]] void Die(const std::string& message) {
+  if (g_exiting.exchange(true)) WaitForExit();
   std::cout.flush();
   std::cerr << "moat-service-load: FAILED: " << message << std::endl;
   CleanUp();
@@ -225,6 +234,7 @@ void StartSignalThread() {
   std::thread([stop] {
     int sig = 0;
     sigwait(&stop, &sig);
+    if (g_exiting.exchange(true)) WaitForExit();
     std::cerr << "\nmoat-service-load: interrupted; stopping child processes" << std::endl;
     CleanUp();
     std::_Exit(130);
