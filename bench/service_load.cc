@@ -423,25 +423,21 @@ void Driver::StartService() {
   SystemClock clock;
   SystemRandom random;
   std::ostringstream progress;
-  // Port 0 in service.json: the service listens on an ephemeral port and logs it.
   auto made = service::InitDataDir({.data_dir = data, .port = 0}, clock, random, progress);
   if (!made) Die("init: " + made.error().message());
 
   service_log_ = dir_->path() / "service.log";
+  // A free port chosen here (not an ephemeral one the service would log), so that readiness does
+  // not depend on the log level.
+  port_ = FreePort();
   service_pid_ = Spawn({o_.service_binary, "--log-level", o_.service_log_level, "run", "--data-dir",
-                        data.string(), "--threads", "1"},
+                        data.string(), "--threads", "1", "--port", std::to_string(port_)},
                        {.cpu = o_.service_cpu, .output = service_log_});
-  const std::regex listening(R"(https server: listening on [^ ]*:(\d+))");
   const auto deadline = Clock::now() + 30s;
-  while (port_ == 0) {
-    std::smatch m;
-    const std::string log = ReadText(service_log_);
-    if (std::regex_search(log, m, listening)) {
-      port_ = static_cast<uint16_t>(std::stoi(m[1]));
-      break;
-    }
+  while (!CanConnect(port_)) {
     if (!ChildRunning(service_pid_) || Clock::now() > deadline) {
-      Die(fmt::format("moat-service did not start ({}):\n{}", o_.service_binary, log));
+      Die(fmt::format("moat-service did not start ({}):\n{}", o_.service_binary,
+                      ReadText(service_log_)));
     }
     std::this_thread::sleep_for(20ms);
   }
