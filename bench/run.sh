@@ -37,3 +37,10 @@ if pkg:
     r = pkg['bytes_per_second']/openssl_bps
     print(f"moat verify 64 MiB image package:         {pkg['bytes_per_second']/1e6:8.1f} MB/s  ({r:.0%} of openssl; goal >= 80%)")
 PY
+
+echo
+echo "== moat-service-load: moat-service on cpu 0 (--threads 1), the driver and s_time on cpu 1"
+# About 40 s: setup, 100 devices x 3 attestations, 8 s of whoami, openssl baselines.
+# Fails (non-zero) on any unexpected response; see bench/README.md for reading the table.
+"$build/bench/moat-service-load" --devices 100 --threads 8 --rounds 3 --seconds 8 \
+  --json "$out/service_load.json" | tee "$out/service_load.txt"
