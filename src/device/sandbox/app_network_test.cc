@@ -226,17 +226,21 @@ void SetAddress(int sock, const char* dev, std::string_view ip, std::string_view
   ASSERT_EQ(::ioctl(sock, SIOCSIFFLAGS, &req), 0) << strerror(errno);
 }
 
-// A TCP listener on ip:port answering each connection with "server <ip>:<port>" and recording
-// the peer's address. Accepts on its own thread.
+// A TCP listener (or UDP socket) on ip:port answering each connection (datagram) with
+// "server <ip>:<port>" and recording the peer's address. Serves on its own thread.
 class Listener {
  public:
   Listener(UniqueFd sock, std::string ip, uint16_t port)
       : sock_(std::move(sock)), name_(fmt::format("{}:{}", ip, port)) {
     int one = 1;
     ::setsockopt(sock_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int type = 0;
+    socklen_t type_len = sizeof type;
+    ::getsockopt(sock_.get(), SOL_SOCKET, SO_TYPE, &type, &type_len);
+    udp_ = type == SOCK_DGRAM;
     sockaddr_in sa = SockAddr(ip, port);
     ok_ = ::bind(sock_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
-          ::listen(sock_.get(), 8) == 0;
+          (udp_ || ::listen(sock_.get(), 8) == 0);
     stop_.Reset(::eventfd(0, EFD_CLOEXEC));
     thread_ = std::thread([this] { Serve(); });
   }
@@ -259,10 +263,19 @@ class Listener {
       if (fds[1].revents) return;
       sockaddr_in peer{};
       socklen_t len = sizeof peer;
-      UniqueFd c(::accept4(sock_.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
-      if (!c) continue;
       std::string line = fmt::format("server {}\n", name_);
-      (void)!::write(c.get(), line.data(), line.size());
+      if (udp_) {
+        char buf[64];
+        if (::recvfrom(sock_.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len) <
+            0) {
+          continue;
+        }
+        ::sendto(sock_.get(), line.data(), line.size(), 0, reinterpret_cast<sockaddr*>(&peer), len);
+      } else {
+        UniqueFd c(::accept4(sock_.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
+        if (!c) continue;
+        (void)!::write(c.get(), line.data(), line.size());
+      }
       std::lock_guard lock(mu_);
       peers_.push_back(Ipv4Address{ntohl(peer.sin_addr.s_addr)}.ToString());
     }
@@ -270,6 +283,7 @@ class Listener {
 
   UniqueFd sock_;
   std::string name_;
+  bool udp_ = false;
   bool ok_ = false;
   UniqueFd stop_;
   std::mutex mu_;
@@ -295,6 +309,25 @@ std::string ConnectWithin(UniqueFd sock, std::string_view ip, uint16_t port, int
   char buf[128] = {0};
   ssize_t n = ::poll(&p, 1, timeout_ms) == 1 ? ::read(sock.get(), buf, sizeof buf - 1) : -1;
   std::string line = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "none";
+  while (!line.empty() && line.back() == '\n') line.pop_back();
+  return "ok " + line;
+}
+
+// Sends "ping" over the UDP socket `sock` to ip:port and waits for an answer: "ok <line>",
+// "ETIMEDOUT" or the errno name of an ICMP error.
+std::string UdpExchange(UniqueFd sock, std::string_view ip, uint16_t port, int timeout_ms) {
+  if (!sock) return "no socket";
+  sockaddr_in sa = SockAddr(ip, port);
+  if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+      ::send(sock.get(), "ping", 4, 0) != 4) {
+    return strerrorname_np(errno);
+  }
+  pollfd p{sock.get(), POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) != 1) return "ETIMEDOUT";
+  char buf[128] = {0};
+  ssize_t n = ::recv(sock.get(), buf, sizeof buf - 1, 0);
+  if (n < 0) return strerrorname_np(errno);
+  std::string line(buf, static_cast<size_t>(n));
   while (!line.empty() && line.back() == '\n') line.pop_back();
   return "ok " + line;
 }
@@ -389,14 +422,15 @@ class AppNetworkTest : public ::testing::Test {
                     std::span(reinterpret_cast<const uint8_t*>(value.data()), value.size()), path);
   }
 
-  UniqueFd WorldSocket() {
+  UniqueFd WorldSocket(int type = SOCK_STREAM) {
     UniqueFd sock;
-    world_->Run([&] { sock.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)); });
+    world_->Run([&] { sock.Reset(::socket(AF_INET, type | SOCK_CLOEXEC, 0)); });
     return sock;
   }
 
-  std::unique_ptr<Listener> WorldListener(const std::string& ip, uint16_t port) {
-    auto l = std::make_unique<Listener>(WorldSocket(), ip, port);
+  std::unique_ptr<Listener> WorldListener(const std::string& ip, uint16_t port,
+                                          int type = SOCK_STREAM) {
+    auto l = std::make_unique<Listener>(WorldSocket(type), ip, port);
     EXPECT_TRUE(l->ok()) << ip << ":" << port;
     return l;
   }
@@ -522,6 +556,53 @@ TEST_F(AppNetworkTest, OnlyTheServerPortsReachTheApp) {
   ASSERT_TRUE(net->Teardown());
   ExpectGone(*net);
   EXPECT_TRUE(net->Teardown());  // idempotent
+}
+
+TEST_F(AppNetworkTest, UdpFollowsTheSamePolicyBothWays) {
+  const std::string allowed = server_net_ + ".2", other = server_net_ + ".3";
+  auto l1 = WorldListener(allowed, 7000, SOCK_DGRAM);
+  auto l2 = WorldListener(other, 7000, SOCK_DGRAM);
+  auto l3 = WorldListener(other, 7001, SOCK_DGRAM);
+  NetworkPolicy policy;
+  policy.outbound = {{Ip(allowed), std::nullopt}, {Ip(other), 7001}};
+  policy.udp_server_ports = {9000};
+  {
+    auto net = Network("udpclient", policy);
+    ASSERT_TRUE(net);
+    const std::vector<std::string> targets = {allowed + ":7000", other + ":7001", other + ":7000"};
+    auto spec = Spec("udpclient", {"udp_within", "500", targets[0], targets[1], targets[2]});
+    LaunchOptions options;
+    options.network_hook = net->Hook();
+    auto process = Launch(spec, std::move(options));
+    ASSERT_TRUE(process) << process.error().message();
+    EXPECT_EQ(process->Wait().value_or(ExitStatus::Exited(-1)), ExitStatus::Exited(1));
+    auto kv = ParseKeyValues(ReadFile(spec.stdout_path, 1 << 16).value_or(""));
+    EXPECT_EQ(kv[targets[0]], fmt::format("ok reply=server {}", targets[0]));
+    EXPECT_EQ(kv[targets[1]], fmt::format("ok reply=server {}", targets[1]));
+    EXPECT_EQ(kv[targets[2]], "EHOSTUNREACH");
+    EXPECT_TRUE(l2->peers().empty());
+    ASSERT_TRUE(net->Teardown());
+    ExpectGone(*net);
+  }
+
+  auto net = Network("udpserver", policy);
+  ASSERT_TRUE(net);
+  auto spec = Spec("udpserver", {"serve_udp", "9000,9001"});
+  LaunchOptions options;
+  options.network_hook = net->Hook();
+  auto process = Launch(spec, std::move(options));
+  ASSERT_TRUE(process) << process.error().message();
+  for (int i = 0; i < 200 && ReadFile(spec.stdout_path, 4096).value_or("").empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(ReadFile(spec.stdout_path, 4096).value_or(""), "listening\n");
+  EXPECT_EQ(UdpExchange(WorldSocket(SOCK_DGRAM), App(), 9000, 1000), "ok hello from 9000");
+  EXPECT_EQ(UdpExchange(WorldSocket(SOCK_DGRAM), App(), 9001, 300), "ETIMEDOUT");
+  EXPECT_EQ(process->Stop(std::chrono::milliseconds(1000)).value_or(ExitStatus::Exited(-1)),
+            ExitStatus::Killed(SIGTERM));
+  EXPECT_EQ(ReadFile(spec.stdout_path, 4096).value_or(""), "listening\nudp_got=9000\n");
+  ASSERT_TRUE(net->Teardown());
+  ExpectGone(*net);
 }
 
 TEST_F(AppNetworkTest, ALeftoverOfACrashedRunIsReplacedAndAForeignInterfaceIsNot) {

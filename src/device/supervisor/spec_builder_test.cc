@@ -258,6 +258,31 @@ TEST(NetworkPolicyBuilderTest, WhatCannotBeEnforcedIsRefusedByEntry) {
               HasSubstr("'example.com' resolves to no IPv4 address"));
 }
 
+TEST(NetworkPolicyBuilderTest, EveryCompatManifestGetsAPolicyOrIsRefusedByEntry) {
+  HostResolver any = [](std::string_view) -> Result<std::vector<sandbox::Ipv4Address>> {
+    return std::vector<sandbox::Ipv4Address>{*sandbox::Ipv4Address::Parse("192.0.2.1")};
+  };
+  int none = 0, policies = 0;
+  std::map<std::string, int> refused;
+  for (const CompatManifest& c : CompatManifests()) {
+    auto policy = BuildNetworkPolicy(c.manifest, any);
+    if (!policy) {
+      const std::string& message = policy.error().message();
+      refused[message.substr(message.find("': ") + 3)]++;
+    } else if (policy->has_value()) {
+      ++policies;
+    } else {
+      ++none;
+    }
+  }
+  EXPECT_EQ(policies, 17);
+  EXPECT_EQ(none, 52);  // placeholders only count here
+  EXPECT_EQ(refused, (std::map<std::string, int>{
+                         {"DNS-SD service names are not supported yet", 2},
+                         {"broadcast, multicast and loopback destinations are not supported", 2},
+                     }));
+}
+
 TEST_F(SpecBuilderTest, CmdArgsBecomeArguments) {
   auto m = Compat("samples__Samples_HelloWorld_HelloWorld_HighLevelApp");
   m.cmd_args = {"--mode", "a b"};
