@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 #include <fmt/format.h>
@@ -272,7 +273,8 @@ Result<void> AppNetwork::ConfigureInside(pid_t sandbox_pid) {
   Result<void> result = Ok();
   // setns(CLONE_NEWNET) moves only the calling thread, so a throwaway thread enters the sandbox's
   // namespace; the caller (maybe moatd's supervisor thread) stays where it is.
-  std::thread worker([&] {
+  std::thread worker;
+  auto body = [&] {
     result = [&]() -> Result<void> {
       if (::setns(ns.get(), CLONE_NEWNET) != 0) {
         return Fail(ErrnoError("setns", "the sandbox's network namespace", errno));
@@ -306,7 +308,13 @@ Result<void> AppNetwork::ConfigureInside(pid_t sandbox_pid) {
       }
       return Ok();
     }();
-  });
+  };
+  try {
+    worker = std::thread(body);
+  } catch (const std::system_error& e) {
+    return Fail(ErrorCode::kIo, "app network of '{}': starting a thread: {}", config_.app_name,
+                e.what());
+  }
   worker.join();
   return result;
 }

@@ -19,8 +19,8 @@
 //   postrouting (nat): the app's traffic leaving by another interface is masqueraded.
 // BuildNftRuleset() prints the exact script (docs/sandbox.md shows one).
 //
-// Requirements: root (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables >= 0.9.4, kernel
-// nf_tables with inet nat). For forwarded traffic the uplink interface must forward too
+// Requirements: root (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables; tested with 1.0.6;
+// kernel nf_tables with inet nat, Linux >= 5.2). For forwarded traffic the uplink interface must forward too
 // (net.ipv4.conf.<uplink>.forwarding=1): that is the device's network configuration, which moatd
 // does not change; only the app's own interface is switched on here.
 //

@@ -21,7 +21,7 @@ namespace {
 constexpr size_t kMaxOutput = 1 << 20;
 constexpr size_t kMaxReported = 4096;
 
-// A sealed-size-agnostic anonymous file holding `data`, positioned at its start.
+// An anonymous file (memfd) holding `data`, positioned at its start.
 Result<UniqueFd> MemoryFile(std::string_view data, std::string_view what) {
   UniqueFd fd(::memfd_create("moat-tool-input", MFD_CLOEXEC));
   if (!fd) return Fail(ErrnoError("memfd_create", what, errno));
