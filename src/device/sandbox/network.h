@@ -1,6 +1,7 @@
 // Network: every sandbox has its own network namespace (namespaces.h). With NetworkMode::kNone it
 // holds only the loopback interface, which the child brings up; with kConfigured the launcher's
-// network hook (launcher.h) adds interfaces and rules from the parent before the child proceeds.
+// network hook (launcher.h) adds interfaces and rules from the parent before the child proceeds
+// (AppNetwork in app_network.h enforces a NetworkPolicy that way).
 #pragma once
 
 #include "device/sandbox/child_step.h"

@@ -35,7 +35,8 @@ std::string_view SeccompClassName(SeccompClass c);
 enum class NetworkMode {
   kNone,        // only `lo`, up; no route anywhere else
   kConfigured,  // `lo` plus whatever the launch's network hook sets up from the parent
-                // (LaunchHooks::network in launcher.h; e.g. a veth pair with nftables rules)
+                // (LaunchOptions::network_hook in launcher.h; Moat's is AppNetwork in
+                // app_network.h: a veth pair with a per-app nftables table)
 };
 std::string_view NetworkModeName(NetworkMode m);
 

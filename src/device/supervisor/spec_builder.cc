@@ -215,4 +215,80 @@ Result<SandboxSpec> BuildSandboxSpec(const AppInstall& install, const AppManifes
   return spec;
 }
 
+Result<std::optional<sandbox::NetworkPolicy>> BuildNetworkPolicy(const AppManifest& manifest,
+                                                                 const HostResolver& resolve) {
+  const Errors err(manifest);
+  const Capabilities& caps = manifest.capabilities;
+  if (!AsksForNetwork(caps)) return std::nullopt;
+
+  sandbox::NetworkPolicy policy;
+  auto add = [&policy](sandbox::Ipv4Address address) {
+    sandbox::NetworkDestination d{address, std::nullopt};
+    if (std::find(policy.outbound.begin(), policy.outbound.end(), d) == policy.outbound.end()) {
+      policy.outbound.push_back(d);
+    }
+  };
+  for (size_t i = 0; i < caps.allowed_connections.size(); ++i) {
+    const std::string& entry = caps.allowed_connections[i];
+    switch (formats::ClassifyAllowedConnection(entry)) {
+      case formats::ConnectionKind::kPlaceholder:
+        continue;  // can never match a peer: grants nothing
+      case formats::ConnectionKind::kIpv4Address: {
+        MOAT_ASSIGN_OR_RETURN(sandbox::Ipv4Address address, sandbox::Ipv4Address::Parse(entry));
+        if (!sandbox::IsUnicastDestination(address)) {
+          // The app's link is routed, point to point: a broadcast or multicast never leaves it.
+          return err.Invalid(
+              "Capabilities.AllowedConnections[{}]: '{}': broadcast, multicast and loopback "
+              "destinations are not supported",
+              i, entry);
+        }
+        add(address);
+        continue;
+      }
+      case formats::ConnectionKind::kHostName: {
+        if (!resolve) {
+          return err.Precondition(
+              "Capabilities.AllowedConnections[{}]: '{}' is a host name and no resolver was given",
+              i, entry);
+        }
+        auto addresses = resolve(entry);
+        if (!addresses) {
+          return Fail(addresses.error().WithContext(
+              fmt::format("app '{}' ({}): Capabilities.AllowedConnections[{}]: resolving '{}'",
+                          manifest.name, manifest.component_id.ToString(), i, entry)));
+        }
+        if (addresses->empty()) {
+          return Fail(ErrorCode::kUnavailable,
+                      "app '{}' ({}): Capabilities.AllowedConnections[{}]: '{}' resolves to no "
+                      "IPv4 address",
+                      manifest.name, manifest.component_id.ToString(), i, entry);
+        }
+        for (sandbox::Ipv4Address a : *addresses) add(a);
+        continue;
+      }
+      // SECURITY: each of these would need the firewall to follow DNS answers (or to speak
+      // mDNS) to be enforced; granting "any address" instead would open everything.
+      case formats::ConnectionKind::kWildcardHostName:
+        return err.Invalid(
+            "Capabilities.AllowedConnections[{}]: '{}': wildcard host names are not supported "
+            "yet",
+            i, entry);
+      case formats::ConnectionKind::kDnsSdService:
+        return err.Invalid(
+            "Capabilities.AllowedConnections[{}]: '{}': DNS-SD service names are not supported "
+            "yet",
+            i, entry);
+      case formats::ConnectionKind::kIpv6Address:
+        return err.Invalid(
+            "Capabilities.AllowedConnections[{}]: '{}': IPv6 destinations are not supported yet "
+            "(the app's link is IPv4 only)",
+            i, entry);
+    }
+  }
+  policy.tcp_server_ports = caps.allowed_tcp_server_ports;
+  policy.udp_server_ports = caps.allowed_udp_server_ports;
+  if (auto valid = policy.Validate(); !valid) return Fail(err.Wrap(valid.error()));
+  return policy;
+}
+
 }  // namespace moat::device::supervisor

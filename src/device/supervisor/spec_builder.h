@@ -25,12 +25,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "device/sandbox/network_policy.h"
 #include "device/sandbox/sandbox_spec.h"
 #include "formats/app_manifest.h"
 #include "formats/guid.h"
@@ -95,5 +97,25 @@ Result<sandbox::SandboxSpec> BuildSandboxSpec(const AppInstall& install,
                                               const formats::AppManifest& manifest,
                                               const formats::Board& board,
                                               const DevicePolicy& policy);
+
+// Resolves a host name from a manifest's AllowedConnections to its IPv4 addresses. moatd supplies
+// it (its resolver, before each install or start); tests supply a table. An error or an empty
+// result fails the policy: an app is never started with a destination silently missing.
+using HostResolver =
+    std::function<Result<std::vector<sandbox::Ipv4Address>>(std::string_view host_name)>;
+
+// The app's network policy (device/sandbox/network_policy.h) from its manifest: nullopt when the
+// manifest asks for no network (BuildSandboxSpec then gives it NetworkMode::kNone), else the
+// policy its NetworkMode::kConfigured sandbox is launched with (SupervisedApp::network_policy).
+//   AllowedConnections   IPv4 address -> that address, any port; host name -> every address
+//                        `resolve` returns, any port; placeholders are skipped; wildcard host
+//                        names, DNS-SD names and IPv6 addresses are refused (kInvalidArgument
+//                        naming the entry: they cannot be enforced by this device yet)
+//   AllowedTcpServerPorts, AllowedUdpServerPorts   the inbound ports, as listed
+// `resolve` is called only for host names; an empty function with a host name listed is
+// kFailedPrecondition. The addresses are fixed at launch (no re-resolution while the app runs).
+// Errors start with "app '<Name>' (<ComponentId>): ".
+Result<std::optional<sandbox::NetworkPolicy>> BuildNetworkPolicy(
+    const formats::AppManifest& manifest, const HostResolver& resolve);
 
 }  // namespace moat::device::supervisor

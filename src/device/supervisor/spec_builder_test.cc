@@ -162,6 +162,127 @@ TEST_F(SpecBuilderTest, NetworkIsConfiguredOnlyWhenTheManifestAsksForPeersOrPort
   EXPECT_EQ(MustBuild(m).network, NetworkMode::kConfigured);
 }
 
+// A resolver over a fixed table, counting its calls.
+struct FakeResolver {
+  std::map<std::string, std::vector<std::string>> table;
+  std::vector<std::string> asked;
+  HostResolver Get() {
+    return [this](std::string_view host) -> Result<std::vector<sandbox::Ipv4Address>> {
+      asked.emplace_back(host);
+      auto it = table.find(std::string(host));
+      if (it == table.end()) return Fail(ErrorCode::kUnavailable, "NXDOMAIN");
+      std::vector<sandbox::Ipv4Address> out;
+      for (const auto& a : it->second) out.push_back(*sandbox::Ipv4Address::Parse(a));
+      return out;
+    };
+  }
+};
+
+TEST(NetworkPolicyBuilderTest, PeersAreResolvedAndPortsCopied) {
+  FakeResolver dns;
+  dns.table["global.azure-devices-provisioning.net"] = {"198.51.100.1", "198.51.100.2"};
+  dns.table["azurecattenant.deviceauthority.com"] = {"198.51.100.2"};  // a duplicate
+  dns.table["stage.deviceauthority.com"] = {"203.0.113.9"};
+  auto policy = BuildNetworkPolicy(Compat("gallery__EAP-TLS_Solution_EAP-TLS_Client"), dns.Get());
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_TRUE(policy->has_value());
+  EXPECT_EQ((*policy)->Describe(),
+            "outbound 198.51.100.1 any port\noutbound 198.51.100.2 any port\n"
+            "outbound 203.0.113.9 any port\noutbound 51.140.152.91 any port\n"
+            "outbound 40.69.64.232 any port\noutbound 192.168.0.2 any port\n"
+            "outbound 192.168.1.200 any port\n");
+  EXPECT_EQ(dns.asked.size(), 3u);
+
+  auto server = BuildNetworkPolicy(Compat("samples__Samples_PrivateNetworkServices"), nullptr);
+  ASSERT_TRUE(server) << server.error().message();
+  EXPECT_EQ((*server)->Describe(), "tcp server port 11000\n");
+}
+
+TEST(NetworkPolicyBuilderTest, NoNetworkAndPlaceholdersGiveNoPolicy) {
+  FakeResolver dns;
+  auto none =
+      BuildNetworkPolicy(Compat("samples__Samples_HelloWorld_HelloWorld_HighLevelApp"), dns.Get());
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+  auto placeholders = BuildNetworkPolicy(Compat("gallery__AzureEventGrid"), dns.Get());
+  ASSERT_TRUE(placeholders);
+  EXPECT_FALSE(placeholders->has_value());
+  EXPECT_TRUE(dns.asked.empty());
+  // Placeholders among real entries are skipped, never resolved.
+  auto mixed = BuildNetworkPolicy(
+      Compat("gallery__CO2_MonitorHealthySpaces_src"),
+      FakeResolver{{{"global.azure-devices-provisioning.net", {"198.51.100.1"}}}}.Get());
+  ASSERT_TRUE(mixed) << mixed.error().message();
+  EXPECT_EQ((*mixed)->Describe(), "outbound 198.51.100.1 any port\n");
+}
+
+TEST(NetworkPolicyBuilderTest, WhatCannotBeEnforcedIsRefusedByEntry) {
+  const std::string dnssd = "samples__Samples_DNSServiceDiscovery";
+  auto refused = BuildNetworkPolicy(Compat(dnssd), nullptr);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(refused.error().message(),
+              HasSubstr("Capabilities.AllowedConnections[0]: '_sample-service._tcp.local': DNS-SD "
+                        "service names are not supported yet"));
+  auto broadcast =
+      BuildNetworkPolicy(Compat("gallery__UdpDebugLog_src_SphereUdpLogSender"), nullptr);
+  ASSERT_FALSE(broadcast);
+  EXPECT_THAT(broadcast.error().message(),
+              HasSubstr("Capabilities.AllowedConnections[0]: '255.255.255.255': broadcast, "
+                        "multicast and loopback destinations are not supported"));
+
+  formats::AppManifest m = Compat("samples__Samples_HelloWorld_HelloWorld_HighLevelApp");
+  m.capabilities.allowed_connections = {"CHANGE THIS", "*.example.com"};
+  EXPECT_THAT(BuildNetworkPolicy(m, nullptr).error().message(),
+              HasSubstr("Capabilities.AllowedConnections[1]: '*.example.com': wildcard host names "
+                        "are not supported yet"));
+  m.capabilities.allowed_connections = {"2001:db8::1"};
+  EXPECT_THAT(BuildNetworkPolicy(m, nullptr).error().message(),
+              HasSubstr("Capabilities.AllowedConnections[0]: '2001:db8::1': IPv6 destinations are "
+                        "not supported yet"));
+
+  // Host names: no resolver, a failed and an empty resolution each fail the whole policy.
+  m.capabilities.allowed_connections = {"example.com"};
+  auto no_resolver = BuildNetworkPolicy(m, nullptr);
+  EXPECT_EQ(no_resolver.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_THAT(no_resolver.error().message(),
+              HasSubstr("Capabilities.AllowedConnections[0]: 'example.com' is a host name and no "
+                        "resolver was given"));
+  FakeResolver dns;
+  auto failed = BuildNetworkPolicy(m, dns.Get());
+  EXPECT_EQ(failed.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(failed.error().message(),
+              HasSubstr("Capabilities.AllowedConnections[0]: resolving 'example.com': NXDOMAIN"));
+  dns.table["example.com"] = {};
+  EXPECT_THAT(BuildNetworkPolicy(m, dns.Get()).error().message(),
+              HasSubstr("'example.com' resolves to no IPv4 address"));
+}
+
+TEST(NetworkPolicyBuilderTest, EveryCompatManifestGetsAPolicyOrIsRefusedByEntry) {
+  HostResolver any = [](std::string_view) -> Result<std::vector<sandbox::Ipv4Address>> {
+    return std::vector<sandbox::Ipv4Address>{*sandbox::Ipv4Address::Parse("192.0.2.1")};
+  };
+  int none = 0, policies = 0;
+  std::map<std::string, int> refused;
+  for (const CompatManifest& c : CompatManifests()) {
+    auto policy = BuildNetworkPolicy(c.manifest, any);
+    if (!policy) {
+      const std::string& message = policy.error().message();
+      refused[message.substr(message.find("': ") + 3)]++;
+    } else if (policy->has_value()) {
+      ++policies;
+    } else {
+      ++none;
+    }
+  }
+  EXPECT_EQ(policies, 17);
+  EXPECT_EQ(none, 52);  // placeholders only count here
+  EXPECT_EQ(refused, (std::map<std::string, int>{
+                         {"DNS-SD service names are not supported yet", 2},
+                         {"broadcast, multicast and loopback destinations are not supported", 2},
+                     }));
+}
+
 TEST_F(SpecBuilderTest, CmdArgsBecomeArguments) {
   auto m = Compat("samples__Samples_HelloWorld_HelloWorld_HighLevelApp");
   m.cmd_args = {"--mode", "a b"};

@@ -23,6 +23,7 @@
 
 #include "core/file.h"
 #include "core/log.h"
+#include "device/sandbox/app_network.h"
 #include "device/supervisor/app_log.h"
 
 namespace moat::device::supervisor {
@@ -68,11 +69,12 @@ struct Started {
 };
 
 // Launches `app` with its stdout and stderr on pipes whose (non-blocking) read ends it returns.
-Result<Started> LaunchWithPipes(const SupervisedApp& app, const sandbox::CgroupLayout& layout) {
+Result<Started> LaunchWithPipes(const SupervisedApp& app, const sandbox::CgroupLayout& layout,
+                                sandbox::NetworkHook network_hook) {
   const std::string what = fmt::format("app {} output", app.component_id.ToString());
   sandbox::LaunchOptions launch;
   launch.cgroup_layout = layout;
-  launch.network_hook = app.network_hook;
+  launch.network_hook = std::move(network_hook);
   std::array<UniqueFd, 2> read_ends;
   for (int s = 0; s < 2; ++s) {
     int p[2];
@@ -103,6 +105,38 @@ std::string_view AppStateName(AppState state) {
   return "?";
 }
 
+// The app-link pool, shared with the leases so that a slot returns its link whenever it is freed
+// (by the loop or by Remove), without the supervisor's lock.
+struct AppLinkPool {
+  explicit AppLinkPool(sandbox::AddressPool p) : pool(std::move(p)) {}
+  std::mutex mu;
+  sandbox::AddressPool pool;
+};
+
+namespace {
+
+// An app's /30 for as long as it is supervised.
+class LinkLease {
+ public:
+  LinkLease(std::shared_ptr<AppLinkPool> pool, sandbox::Ipv4Subnet link)
+      : pool_(std::move(pool)), link_(link) {}
+  ~LinkLease();
+  LinkLease(const LinkLease&) = delete;
+  LinkLease& operator=(const LinkLease&) = delete;
+  const sandbox::Ipv4Subnet& link() const { return link_; }
+
+ private:
+  std::shared_ptr<AppLinkPool> pool_;
+  sandbox::Ipv4Subnet link_;
+};
+
+}  // namespace
+
+LinkLease::~LinkLease() {
+  std::lock_guard lock(pool_->mu);
+  pool_->pool.Release(link_);
+}
+
 struct Supervisor::Slot {
   Slot(SupervisedApp a, const RestartPolicy& policy, uint64_t log_max_bytes)
       : app(std::move(a)),
@@ -111,6 +145,9 @@ struct Supervisor::Slot {
              AppLog(app.spec.stderr_path, log_max_bytes)} {}
 
   SupervisedApp app;
+  std::unique_ptr<LinkLease> link;  // with app.network_policy
+  // This run's network (veth + nftables): torn down when the run ends or its launch fails.
+  std::unique_ptr<sandbox::AppNetwork> network;
   RestartTracker tracker;
   AppStatus status;
   std::optional<sandbox::LaunchedProcess> process;
@@ -137,9 +174,16 @@ Result<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions options
   if (!options.cgroup_layout) {
     MOAT_ASSIGN_OR_RETURN(options.cgroup_layout, sandbox::DetectCgroupLayout());
   }
+  if (!options.network_pool) {
+    MOAT_ASSIGN_OR_RETURN(options.network_pool,
+                          sandbox::Ipv4Subnet::Parse(sandbox::kDefaultAppNetworkPool));
+  }
+  MOAT_ASSIGN_OR_RETURN(sandbox::AddressPool pool,
+                        sandbox::AddressPool::Create(*options.network_pool));
   int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return Fail(ErrnoError("eventfd", "supervisor wake-up", errno));
   std::unique_ptr<Supervisor> supervisor(new Supervisor(std::move(options), UniqueFd(fd)));
+  supervisor->pool_ = std::make_shared<AppLinkPool>(std::move(pool));
   supervisor->thread_ = std::thread(&Supervisor::Loop, supervisor.get());
   supervisor->loop_id_ = supervisor->thread_.get_id();
   return supervisor;
@@ -164,6 +208,15 @@ Result<void> Supervisor::Add(SupervisedApp app) {
     return Fail(ErrorCode::kInvalidArgument, "supervisor: an app needs a non-nil component ID");
   }
   MOAT_TRY(app.spec.Validate());
+  const bool configured = app.spec.network == sandbox::NetworkMode::kConfigured;
+  const int network_sources = (app.network_policy ? 1 : 0) + (app.network_hook ? 1 : 0);
+  if (network_sources != (configured ? 1 : 0)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "supervisor: app {}: network {} needs {} of network_policy and network_hook",
+                app.component_id.ToString(), sandbox::NetworkModeName(app.spec.network),
+                configured ? "exactly one" : "neither");
+  }
+  if (app.network_policy) MOAT_TRY(app.network_policy->Validate());
   std::lock_guard lock(mu_);
   if (shutting_down_) {
     return Fail(ErrorCode::kFailedPrecondition, "supervisor: shutting down; cannot add app {}",
@@ -183,8 +236,19 @@ Result<void> Supervisor::Add(SupervisedApp app) {
                   app.spec.app_name, app.component_id.ToString(), id.ToString());
     }
   }
+  std::unique_ptr<LinkLease> link;
+  if (app.network_policy) {
+    std::lock_guard pool_lock(pool_->mu);
+    auto allocated = pool_->pool.Allocate();
+    if (!allocated) {
+      return Fail(allocated.error().WithContext(
+          fmt::format("supervisor: app {}", app.component_id.ToString())));
+    }
+    link = std::make_unique<LinkLease>(pool_, *allocated);
+  }
   formats::Guid id = app.component_id;
   auto slot = std::make_shared<Slot>(std::move(app), options_.restart, options_.log_max_bytes);
+  slot->link = std::move(link);
   slot->status.next_start = clock_->Monotonic();  // due now
   slots_.emplace(id, std::move(slot));
   Wake();
@@ -222,7 +286,7 @@ Result<std::optional<ExitStatus>> Supervisor::Remove(const formats::Guid& compon
   // The loop reaps the sandbox and marks the slot done; a waited-for slot is erased here, so
   // that the same component can be added again as soon as Remove returns.
   changed_.wait(lock, [&] { return slot->done; });
-  slots_.erase(component_id);
+  ForgetSlot(component_id);
   Wake();  // a shutting-down loop waits for the map to empty
   return slot->final_exit;
 }
@@ -273,8 +337,18 @@ void Supervisor::QueueFailure(Slot& slot, formats::FailureKind kind, int signal,
 void Supervisor::StartApp(Slot& slot, std::vector<Callback>& callbacks) {
   const std::string id = slot.app.component_id.ToString();
   auto now = clock_->Monotonic();
-  Result<Started> process = LaunchWithPipes(slot.app, *options_.cgroup_layout);
+  Result<Started> process = [&]() -> Result<Started> {
+    sandbox::NetworkHook hook = slot.app.network_hook;
+    if (slot.app.network_policy) {
+      MOAT_ASSIGN_OR_RETURN(slot.network, sandbox::AppNetwork::Create(
+                                              {slot.app.spec.instance_id, slot.app.spec.app_name,
+                                               slot.link->link(), *slot.app.network_policy}));
+      hook = slot.network->Hook();
+    }
+    return LaunchWithPipes(slot.app, *options_.cgroup_layout, std::move(hook));
+  }();
   if (!process) {
+    TearDownNetwork(slot);
     slot.status.last_error = process.error().message();
     log::Warn("supervisor: app {}: launch failed: {}", id, slot.status.last_error);
     QueueFailure(slot, formats::FailureKind::kLaunchFailed, 0, 0, callbacks);
@@ -294,6 +368,23 @@ void Supervisor::StartApp(Slot& slot, std::vector<Callback>& callbacks) {
   ++slot.status.launches;
   log::Info("supervisor: app {} started (pid {}, launch {})", id, slot.process->pid(),
             slot.status.launches);
+}
+
+void Supervisor::ForgetSlot(const formats::Guid& component_id) {
+  auto it = slots_.find(component_id);
+  if (it == slots_.end()) return;
+  // The loop's poll set may keep the slot alive a little longer; its link is free now.
+  it->second->link.reset();
+  slots_.erase(it);
+}
+
+void Supervisor::TearDownNetwork(Slot& slot) {
+  if (!slot.network) return;
+  // A failure is logged, not fatal: the next launch's Attach removes a leftover of this name.
+  if (auto r = slot.network->Teardown(); !r) {
+    log::Warn("supervisor: app {}: {}", slot.app.component_id.ToString(), r.error().message());
+  }
+  slot.network.reset();
 }
 
 void Supervisor::QueueCrashLoop(Slot& slot, std::vector<Callback>& callbacks) {
@@ -349,6 +440,7 @@ void Supervisor::HandleEnd(Slot& slot, std::vector<Callback>& callbacks) {
     slot.out[s].Reset();  // a done slot holds no descriptor (Remove may erase it while polling)
   }
   slot.process.reset();
+  TearDownNetwork(slot);
   slot.status.pid.reset();
   slot.status.last_exit = exit;
 
@@ -397,6 +489,7 @@ void Supervisor::Loop() {
     bool erased = false;
     for (auto it = slots_.begin(); it != slots_.end();) {
       if (it->second->done && !it->second->waiter) {
+        it->second->link.reset();  // the link is free the moment the app is forgotten
         it = slots_.erase(it);
         erased = true;
       } else {

@@ -51,6 +51,7 @@
 #include "core/random.h"
 #include "device/sandbox/cgroups.h"
 #include "device/sandbox/launcher.h"
+#include "device/sandbox/network_policy.h"
 #include "device/sandbox/sandbox_spec.h"
 #include "device/supervisor/restart_policy.h"
 #include "formats/failure_event.h"
@@ -58,12 +59,18 @@
 
 namespace moat::device::supervisor {
 
+struct AppLinkPool;  // supervisor.cc
+
 struct SupervisedApp {
   sandbox::SandboxSpec spec;
   formats::Guid component_id;  // non-nil; one app per component ID
   formats::Guid image_id;
-  // Required when spec.network is kConfigured (the launcher refuses it otherwise); called on
-  // every launch.
+  // For spec.network == kConfigured exactly one of these (for kNone neither):
+  //   network_policy: the supervisor enforces it (sandbox/app_network.h): the app gets a /30 from
+  //     SupervisorOptions::network_pool while supervised, and each launch a fresh veth pair and
+  //     nftables table, removed when that run ends (BuildNetworkPolicy makes the policy).
+  //   network_hook: a caller-made hook, called on every launch (the caller cleans up).
+  std::optional<sandbox::NetworkPolicy> network_policy;
   sandbox::NetworkHook network_hook;
 };
 
@@ -76,6 +83,9 @@ struct SupervisorOptions {
   std::shared_ptr<const Clock> clock;                  // null: the system clock
   std::shared_ptr<Random> random;                      // event IDs; null: the system CSPRNG
   std::optional<sandbox::CgroupLayout> cgroup_layout;  // null: detected once, at Create
+  // Where apps' links come from; nullopt: sandbox::kDefaultAppNetworkPool. Each moatd instance on
+  // a host needs a pool of its own.
+  std::optional<sandbox::Ipv4Subnet> network_pool;
   // The longest the loop sleeps without a request; bounds how late it notices a FakeClock moved
   // without Wake().
   std::chrono::milliseconds max_poll_interval{1000};
@@ -110,8 +120,9 @@ class Supervisor {
   Supervisor& operator=(const Supervisor&) = delete;
 
   // Adds an app and starts it (on the supervisor thread, at once). Errors: kAlreadyExists for a
-  // component ID (or sandbox name) already supervised, kInvalidArgument for a nil component ID or
-  // a spec that does not validate, kFailedPrecondition after Shutdown.
+  // component ID (or sandbox name) already supervised, kInvalidArgument for a nil component ID,
+  // a spec or network policy that does not validate or does not match spec.network,
+  // kLimitExceeded when the network pool is used up, kFailedPrecondition after Shutdown.
   Result<void> Add(SupervisedApp app);
 
   // Stops the app (SIGTERM, SIGKILL after the grace period), waits until its sandbox is reaped and
@@ -141,11 +152,15 @@ class Supervisor {
                     std::vector<Callback>& callbacks);
   void QueueCrashLoop(Slot& slot, std::vector<Callback>& callbacks);
   void BeginStop(Slot& slot);
+  void TearDownNetwork(Slot& slot);
+  void ForgetSlot(const formats::Guid& component_id);
 
   SupervisorOptions options_;
   std::shared_ptr<const Clock> clock_;
   std::shared_ptr<Random> random_;
   UniqueFd wake_fd_;  // eventfd
+  std::shared_ptr<AppLinkPool>
+      pool_;  // app links; its own lock (a slot returns its link when freed)
 
   mutable std::mutex mu_;
   std::condition_variable changed_;  // a slot was removed

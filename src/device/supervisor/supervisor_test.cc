@@ -3,7 +3,10 @@
 // a FakeClock, so delays are asserted exactly and nothing sleeps for them.
 #include "device/supervisor/supervisor.h"
 
+#include <arpa/inet.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -16,6 +19,8 @@
 
 #include "core/file.h"
 #include "core/json.h"
+#include "device/sandbox/app_network.h"
+#include "device/sandbox/host_tool.h"
 
 namespace moat::device::supervisor {
 namespace {
@@ -359,6 +364,122 @@ TEST_F(SupervisorTest, ACallbackMayRemoveTheCrashLoopingApp) {
   ASSERT_TRUE(WaitUntil([&] { return !supervisor_->Status(kAppA).has_value(); }));
   std::lock_guard lock(mu_);
   EXPECT_EQ(crash_loops_, std::vector<formats::Guid>{kAppA});
+}
+
+}  // namespace
+}  // namespace moat::device::supervisor
+
+namespace moat::device::supervisor {
+namespace {
+
+// Connects from the host to ip:port (real time, bounded): "ok <line>" or the errno name.
+std::string ConnectFromHost(const std::string& ip, uint16_t port, int timeout_ms) {
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(sandbox::Ipv4Address::Parse(ip)->value);
+  int err = ::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 ? 0 : errno;
+  if (err == EINPROGRESS) {
+    pollfd p{s.get(), POLLOUT, 0};
+    if (::poll(&p, 1, timeout_ms) != 1) return "ETIMEDOUT";
+    socklen_t len = sizeof err;
+    ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  }
+  if (err != 0) return strerrorname_np(err);
+  pollfd p{s.get(), POLLIN, 0};
+  char buf[64] = {0};
+  ssize_t n = ::poll(&p, 1, timeout_ms) == 1 ? ::read(s.get(), buf, sizeof buf - 1) : -1;
+  std::string line = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "none";
+  while (!line.empty() && line.back() == '\n') line.pop_back();
+  return "ok " + line;
+}
+
+class SupervisorNetworkTest : public SupervisorTest {
+ protected:
+  void SetUp() override {
+    SupervisorTest::SetUp();
+    if (IsSkipped()) return;
+    if (!sandbox::FindHostTool("ip") || !sandbox::FindHostTool("nft")) {
+      GTEST_SKIP() << "network tests need `ip` and `nft`";
+    }
+    // A one-link pool of this run's own: the app's addresses are known, a second app gets none.
+    pool_ = *sandbox::Ipv4Subnet::Parse(fmt::format("10.213.{}.8/30", getpid() % 250 + 1));
+    options_.network_pool = pool_;
+  }
+  std::string AppAddress() const { return sandbox::LinkAppAddress(pool_).ToString(); }
+  sandbox::Ipv4Subnet pool_;
+};
+
+TEST_F(SupervisorNetworkTest, AnAppGetsItsPolicyOnEveryRunAndNothingIsLeftAfterRemove) {
+  Start();
+  SupervisedApp app = App(kAppA, {"serve_tcp", "8080,8081"});
+  app.spec.network = sandbox::NetworkMode::kConfigured;
+  app.network_policy.emplace();
+  app.network_policy->tcp_server_ports = {8080};
+  ASSERT_TRUE(supervisor_->Add(app));
+  const std::string dev = sandbox::HostInterfaceName(instance_, kAppA.ToString());
+  const std::string table = sandbox::NftTableName(instance_, kAppA.ToString());
+  // How many runs have started listening (the log is appended to across runs).
+  auto listening = [&](size_t runs) {
+    std::string log = ReadFile(app.spec.stdout_path, 1 << 16).value_or("");
+    size_t n = 0;
+    for (size_t at = log.find("listening"); at != std::string::npos;
+         at = log.find("listening", at + 1)) {
+      ++n;
+    }
+    return n >= runs;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return listening(1); }));
+  EXPECT_EQ(ConnectFromHost(AppAddress(), 8080, 2000), "ok hello from 8080");
+  EXPECT_EQ(ConnectFromHost(AppAddress(), 8081, 300), "ETIMEDOUT");
+
+  // A second networked app finds the (one-link) pool used up; nothing of it starts.
+  SupervisedApp second = App(kAppB, {"serve_tcp", "8080"});
+  second.spec.network = sandbox::NetworkMode::kConfigured;
+  second.network_policy.emplace();
+  auto refused = supervisor_->Add(second);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kLimitExceeded);
+
+  // Killed: the run's network goes with it, and the restart gets a fresh one.
+  pid_t first_pid = *StatusOf(kAppA).pid;
+  ASSERT_EQ(::kill(first_pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitForEvents(1));
+  ASSERT_TRUE(WaitUntil([&] { return !Running(kAppA); }));
+  EXPECT_FALSE(sandbox::NetworkInterfaceExists(dev));
+  AdvanceToRestart(kAppA);
+  ASSERT_TRUE(WaitUntil([&] { return Running(kAppA) && listening(2); }));
+  EXPECT_EQ(ConnectFromHost(AppAddress(), 8080, 2000), "ok hello from 8080");
+
+  ASSERT_TRUE(supervisor_->Remove(kAppA));
+  EXPECT_FALSE(sandbox::NetworkInterfaceExists(dev));
+  auto nft = sandbox::FindHostTool("nft");
+  EXPECT_FALSE(sandbox::RunHostTool({nft->string(), "list", "table", "inet", table}));
+  // The link went back to the pool.
+  ASSERT_TRUE(supervisor_->Add(second));
+  ASSERT_TRUE(supervisor_->Remove(kAppB));
+}
+
+TEST_F(SupervisorNetworkTest, TheNetworkModeAndItsSourceMustAgree) {
+  Start();
+  SupervisedApp none = App(kAppA, {"hello"});
+  none.network_policy.emplace();  // kNone with a policy
+  EXPECT_EQ(supervisor_->Add(none).error().code(), ErrorCode::kInvalidArgument);
+  SupervisedApp bare = App(kAppA, {"hello"});
+  bare.spec.network = sandbox::NetworkMode::kConfigured;  // neither
+  EXPECT_EQ(supervisor_->Add(bare).error().message(),
+            fmt::format("supervisor: app {}: network configured needs exactly one of "
+                        "network_policy and network_hook",
+                        kAppA.ToString()));
+  SupervisedApp both = bare;
+  both.network_policy.emplace();
+  both.network_hook = [](pid_t) { return Ok(); };
+  EXPECT_EQ(supervisor_->Add(both).error().code(), ErrorCode::kInvalidArgument);
+  SupervisedApp bad = bare;
+  bad.network_policy.emplace();
+  bad.network_policy->udp_server_ports = {0};
+  EXPECT_EQ(supervisor_->Add(bad).error().message(), "network policy: udp_server_ports: port 0");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <linux/bpf.h>
 #include <linux/perf_event.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -270,6 +271,148 @@ int Connect(const char* ip, int port) {
   return rc == 0 ? 0 : 1;
 }
 
+// Connects to `target` ("ip:port") within `timeout_ms` and reads one line; prints
+// "<target>=ok reply=<line>" or "<target>=<errno name>" (ETIMEDOUT when the attempt took too long,
+// e.g. a dropped SYN).
+int ConnectWithin(const char* target, int timeout_ms) {
+  char ip[64] = {0};
+  const char* colon = strrchr(target, ':');
+  if (!colon || colon - target >= static_cast<long>(sizeof ip)) {
+    printf("%s=bad-target\n", target);
+    return 1;
+  }
+  memcpy(ip, target, static_cast<size_t>(colon - target));
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (s < 0) {
+    printf("%s=%s\n", target, ErrName(errno));
+    return 1;
+  }
+  struct sockaddr_in addr {};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(atoi(colon + 1)));
+  inet_pton(AF_INET, ip, &addr.sin_addr);
+  int rc = connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int err = rc == 0 ? 0 : errno;
+  if (err == EINPROGRESS) {
+    struct pollfd p {
+      s, POLLOUT, 0
+    };
+    if (poll(&p, 1, timeout_ms) != 1) {
+      err = ETIMEDOUT;
+    } else {
+      socklen_t len = sizeof err;
+      getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
+    }
+  }
+  if (err != 0) {
+    printf("%s=%s\n", target, ErrName(err));
+    close(s);
+    return 1;
+  }
+  char buf[128] = {0};
+  struct pollfd p {
+    s, POLLIN, 0
+  };
+  ssize_t n = poll(&p, 1, timeout_ms) == 1 ? read(s, buf, sizeof buf - 1) : -1;
+  if (n > 0) buf[strcspn(buf, "\n")] = '\0';
+  printf("%s=ok reply=%s\n", target, n > 0 ? buf : "none");
+  close(s);
+  return 0;
+}
+
+// Serves on 0.0.0.0:<port> for each port in the comma-separated list, with TCP (SOCK_STREAM)
+// or UDP (SOCK_DGRAM); prints "listening", then answers every connection or datagram with
+// "hello from <port>" and prints "accepted=<port>" (TCP) or "udp_got=<port>" (UDP), forever.
+int Serve(const char* ports, int type) {
+  struct pollfd fds[8];
+  int listen_ports[8];
+  int n = 0;
+  for (const char* p = ports; *p && n < 8; ++n) {
+    listen_ports[n] = atoi(p);
+    int s = socket(AF_INET, type, 0);
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in addr {};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(listen_ports[n]));
+    if (s < 0 || bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        (type == SOCK_STREAM && listen(s, 8) != 0)) {
+      printf("listen=%s\n", ErrName(errno));
+      return 1;
+    }
+    fds[n] = {s, POLLIN, 0};
+    const char* comma = strchr(p, ',');
+    p = comma ? comma + 1 : p + strlen(p);
+  }
+  printf("listening\n");
+  for (;;) {
+    if (poll(fds, n, -1) < 0) continue;
+    for (int i = 0; i < n; ++i) {
+      if (!(fds[i].revents & POLLIN)) continue;
+      char line[64];
+      int len = snprintf(line, sizeof line, "hello from %d\n", listen_ports[i]);
+      if (type == SOCK_DGRAM) {
+        char buf[64];
+        struct sockaddr_in peer {};
+        socklen_t plen = sizeof peer;
+        if (recvfrom(fds[i].fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &plen) < 0)
+          continue;
+        sendto(fds[i].fd, line, static_cast<size_t>(len), 0, reinterpret_cast<sockaddr*>(&peer),
+               plen);
+        printf("udp_got=%d\n", listen_ports[i]);
+        continue;
+      }
+      int c = accept(fds[i].fd, nullptr, nullptr);
+      if (c < 0) continue;
+      (void)!write(c, line, static_cast<size_t>(len));
+      close(c);
+      printf("accepted=%d\n", listen_ports[i]);
+    }
+  }
+}
+
+// Sends "ping" to `target` ("ip:port") over UDP and waits `timeout_ms` for an answer; prints
+// "<target>=ok reply=<line>" or "<target>=<errno name>" (ETIMEDOUT: no answer; EHOSTUNREACH: an
+// ICMP error came back on the connected socket).
+int UdpWithin(const char* target, int timeout_ms) {
+  char ip[64] = {0};
+  const char* colon = strrchr(target, ':');
+  if (!colon || colon - target >= static_cast<long>(sizeof ip)) {
+    printf("%s=bad-target\n", target);
+    return 1;
+  }
+  memcpy(ip, target, static_cast<size_t>(colon - target));
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in addr {};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(atoi(colon + 1)));
+  inet_pton(AF_INET, ip, &addr.sin_addr);
+  if (s < 0 || connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      send(s, "ping", 4, 0) != 4) {
+    printf("%s=%s\n", target, ErrName(errno));
+    return 1;
+  }
+  struct pollfd p {
+    s, POLLIN, 0
+  };
+  char buf[128] = {0};
+  if (poll(&p, 1, timeout_ms) != 1) {
+    printf("%s=ETIMEDOUT\n", target);
+    close(s);
+    return 1;
+  }
+  ssize_t n = recv(s, buf, sizeof buf - 1, 0);
+  if (n < 0) {
+    printf("%s=%s\n", target, ErrName(errno));
+    close(s);
+    return 1;
+  }
+  buf[strcspn(buf, "\n")] = '\0';
+  printf("%s=ok reply=%s\n", target, buf);
+  close(s);
+  return 0;
+}
+
 // Sends a datagram to itself over 127.0.0.1: works only if lo is up.
 int UdpLoopback() {
   int s = socket(AF_INET, SOCK_DGRAM, 0);
@@ -381,6 +524,20 @@ int main(int argc, char** argv) {
   if (!strcmp(mode, "fill")) return Fill(arg);
   if (!strcmp(mode, "write_exec")) return WriteExec(arg);
   if (!strcmp(mode, "connect")) return Connect(arg, argc > 3 ? atoi(argv[3]) : 80);
+  if (!strcmp(mode, "connect_within")) {
+    // connect_within <timeout ms> <ip:port>...: one line per attempt.
+    int failures = 0;
+    for (int i = 3; i < argc; ++i) failures += ConnectWithin(argv[i], atoi(arg));
+    return failures == 0 ? 0 : 1;
+  }
+  if (!strcmp(mode, "udp_within")) {
+    // udp_within <timeout ms> <ip:port>...: one line per attempt.
+    int failures = 0;
+    for (int i = 3; i < argc; ++i) failures += UdpWithin(argv[i], atoi(arg));
+    return failures == 0 ? 0 : 1;
+  }
+  if (!strcmp(mode, "serve_tcp")) return Serve(arg, SOCK_STREAM);
+  if (!strcmp(mode, "serve_udp")) return Serve(arg, SOCK_DGRAM);
   if (!strcmp(mode, "udp_lo")) return UdpLoopback();
   if (!strcmp(mode, "sleep")) {
     printf("sleeping\n");
