@@ -336,7 +336,7 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
           Json j, session.Call("GET", tenant_devices(*d_tenant) + "/" + EncodeQueryValue(*d_id)));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
       for (const char* k :
-           {"id", "tenant", "claimed_at", "last_seen", "os_version", "certificate_not_after",
+           {"id", "tenant", "product", "device_group", "claimed_at", "last_seen", "os_version", "certificate_not_after",
             "update_certificate_not_after", "last_attestation_at", "last_attestation_result",
             "pending_transfer_to"}) {
         s.out << fmt::format("{:<30} {}\n", std::string(k) + ":", Str(j, k));

@@ -21,6 +21,10 @@ class Session {
 
   // Sends a request; a non-2xx answer becomes an error carrying the problem's detail.
   Result<Json> Call(std::string_view method, std::string_view path, const Json* body = nullptr);
+  // POSTs raw bytes (e.g. an image package) and reads a JSON answer, like Call.
+  Result<Json> Upload(std::string_view path, std::string_view bytes, std::string_view content_type);
+  // GETs a raw body (e.g. an image package); a non-2xx answer becomes an error, like Call.
+  Result<std::string> Download(std::string_view path);
 
  private:
   Session(std::unique_ptr<net::HttpsClient> http, std::string url)
