@@ -100,8 +100,12 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
       MOAT_ASSIGN_OR_RETURN(Json j,
                             session.Call("POST", TenantPath(o->tenant, "/products"), &body));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::string groups;
+      for (const auto& name : j["device_groups"]) {
+        groups += (groups.empty() ? "" : ", ") + name.get<std::string>();
+      }
       s.out << fmt::format("Created product {} ({}) with device groups {}.\n", Str(j, "name"),
-                           Str(j, "id"), j["device_groups"].dump());
+                           Str(j, "id"), groups);
       return Ok();
     });
   });

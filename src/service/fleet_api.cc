@@ -1008,8 +1008,11 @@ HttpResponse FleetApi::AddImage(Context& c) {
   // The blob first, then the row: a crash in between leaves an unreferenced blob (harmless,
   // and the next add of the same image reuses it), never a row without its bytes.
   const std::filesystem::path blob = image_dir_ / id;
+  // A blob already there is this content (it is named by its hash and written atomically);
+  // one of another size was damaged behind our back and is replaced.
   std::error_code ec;
-  if (!std::filesystem::exists(blob, ec)) {
+  const auto existing_size = std::filesystem::file_size(blob, ec);
+  if (ec || existing_size != package.size()) {
     if (auto w = AtomicWriteFile(blob, package, {.mode = 0600}); !w)
       return ErrorResponse(w.error());
   }

@@ -500,6 +500,13 @@ TEST_F(FleetApiTest, ImagesAreVerifiedStoredOnceAndBecomeReferenceValues) {
   EXPECT_EQ(Admin("GET", "/api/v1/tenants/globex/images/" + id).status, 404);
   EXPECT_EQ(Admin("GET", "/api/v1/tenants/globex/images/" + id + "/content").status, 404);
 
+  // A damaged blob is replaced when the image is added again.
+  ASSERT_TRUE(AtomicWriteFile(data_dir_ / "images" / id, std::string_view("junk"), {.mode = 0600})
+                  .has_value());
+  EXPECT_EQ(Admin("GET", "/api/v1/tenants/acme/images/" + id + "/content").status, 500);
+  EXPECT_EQ(Upload(*contributor_, package).status, 200);
+  EXPECT_EQ(Admin("GET", "/api/v1/tenants/acme/images/" + id + "/content").body, package);
+
   // An Ed25519-signed package is accepted too.
   r = Upload(*contributor_, Package(*ed, "1.0.1"));
   EXPECT_EQ(r.status, 201) << r.body;

@@ -216,7 +216,7 @@ contains "reference-value.remove" "the removal is audited"
 
 # --- fleet: products, device groups (the device now belongs to globex)
 expect 0 "product create" -- "$moat" --config "$cfg" product create Thermostat --tenant acme --description "Wall unit"
-contains '["Development","Field Test","Production"]' "a new product gets the default device groups"
+contains "with device groups Development, Field Test, Production" "a new product gets the default device groups"
 expect 1 "product create twice" -- "$moat" --config "$cfg" product create Thermostat --tenant acme
 contains "already has a product named 'Thermostat'" "duplicate product message"
 expect 1 "product with a bad name" -- "$moat" --config "$cfg" product create "a/b" --tenant acme
