@@ -251,6 +251,9 @@ TEST_F(FleetApiTest, NamesAndBodiesAreValidated) {
     EXPECT_EQ(r.status, 400) << c.body << " -> " << r.body;
     EXPECT_THAT(Detail(r), HasSubstr(c.detail)) << c.body;
   }
+  // JSON bodies stay small although the transport allows an image's size.
+  const std::string big = R"({"name":"Big","description":")" + std::string(100 << 10, 'd') + "\"}";
+  EXPECT_EQ(Admin("POST", "/api/v1/tenants/acme/products", big).status, 413);
   // A malformed escape in a path segment is a 400, not a lookup of a strange name.
   EXPECT_EQ(Admin("GET", "/api/v1/tenants/acme/products/La%2").status, 400);
   EXPECT_EQ(Admin("GET", "/api/v1/tenants/acme/products/La%2Fmp").status, 400);
@@ -542,6 +545,9 @@ TEST_F(FleetApiTest, BadPackagesAreRefusedWithTheReason) {
     EXPECT_GE(r.status, 400) << r.body;
     EXPECT_LT(r.status, 500) << r.body;
   }
+  // Over the image limit: the server refuses it before the handler runs.
+  r = Upload(*admin_, std::string(FleetApi::kMaxImagePackageBytes + 1, 'x'));
+  EXPECT_EQ(r.status, 413);
   r = Upload(*admin_, "");
   EXPECT_EQ(r.status, 400);
   r = Send(*admin_, "POST", "/api/v1/tenants/acme/images", package, "application/json");
