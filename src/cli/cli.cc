@@ -40,6 +40,7 @@ int Main(int argc, char** argv, std::ostream& out, std::ostream& err) {
       });
   RegisterOnline(app, streams, exit_code, global);
   RegisterAttestation(app, streams, exit_code, global);
+  RegisterFleet(app, streams, exit_code, global);
 
   try {
     app.parse(argc, argv);

@@ -319,10 +319,16 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
       std::vector<std::vector<std::string>> rows;
       for (const auto& d : j["devices"]) {
-        rows.push_back({Str(d, "id"), Str(d, "last_seen"), Str(d, "os_version"),
+        std::string group = d.value("device_group", Json()).is_null()
+                                ? "-"
+                                : Str(d, "product") + "/" + Str(d, "device_group");
+        rows.push_back({Str(d, "id"), group, Str(d, "last_seen"), Str(d, "os_version"),
                         Str(d, "last_attestation_result"), Str(d, "certificate_not_after")});
       }
-      PrintTable(s.out, {"DEVICE ID", "LAST SEEN", "OS", "ATTESTATION", "CERTIFICATE UNTIL"}, rows);
+      PrintTable(
+          s.out,
+          {"DEVICE ID", "DEVICE GROUP", "LAST SEEN", "OS", "ATTESTATION", "CERTIFICATE UNTIL"},
+          rows);
       return Ok();
     });
   });
@@ -336,9 +342,9 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
           Json j, session.Call("GET", tenant_devices(*d_tenant) + "/" + EncodeQueryValue(*d_id)));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
       for (const char* k :
-           {"id", "tenant", "claimed_at", "last_seen", "os_version", "certificate_not_after",
-            "update_certificate_not_after", "last_attestation_at", "last_attestation_result",
-            "pending_transfer_to"}) {
+           {"id", "tenant", "product", "device_group", "claimed_at", "last_seen", "os_version",
+            "certificate_not_after", "update_certificate_not_after", "last_attestation_at",
+            "last_attestation_result", "pending_transfer_to"}) {
         s.out << fmt::format("{:<30} {}\n", std::string(k) + ":", Str(j, k));
       }
       s.out << fmt::format("{:<30} {}\n",

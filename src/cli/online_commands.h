@@ -24,4 +24,9 @@ void RegisterOnline(CLI::App& app, Streams streams, int& exit_code,
 void RegisterAttestation(CLI::App& app, Streams streams, int& exit_code,
                          std::shared_ptr<GlobalOptions> global);
 
+// product, device-group, image-signing-key, image; device update (fleet_commands.cc). Call
+// after RegisterOnline: it adds `update` to the `device` command.
+void RegisterFleet(CLI::App& app, Streams streams, int& exit_code,
+                   std::shared_ptr<GlobalOptions> global);
+
 }  // namespace moat::cli

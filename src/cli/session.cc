@@ -36,32 +36,59 @@ Result<Session> Session::Open(const GlobalOptions& g) {
   return Session(std::move(http), config->service_url);
 }
 
+namespace {
+
+// A non-2xx answer as an error carrying the problem's detail.
+Error ProblemError(const net::HttpResponse& response) {
+  auto parsed = ParseJson(response.body, "response");
+  std::string detail = parsed && parsed->contains("detail") && (*parsed)["detail"].is_string()
+                           ? (*parsed)["detail"].get<std::string>()
+                           : response.body.substr(0, 200);
+  ErrorCode code = response.status == 404   ? ErrorCode::kNotFound
+                   : response.status == 403 ? ErrorCode::kPermissionDenied
+                   : response.status == 401 ? ErrorCode::kUnauthenticated
+                   : response.status == 409 ? ErrorCode::kAlreadyExists
+                                            : ErrorCode::kInvalidArgument;
+  return Error(code, fmt::format("{} (HTTP {})", detail, response.status));
+}
+
+bool IsSuccess(const net::HttpResponse& r) { return r.status >= 200 && r.status <= 299; }
+
+}  // namespace
+
+Result<Json> Session::Call(std::string_view method, std::string_view path, const Json* body) {
+  std::string payload = body ? DumpJson(*body) : std::string();
+  auto response = http_->Send(method, path, payload);
+  if (!response) {
+    return Fail(response.error().WithContext(fmt::format("{} {}", method, url_)));
+  }
+  if (!IsSuccess(*response)) return Fail(ProblemError(*response));
+  return ParseJson(response->body, "response", JsonLimits{.max_bytes = 64 << 20});
+}
+
+Result<Json> Session::Upload(std::string_view path, std::string_view bytes,
+                             std::string_view content_type) {
+  auto response = http_->Send("POST", path, bytes, content_type);
+  if (!response) return Fail(response.error().WithContext(fmt::format("POST {}", url_)));
+  if (!IsSuccess(*response)) return Fail(ProblemError(*response));
+  return ParseJson(response->body, "response");
+}
+
 Result<std::string> Session::CallRaw(std::string_view method, std::string_view path,
                                      std::string_view body, std::string_view content_type) {
   auto response = http_->Send(method, path, body, content_type);
   if (!response) {
     return Fail(response.error().WithContext(fmt::format("{} {}", method, url_)));
   }
-  if (response->status < 200 || response->status > 299) {
-    auto parsed = ParseJson(response->body, "response");
-    std::string detail = parsed && parsed->is_object() && parsed->contains("detail") &&
-                                 (*parsed)["detail"].is_string()
-                             ? (*parsed)["detail"].get<std::string>()
-                             : response->body.substr(0, 200);
-    ErrorCode code = response->status == 404   ? ErrorCode::kNotFound
-                     : response->status == 403 ? ErrorCode::kPermissionDenied
-                     : response->status == 401 ? ErrorCode::kUnauthenticated
-                     : response->status == 409 ? ErrorCode::kAlreadyExists
-                                               : ErrorCode::kInvalidArgument;
-    return Fail(code, "{} (HTTP {})", detail, response->status);
-  }
+  if (!IsSuccess(*response)) return Fail(ProblemError(*response));
   return std::move(response->body);
 }
 
-Result<Json> Session::Call(std::string_view method, std::string_view path, const Json* body) {
-  std::string payload = body ? DumpJson(*body) : std::string();
-  MOAT_ASSIGN_OR_RETURN(std::string text, CallRaw(method, path, payload));
-  return ParseJson(text, "response", JsonLimits{.max_bytes = 64 << 20});
+Result<std::string> Session::Download(std::string_view path) {
+  auto response = http_->Send("GET", path);
+  if (!response) return Fail(response.error().WithContext(fmt::format("GET {}", url_)));
+  if (!IsSuccess(*response)) return Fail(ProblemError(*response));
+  return std::move(response->body);
 }
 
 void PrintTable(std::ostream& out, const std::vector<std::string>& header,

@@ -25,6 +25,10 @@ class Session {
   Result<std::string> CallRaw(std::string_view method, std::string_view path,
                               std::string_view body = {},
                               std::string_view content_type = "application/json");
+  // POSTs raw bytes (e.g. an image package) and reads a JSON answer, like Call.
+  Result<Json> Upload(std::string_view path, std::string_view bytes, std::string_view content_type);
+  // GETs a raw body (e.g. an image package); a non-2xx answer becomes an error, like Call.
+  Result<std::string> Download(std::string_view path);
 
  private:
   Session(std::unique_ptr<net::HttpsClient> http, std::string url)

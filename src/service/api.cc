@@ -14,38 +14,6 @@
 
 namespace moat::service {
 
-struct Api::Caller {
-  std::string id;
-  std::string name;
-  std::vector<std::pair<std::string, Role>> roles;  // (scope, role)
-
-  bool IsServiceAdministrator() const {
-    for (const auto& [scope, role] : roles) {
-      if (scope == kServiceScope && role == Role::kAdministrator) return true;
-    }
-    return false;
-  }
-  bool MayRegisterDevices() const {
-    for (const auto& [scope, role] : roles) {
-      if (scope == kServiceScope && (role == Role::kManufacturer || role == Role::kAdministrator)) {
-        return true;
-      }
-    }
-    return false;
-  }
-  // The caller's role in `tenant_id`; a service-wide role applies to every tenant.
-  std::optional<Role> RoleIn(std::string_view tenant_id) const {
-    std::optional<Role> best;
-    for (const auto& [scope, role] : roles) {
-      if (role == Role::kManufacturer) continue;  // grants no tenant access
-      if (scope == kServiceScope || scope == tenant_id) {
-        if (!best || role > *best) best = role;
-      }
-    }
-    return best;
-  }
-};
-
 namespace {
 
 using net::HttpRequest;
@@ -92,29 +60,6 @@ Result<Role> ParseRole(std::string_view name) {
               name.substr(0, 32));
 }
 
-namespace {
-
-// Appends to the audit log on behalf of `caller` (nullptr: the service itself).
-Result<void> AuditAs(store::Session& s, int64_t at, const Api::Caller* caller,
-                     std::string_view tenant_id, std::string_view action, std::string_view target,
-                     std::string_view outcome, std::string_view detail) {
-  std::optional<AuditActor> actor;
-  if (caller != nullptr) actor = AuditActor{caller->id, caller->name};
-  return AppendAudit(s, {.at = at,
-                         .actor = actor,
-                         .tenant_id = tenant_id,
-                         .action = action,
-                         .target = target,
-                         .outcome = outcome,
-                         .detail = detail});
-}
-
-struct Tenant {
-  std::string id;
-  std::string name;
-  int64_t created_at;
-};
-
 Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
   auto row =
       db.QueryOne("SELECT id, name, created_at FROM tenants WHERE name = ?", {std::string(name)});
@@ -130,16 +75,29 @@ Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
   return Tenant{id, tname, created};
 }
 
-}  // namespace
+Result<void> AuditAs(store::Session& s, int64_t at, const Caller* caller,
+                     std::string_view tenant_id, std::string_view action, std::string_view target,
+                     std::string_view outcome, std::string_view detail) {
+  std::optional<AuditActor> actor;
+  if (caller != nullptr) actor = AuditActor{caller->id, caller->name};
+  return AppendAudit(s, {.at = at,
+                         .actor = actor,
+                         .tenant_id = tenant_id,
+                         .action = action,
+                         .target = target,
+                         .outcome = outcome,
+                         .detail = detail});
+}
 
 Api::Api(store::Database& db, const ServicePki& pki, const Clock& clock, Random& random,
-         TenantCaCreated on_tenant_ca)
+         TenantCaCreated on_tenant_ca, std::filesystem::path image_dir)
     : db_(db),
       pki_(pki),
       clock_(clock),
       random_(random),
       on_tenant_ca_(std::move(on_tenant_ca)),
-      device_api_(db, pki, clock) {}
+      device_api_(db, pki, clock),
+      fleet_(db, clock, random, std::move(image_dir)) {}
 
 namespace {
 
@@ -664,6 +622,9 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return MethodNotAllowed(req);
   }
 
+  // Products, device groups, image-signing keys, images, and moving a device between groups.
+  if (FleetApi::Routes(req, seg)) return fleet_.Handle(req, *caller, seg);
+
   // /api/v1/tenants/{t}/devices[/{id}[/claim|/transfer|/accept-transfer]]
   if (seg.size() >= 5 && seg[2] == "tenants" && seg[4] == "devices") {
     auto tenant = FindTenant(db_, seg[3]);
@@ -691,12 +652,18 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                   {"last_attestation_at", opt_time(5)},
                   {"last_attestation_result", r.IsNull(6) ? Json(nullptr) : Json(*r.Text(6))},
                   {"update_certificate_not_after", opt_time(8)},
-                  {"installed_images", measured_images(r)}};
+                  {"installed_images", measured_images(r)},
+                  {"product", r.IsNull(9) ? Json(nullptr) : Json(*r.Text(9))},
+                  {"device_group", r.IsNull(10) ? Json(nullptr) : Json(*r.Text(10))}};
     };
     constexpr const char* kDeviceColumns =
         "SELECT id, claimed_at, last_seen, os_version, certificate_not_after, "
         "last_attestation_at, last_attestation_result, measured_images, "
-        "update_certificate_not_after FROM devices ";
+        "update_certificate_not_after, "
+        "(SELECT p.name FROM device_groups g JOIN products p ON p.id = g.product_id "
+        "WHERE g.id = devices.device_group_id), "
+        "(SELECT g.name FROM device_groups g WHERE g.id = devices.device_group_id) "
+        "FROM devices ";
     if (seg.size() == 5) {
       if (req.method != "GET") return MethodNotAllowed(req);
       auto rows =
@@ -825,8 +792,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
         }
         std::string from = *row->Text(0);
         MOAT_ASSIGN_OR_RETURN(int64_t n,
-                              s.Execute("UPDATE devices SET tenant_id = ?, claimed_at = ? "
-                                        "WHERE id = ? AND tenant_id = ?",
+                              // SECURITY: the device group is the old tenant's; the
+                              // device leaves it (and its product's name stays private).
+                              s.Execute("UPDATE devices SET tenant_id = ?, claimed_at = ?, "
+                                        "device_group_id = NULL WHERE id = ? AND tenant_id = ?",
                                         {tenant->id, now, device_id, from}));
         if (n == 0) {
           return Fail(ErrorCode::kFailedPrecondition,

@@ -9,6 +9,7 @@
 // Thread-safety: Handle() may be called from many I/O threads at once.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -16,20 +17,13 @@
 #include "core/clock.h"
 #include "core/random.h"
 #include "net/http.h"
+#include "service/caller.h"
 #include "service/device_api.h"
+#include "service/fleet_api.h"
 #include "service/pki.h"
 #include "store/database.h"
 
 namespace moat::service {
-
-// Tenant roles form a ladder (Reader < Contributor < Administrator). Manufacturer is
-// service-wide only and outside the ladder: it may register devices and nothing else.
-enum class Role { kReader, kContributor, kAdministrator, kManufacturer };
-std::string_view RoleName(Role role);  // "Reader", "Contributor", "Administrator", "Manufacturer"
-Result<Role> ParseRole(std::string_view name);
-
-// The scope of a service-wide role assignment (a tenant's ID otherwise).
-inline constexpr std::string_view kServiceScope = "*";
 
 // Called after a tenant CA is created, so the TLS layer trusts it as an issuer of client
 // certificates from the next handshake on.
@@ -37,12 +31,13 @@ using TenantCaCreated = std::function<void(const crypto::Certificate&)>;
 
 class Api {
  public:
+  // `image_dir` holds the image store's blobs (see FleetApi).
   Api(store::Database& db, const ServicePki& pki, const Clock& clock, Random& random,
-      TenantCaCreated on_tenant_ca);
+      TenantCaCreated on_tenant_ca, std::filesystem::path image_dir);
 
   net::HttpResponse Handle(const net::HttpRequest& request);
 
-  struct Caller;  // the authenticated operator (api.cc)
+  using Caller = service::Caller;
 
  private:
   store::Database& db_;
@@ -51,6 +46,7 @@ class Api {
   Random& random_;
   TenantCaCreated on_tenant_ca_;
   DeviceApi device_api_;  // /device/v1/...
+  FleetApi fleet_;        // products, device groups, image-signing keys, images
 };
 
 // Creates the first operator, a service-wide Administrator, for `moat-service init`.

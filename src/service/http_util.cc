@@ -127,6 +127,33 @@ std::vector<std::string_view> Segments(std::string_view path) {
   return out;
 }
 
+Result<std::string> DecodePathSegment(std::string_view segment) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(segment.size());
+  for (size_t i = 0; i < segment.size(); ++i) {
+    if (segment[i] != '%') {
+      out.push_back(segment[i]);
+      continue;
+    }
+    const int hi = i + 2 < segment.size() ? hex(segment[i + 1]) : -1;
+    const int lo = i + 2 < segment.size() ? hex(segment[i + 2]) : -1;
+    // '%00' and '%2F' would smuggle a NUL or a separator into a name.
+    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0) || (hi == 2 && lo == 15)) {
+      return Fail(ErrorCode::kInvalidArgument, "malformed path segment '{}'",
+                  segment.substr(0, 128));
+    }
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return out;
+}
+
 std::string QueryParam(std::string_view query, std::string_view key) {
   size_t i = 0;
   while (i <= query.size()) {

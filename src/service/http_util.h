@@ -29,6 +29,10 @@ Result<Json> ParseBody(const net::HttpRequest& req, size_t max_bytes = 64 * 1024
 // "/api/v1/tenants/acme" -> {"api", "v1", "tenants", "acme"} (empty segments dropped).
 std::vector<std::string_view> Segments(std::string_view path);
 
+// A path segment percent-decoded ("Field%20Test" -> "Field Test"). kInvalidArgument for a
+// malformed escape or a decoded NUL or '/'.
+Result<std::string> DecodePathSegment(std::string_view segment);
+
 // The value of `key` in "a=1&b=2", '+' and %XX decoded; "" when absent.
 std::string QueryParam(std::string_view query, std::string_view key);
 

@@ -55,6 +55,8 @@ struct DataDirLayout {
   std::filesystem::path master_key() const { return pki() / "master.key"; }
   std::filesystem::path database() const { return root / "moat.db"; }
   std::filesystem::path config() const { return root / "service.json"; }
+  // The image store's blobs, one file per image named by its SHA-256.
+  std::filesystem::path images() const { return root / "images"; }
 };
 
 struct CertifiedKey {

@@ -109,6 +109,64 @@ ALTER TABLE devices ADD COLUMN measured_images TEXT;
 ALTER TABLE devices ADD COLUMN update_certificate_not_after BIGINT;
 )sql";
 
+// Fleet: products and their device groups (which device is in which group), a tenant's
+// image-signing keys, and its images. An image's ID is the SHA-256 of its package file (the blob
+// is <data-dir>/images/<id>); size_bytes is that file's size. A device group's update window is
+// a bit mask of days (bit 0 Monday .. bit 6 Sunday) and hours, all NULL when it has none.
+constexpr std::string_view kV4 = R"sql(
+CREATE TABLE products (
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  name TEXT NOT NULL,
+  description TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL,
+  UNIQUE (tenant_id, name)
+);
+CREATE TABLE device_groups (
+  id TEXT PRIMARY KEY,
+  product_id TEXT NOT NULL REFERENCES products(id),
+  name TEXT NOT NULL,
+  description TEXT NOT NULL,
+  os_feed TEXT NOT NULL,
+  app_update_policy TEXT NOT NULL,
+  update_days BIGINT,
+  update_start_hour BIGINT,
+  update_end_hour BIGINT,
+  created_at BIGINT NOT NULL,
+  UNIQUE (product_id, name)
+);
+ALTER TABLE devices ADD COLUMN device_group_id TEXT REFERENCES device_groups(id);
+CREATE INDEX devices_by_group ON devices (device_group_id);
+CREATE TABLE image_signing_keys (
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  key_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  algorithm TEXT NOT NULL,
+  public_key_pem TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL,
+  revoked_at BIGINT,
+  PRIMARY KEY (tenant_id, key_id),
+  UNIQUE (tenant_id, name)
+);
+CREATE TABLE images (
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  id TEXT NOT NULL,
+  image_type TEXT NOT NULL,
+  component_id TEXT NOT NULL,
+  package_image_id TEXT NOT NULL,
+  version TEXT NOT NULL,
+  name TEXT NOT NULL,
+  size_bytes BIGINT NOT NULL,
+  signer_key_id TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, signer_key_id) REFERENCES image_signing_keys (tenant_id, key_id)
+);
+CREATE INDEX images_by_component ON images (tenant_id, component_id);
+
 // Failure reports. (Version 4 is products, device groups and images.)
 constexpr std::string_view kV5 = R"sql(
 CREATE TABLE failure_buckets (
@@ -150,6 +208,7 @@ constexpr store::Migration kMigrations[] = {
     {1, "operators, tenants, tenant CAs, audit log", kV1},
     {2, "devices and ownership transfers", kV2},
     {3, "attestation: reference values, challenges, security events", kV3},
+    {4, "products, device groups, images, image-signing keys", kV4},
     {5, "failure reports and crash buckets", kV5},
 };
 

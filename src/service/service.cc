@@ -223,20 +223,28 @@ Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock
     tls.client_intermediates.push_back(ca);
   }
   MOAT_ASSIGN_OR_RETURN(state->tls, crypto::TlsServerContext::Create(tls));
+  // Data directories from before the image store get the directory on their next start.
+  MOAT_TRY(MakeDirectories(layout.images(), 0700));
 
   std::weak_ptr<crypto::TlsServerContext> weak_tls = state->tls;
   state->api = std::make_unique<Api>(
-      *state->db, *state->pki, clock, random, [weak_tls](const crypto::Certificate& ca) {
+      *state->db, *state->pki, clock, random,
+      [weak_tls](const crypto::Certificate& ca) {
         if (auto t = weak_tls.lock()) {
           if (auto r = t->AddClientIntermediate(ca); !r) {
             log::Error("trusting the new tenant CA failed: {}", r.error().message());
           }
         }
-      });
+      },
+      layout.images());
   net::HttpsServerConfig server_config;
   server_config.address = o.listen_address.empty() ? config.listen_address : o.listen_address;
   server_config.port = o.port != 0 ? o.port : config.port;
   server_config.threads = o.threads;
+  // The server has one body limit for every route, and an image upload is the largest body
+  // (FleetApi::kMaxImagePackageBytes). JSON bodies stay limited by ParseBody (64 KiB).
+  server_config.max_body_bytes =
+      o.max_body_bytes != 0 ? o.max_body_bytes : FleetApi::kMaxImagePackageBytes;
   Api* api = state->api.get();
   MOAT_ASSIGN_OR_RETURN(state->server, net::HttpsServer::Create(server_config, state->tls,
                                                                 [api](const net::HttpRequest& r) {

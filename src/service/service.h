@@ -37,6 +37,8 @@ struct RunOptions {
   std::string listen_address;
   uint16_t port = 0;
   int threads = 0;  // 0: one per core
+  // The HTTP body limit for every route; 0: FleetApi::kMaxImagePackageBytes (image uploads).
+  size_t max_body_bytes = 0;
 };
 
 class Service {

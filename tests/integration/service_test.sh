@@ -214,6 +214,127 @@ contains "(none)" "no security events"
 expect 0 "audit records reference values" -- "$moat" --config "$cfg" audit list --tenant acme
 contains "reference-value.remove" "the removal is audited"
 
+# --- fleet: products, device groups (the device now belongs to globex)
+expect 0 "product create" -- "$moat" --config "$cfg" product create Thermostat --tenant acme --description "Wall unit"
+contains "with device groups Development, Field Test, Production" "a new product gets the default device groups"
+expect 1 "product create twice" -- "$moat" --config "$cfg" product create Thermostat --tenant acme
+contains "already has a product named 'Thermostat'" "duplicate product message"
+expect 1 "product with a bad name" -- "$moat" --config "$cfg" product create "a/b" --tenant acme
+contains "product name 'a/b' must be" "bad product name message"
+expect 0 "product list" -- "$moat" --config "$cfg" product list --tenant acme
+contains "Thermostat" "product list shows the product"
+expect 0 "device-group create with a window" -- "$moat" --config "$cfg" device-group create Beta \
+  --product Thermostat --tenant acme --os-feed RetailEval --update-days Sat,Sun --update-hours 02-05
+contains "Sat,Sun 02:00-05:00 device-local time" "the update window is shown"
+expect 1 "device-group with a bad day" -- "$moat" --config "$cfg" device-group create Gamma \
+  --product Thermostat --tenant acme --update-days Fun --update-hours 02-05
+contains "'Fun' is not a day" "bad day message"
+expect 1 "device-group with backwards hours" -- "$moat" --config "$cfg" device-group create Gamma \
+  --product Thermostat --tenant acme --update-days Mon --update-hours 05-02
+contains "must be after start_hour" "backwards hours message"
+expect 2 "device-group with an unknown OS feed" -- "$moat" --config "$cfg" device-group create Gamma \
+  --product Thermostat --tenant acme --os-feed Beta
+expect 0 "device-group update" -- "$moat" --config "$cfg" device-group update Beta --product Thermostat \
+  --tenant acme --no-update-window --app-update-policy no-third-party-app-updates
+contains "none (any time)" "the window was removed"
+expect 0 "product show" -- "$moat" --config "$cfg" product show Thermostat --tenant acme
+contains "Field Test" "product show lists the default groups"
+contains "RetailEval" "product show lists the new group's feed"
+expect 1 "another tenant's product" -- "$moat" --config "$cfg" product show Thermostat --tenant globex
+contains "no product 'Thermostat' in tenant 'globex'" "product not found message"
+expect 0 "product in globex" -- "$moat" --config "$cfg" product create Lamp --tenant globex
+expect 0 "device update" -- "$moat" --config "$cfg" device update "$device_id" --tenant globex --device-group "Lamp/Field Test"
+contains "is in Lamp/Field Test now" "device update output"
+expect 0 "device show has the group" -- "$moat" --config "$cfg" --output json device show "$device_id" --tenant globex
+contains '"device_group": "Field Test"' "device show json names the group"
+expect 0 "device show table" -- "$moat" --config "$cfg" device show "$device_id" --tenant globex
+contains "Lamp" "device show table names the product"
+expect 1 "device update to a missing group" -- "$moat" --config "$cfg" device update "$device_id" --tenant globex --device-group "Lamp/Nope"
+contains "no device group 'Nope' in product 'Lamp'" "missing group message"
+expect 1 "deleting a group with devices" -- "$moat" --config "$cfg" device-group delete "Field Test" --product Lamp --tenant globex
+contains "still has 1 device(s)" "group delete refusal"
+expect 1 "deleting a product with devices" -- "$moat" --config "$cfg" product delete Lamp --tenant globex
+contains "still has 1 device(s)" "product delete refusal"
+expect 0 "device update --no-device-group" -- "$moat" --config "$cfg" device update "$device_id" --tenant globex --no-device-group
+expect 0 "product delete" -- "$moat" --config "$cfg" product delete Lamp --tenant globex
+
+# --- fleet: image-signing keys and images
+expect 0 "keygen signer" -- "$moat" keygen --destination "$work/signer"
+expect 0 "keygen for a stranger" -- "$moat" keygen --type ed25519 --destination "$work/stranger"
+mkdir -p "$work/hello/bin"
+cat > "$work/hello/app_manifest.json" <<'JSON'
+{"SchemaVersion": 1, "Name": "HelloMoat", "ComponentId": "6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10",
+ "EntryPoint": "/bin/hello", "CmdArgs": [], "Capabilities": {}, "ApplicationType": "Default"}
+JSON
+printf '#!/bin/sh\necho hello\n' > "$work/hello/bin/hello"; chmod 755 "$work/hello/bin/hello"
+pack() {  # pack KEY VERSION DEST
+  "$moat" image-package pack-application --package-directory "$work/hello" --destination "$3" \
+    --signing-key "$1" --version "$2" >"$work/out" 2>&1 || { fail "pack $3"; sed 's/^/    /' "$work/out"; }
+}
+pack "$work/signer.key" 1.0.0 "$work/hello.pkg"
+pack "$work/stranger.key" 1.0.0 "$work/foreign.pkg"
+img_id=$(sha256sum "$work/hello.pkg" | cut -d' ' -f1)
+expect 1 "image add before any key" -- "$moat" --config "$cfg" image add "$work/hello.pkg" --tenant acme
+contains "has no image-signing keys yet" "no keys message"
+expect 0 "image-signing-key add" -- "$moat" --config "$cfg" image-signing-key add --tenant acme \
+  --public-key "$work/signer.pub" --name release
+contains "Added image-signing key release (ecdsa-p256" "key add output"
+expect 1 "image-signing-key add twice" -- "$moat" --config "$cfg" image-signing-key add --tenant acme \
+  --public-key "$work/signer.pub"
+contains "already has the image-signing key" "duplicate key message"
+expect 0 "image-signing-key list" -- "$moat" --config "$cfg" image-signing-key list --tenant acme
+contains "active" "key list shows the status"
+expect 0 "image add" -- "$moat" --config "$cfg" image add "$work/hello.pkg" --tenant acme
+contains "Added image $img_id" "the image ID is the package's SHA-256"
+expect 0 "image add again" -- "$moat" --config "$cfg" image add "$work/hello.pkg" --tenant acme
+contains "Already present: image $img_id" "adding twice returns the same ID"
+expect 1 "a foreign-signed image" -- "$moat" --config "$cfg" image add "$work/foreign.pkg" --tenant acme
+contains "signed by unknown key" "foreign signer message"
+python3 - "$work/hello.pkg" "$work/tampered.pkg" <<'PY2'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read()); b[len(b) // 2] ^= 1
+open(sys.argv[2], "wb").write(b)
+PY2
+expect 1 "a tampered image" -- "$moat" --config "$cfg" image add "$work/tampered.pkg" --tenant acme
+contains "signature does not match" "tampered message"
+expect 0 "image list" -- "$moat" --config "$cfg" image list --tenant acme
+contains "$img_id" "image list shows the image"
+expect 0 "image show" -- "$moat" --config "$cfg" image show "$img_id" --tenant acme
+contains "HelloMoat" "image show names the image"
+expect 1 "image show in another tenant" -- "$moat" --config "$cfg" image show "$img_id" --tenant globex
+contains "no image $img_id in tenant 'globex'" "image not found message"
+expect 0 "image download" -- "$moat" --config "$cfg" image download "$img_id" --tenant acme --destination "$work/copy.pkg"
+cmp -s "$work/hello.pkg" "$work/copy.pkg" && pass || fail "the downloaded image differs"
+expect 1 "image download refuses to overwrite" -- "$moat" --config "$cfg" image download "$img_id" --tenant acme --destination "$work/copy.pkg"
+[[ $(stat -c %a "$data/images/$img_id") == 600 ]] && pass || fail "image blob mode $(stat -c %a "$data/images/$img_id")"
+expect 0 "the image is a reference value" -- "$moat" --config "$cfg" reference-value list --tenant acme
+contains "$img_id" "reference value for the image"
+# curl: the upload is the package itself
+upload() {  # upload FILE [CONTENT_TYPE] -> status in $work/status, body in $work/out
+  curl -s --cacert "$work/root.pem" --cert "$work/admin.crt" --key "$work/admin.key" -X POST \
+    -H "Content-Type: ${2:-application/octet-stream}" --data-binary @"$1" -o "$work/out" -w '%{http_code}' \
+    "$url/api/v1/tenants/acme/images" > "$work/status"
+}
+pack "$work/signer.key" 1.0.1 "$work/hello-101.pkg"
+upload "$work/hello-101.pkg"
+[[ $(cat "$work/status") == 201 ]] && pass || fail "curl upload: HTTP $(cat "$work/status")"
+contains "$(sha256sum "$work/hello-101.pkg" | cut -d' ' -f1)" "curl upload answers the image ID"
+upload "$work/hello.pkg"
+[[ $(cat "$work/status") == 200 ]] && pass || fail "curl upload of a known image: HTTP $(cat "$work/status")"
+upload "$work/tampered.pkg"
+[[ $(cat "$work/status") == 400 ]] && pass || fail "curl upload of a tampered image: HTTP $(cat "$work/status")"
+contains "urn:moat:problem:verification-failed" "tampered problem type"
+upload "$work/hello.pkg" application/json
+[[ $(cat "$work/status") == 415 ]] && pass || fail "curl upload as JSON: HTTP $(cat "$work/status")"
+head -c 2000000 /dev/urandom > "$work/random.bin"; upload "$work/random.bin"
+[[ $(cat "$work/status") == 400 ]] && pass || fail "curl upload of random bytes: HTTP $(cat "$work/status")"
+expect 0 "image-signing-key revoke" -- "$moat" --config "$cfg" image-signing-key revoke release --tenant acme
+pack "$work/signer.key" 1.0.2 "$work/hello-102.pkg"
+expect 1 "an image signed by a revoked key" -- "$moat" --config "$cfg" image add "$work/hello-102.pkg" --tenant acme
+contains "which was revoked" "revoked key message"
+expect 0 "audit records images" -- "$moat" --config "$cfg" audit list --tenant acme
+contains "image.add" "image additions are audited"
+
 # --- graceful stop
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
