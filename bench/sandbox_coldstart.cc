@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <spawn.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -108,6 +109,7 @@ Result<int64_t> ReadStamp(int fd) {
 struct Sample {
   int64_t to_main_ns = 0;    // start -> the app's main
   int64_t returned_ns = -1;  // start -> Launch() returned (moat only)
+  int64_t cpu_ns = 0;        // CPU time used by the launch (see Main)
 };
 
 class Bench {
@@ -381,11 +383,25 @@ int Main(const Options& o) {
     fmt::print(stderr, "prepare: {}\n", r.error());
     return 1;
   }
-  std::map<std::string, std::vector<int64_t>> to_main, returned;
+  std::map<std::string, std::vector<int64_t>> to_main, returned, cpu;
+  // CPU time of the bench (for moat: the launcher) plus every reaped descendant (for moat: the
+  // sandbox init and the app; for the peers: the runtime and all it started), per launch,
+  // cleanup included. Kernel work in worker threads (e.g. namespace teardown) is not counted.
+  auto cpu_ns = [] {
+    int64_t total = 0;
+    for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+      rusage ru{};
+      getrusage(who, &ru);
+      for (const timeval& tv : {ru.ru_utime, ru.ru_stime})
+        total += int64_t{tv.tv_sec} * 1'000'000'000 + int64_t{tv.tv_usec} * 1000;
+    }
+    return total;
+  };
   auto run_one = [&](const std::string& n) -> Result<Sample> {
-    if (n == "moat") return bench.RunMoat();
-    if (n == "bwrap") return bench.RunBwrap();
-    return bench.RunCrun();
+    int64_t cpu_before = cpu_ns();
+    auto s = n == "moat" ? bench.RunMoat() : n == "bwrap" ? bench.RunBwrap() : bench.RunCrun();
+    if (s) s->cpu_ns = cpu_ns() - cpu_before;
+    return s;
   };
   int failed = 0;
   for (int i = -o.warmup; i < o.runs && failed == 0; ++i) {
@@ -400,6 +416,7 @@ int Main(const Options& o) {
       if (i < 0) continue;
       to_main[n].push_back(s->to_main_ns);
       if (s->returned_ns >= 0) returned[n].push_back(s->returned_ns);
+      cpu[n].push_back(s->cpu_ns);
     }
   }
   bench.Cleanup();
@@ -430,6 +447,10 @@ int Main(const Options& o) {
     stats[n] = row(label, n, to_main[n]);
     if (n == "moat") row("  (moat Launch() returned)", "moat_launch_returned", returned[n]);
   }
+  fmt::print(
+      "CPU ms per launch (user+sys of the launcher, runtime, init and app; cleanup "
+      "included; 1 ms resolution per run at worst)\n");
+  for (const auto& n : names) row(fmt::format("  {}", n), n + "_cpu", cpu[n]);
   if (stats.contains("moat")) {
     for (const char* peer : {"bwrap", "crun"}) {
       if (!stats.contains(peer)) continue;
