@@ -44,3 +44,16 @@ echo "== moat-service-load: moat-service on cpu 0 (--threads 1), the driver and 
 # Fails (non-zero) on any unexpected response; see bench/README.md for reading the table.
 "$build/bench/moat-service-load" --devices 100 --threads 8 --rounds 3 --seconds 8 \
   --json "$out/service_load.json" | tee "$out/service_load.txt"
+
+echo
+echo "== moat-sandbox-coldstart: sandboxed cold start of a static hello, Moat vs bwrap and crun"
+# About 10 s: 50 runs per launcher, taking turns, all pinned to cpu 1. Needs root (the sandbox
+# launcher does) and, for the peers, bubblewrap and crun (scripts/install-deps.sh).
+if [[ $(id -u) -ne 0 ]]; then
+  echo "skipped: needs root"
+elif ! command -v bwrap >/dev/null || ! command -v crun >/dev/null; then
+  echo "skipped: bwrap or crun missing (apt-get install bubblewrap crun)"
+else
+  "$build/bench/moat-sandbox-coldstart" --runs 50 --cpu 1 \
+    --json "$out/sandbox_coldstart.json" | tee "$out/sandbox_coldstart.txt"
+fi

@@ -16,6 +16,8 @@ PACKAGES=(
   nodejs
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # benchmark peers (bench/sandbox_coldstart.cc launches the same binary through them)
+  bubblewrap crun
   # fuzzing and sanitizers (GCC 12's clang-14 sibling cannot compile std::expected)
   clang-19 libclang-rt-19-dev
 )

@@ -11,6 +11,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
 
 #include "core/file.h"
 #include "core/log.h"
@@ -235,6 +238,21 @@ Result<UniqueFd> OpenOutput(const std::filesystem::path& path) {
   return OpenFile(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0640);
 }
 
+// The seccomp programs depend only on the class (the launcher passes no extra ioctls yet) and the
+// native architecture, while compiling them with libseccomp costs about a millisecond of CPU per
+// launch, a large part of a cold start (bench/README.md, moat-sandbox-coldstart). So each
+// program is compiled once per process and copied into every plan: the same bytes as before.
+Result<BpfProgram> CachedFilter(std::optional<SeccompClass> app_class) {
+  static std::mutex mutex;
+  static std::map<std::optional<SeccompClass>, BpfProgram> cache;  // nullopt: the init's filter
+  std::lock_guard lock(mutex);
+  if (auto it = cache.find(app_class); it != cache.end()) return it->second;
+  MOAT_ASSIGN_OR_RETURN(BpfProgram program,
+                        app_class ? BuildAppFilter(*app_class) : BuildInitFilter());
+  cache.emplace(app_class, program);
+  return program;
+}
+
 Result<ChildPlan> PlanChild(const SandboxSpec& spec) {
   ChildPlan plan;
   plan.app_name = spec.app_name;
@@ -246,8 +264,8 @@ Result<ChildPlan> PlanChild(const SandboxSpec& spec) {
   }
   plan.landlock = BuildLandlockPlan(spec, abi);
   plan.rlimits = BuildRlimits(spec);
-  MOAT_ASSIGN_OR_RETURN(plan.app_filter, BuildAppFilter(spec.seccomp_class));
-  MOAT_ASSIGN_OR_RETURN(plan.init_filter, BuildInitFilter());
+  MOAT_ASSIGN_OR_RETURN(plan.app_filter, CachedFilter(spec.seccomp_class));
+  MOAT_ASSIGN_OR_RETURN(plan.init_filter, CachedFilter(std::nullopt));
   MOAT_ASSIGN_OR_RETURN(plan.empty_caps, MakeEmptyCapSet());
   plan.hostname = spec.EffectiveHostname();
   plan.uid = spec.uid;
