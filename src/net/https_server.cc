@@ -405,6 +405,16 @@ class Session : public std::enable_shared_from_this<Session> {
       return Reject(Problem(400, "malformed-request", "Bad Request",
                             "both Content-Length and Transfer-Encoding"));
     }
+    body_limit_ = config().max_body_bytes;
+    if (config().body_limit_for) {
+      const auto target = std::string_view(header.target().data(), header.target().size());
+      const auto path = target.substr(0, target.find('?'));
+      body_limit_ = std::min(body_limit_, config().body_limit_for(
+                                              std::string_view(header.method_string().data(),
+                                                               header.method_string().size()),
+                                              path));
+      parser_->body_limit(body_limit_);
+    }
     if (!parser_->is_done() && beast::iequals(header[http::field::expect], "100-continue")) {
       // The header passed every limit: invite the body.
       asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
@@ -436,7 +446,7 @@ class Session : public std::enable_shared_from_this<Session> {
     HttpResponse problem;
     if (ec == http::error::body_limit) {
       problem = Problem(413, "payload-too-large", "Payload Too Large",
-                        fmt::format("the request body is over {} bytes", config().max_body_bytes));
+                        fmt::format("the request body is over {} bytes", body_limit_));
     } else if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
       problem =
           Problem(431, "request-header-fields-too-large", "Request Header Fields Too Large",
@@ -587,6 +597,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
   std::optional<crypto::Certificate> client_certificate_;
+  size_t body_limit_ = 0;  // of the request being read
   std::string peer_name_ = "-";
   State state_ = State::kHandshake;
   // For the request log line.

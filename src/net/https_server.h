@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <string_view>
 #include <memory>
 #include <string>
 
@@ -28,6 +30,9 @@ struct HttpsServerConfig {
   uint16_t port = 0;                   // 0 = an ephemeral port; see HttpsServer::port()
   int threads = 0;                     // 0 = one per core
   size_t max_body_bytes = 1 << 20;     // larger: 413
+  // Optional: a tighter limit per request, decided from the method and path once the header is
+  // read (e.g. large uploads on one route only). The effective limit is the smaller of the two.
+  std::function<size_t(std::string_view method, std::string_view path)> body_limit_for;
   size_t max_header_bytes = 16 << 10;  // request line + header fields; larger: 431
   // From the first byte of a request to its last (and the TLS handshake of a new connection).
   std::chrono::seconds read_timeout{30};

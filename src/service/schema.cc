@@ -166,6 +166,7 @@ CREATE TABLE images (
   FOREIGN KEY (tenant_id, signer_key_id) REFERENCES image_signing_keys (tenant_id, key_id)
 );
 CREATE INDEX images_by_component ON images (tenant_id, component_id);
+)sql";
 
 // Failure reports. (Version 4 is products, device groups and images.)
 constexpr std::string_view kV5 = R"sql(

@@ -241,10 +241,19 @@ Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock
   server_config.address = o.listen_address.empty() ? config.listen_address : o.listen_address;
   server_config.port = o.port != 0 ? o.port : config.port;
   server_config.threads = o.threads;
-  // The server has one body limit for every route, and an image upload is the largest body
-  // (FleetApi::kMaxImagePackageBytes). JSON bodies stay limited by ParseBody (64 KiB).
+  // An image upload is the largest body (FleetApi::kMaxImagePackageBytes), and only
+  // POST /api/v1/tenants/{t}/images may send one; every other request is held to 1 MiB before
+  // its body is read (JSON bodies are further limited by ParseBody), so a device's bare identity
+  // certificate cannot push 64 MiB at any route.
   server_config.max_body_bytes =
       o.max_body_bytes != 0 ? o.max_body_bytes : FleetApi::kMaxImagePackageBytes;
+  server_config.body_limit_for = [](std::string_view method, std::string_view path) -> size_t {
+    constexpr size_t kDefault = size_t{1} << 20;
+    const bool image_upload = method == "POST" && path.starts_with("/api/v1/tenants/") &&
+                              path.ends_with("/images") &&
+                              std::count(path.begin(), path.end(), '/') == 5;
+    return image_upload ? FleetApi::kMaxImagePackageBytes : kDefault;
+  };
   Api* api = state->api.get();
   MOAT_ASSIGN_OR_RETURN(state->server, net::HttpsServer::Create(server_config, state->tls,
                                                                 [api](const net::HttpRequest& r) {
