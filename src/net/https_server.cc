@@ -409,11 +409,18 @@ class Session : public std::enable_shared_from_this<Session> {
     if (config().body_limit_for) {
       const auto target = std::string_view(header.target().data(), header.target().size());
       const auto path = target.substr(0, target.find('?'));
-      body_limit_ = std::min(body_limit_, config().body_limit_for(
-                                              std::string_view(header.method_string().data(),
-                                                               header.method_string().size()),
-                                              path));
+      body_limit_ = std::min(
+          body_limit_, config().body_limit_for(std::string_view(header.method_string().data(),
+                                                                header.method_string().size()),
+                                               path));
       parser_->body_limit(body_limit_);
+      // Beast compares Content-Length with the limit while parsing the header only, so a tighter
+      // limit set now must be checked here for a sized body (chunked bodies are checked as they
+      // arrive).
+      if (auto length = parser_->content_length(); length && *length > body_limit_) {
+        return Reject(Problem(413, "payload-too-large", "Payload Too Large",
+                              fmt::format("the request body is over {} bytes", body_limit_)));
+      }
     }
     if (!parser_->is_done() && beast::iequals(header[http::field::expect], "100-continue")) {
       // The header passed every limit: invite the body.

@@ -15,9 +15,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <string_view>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 #include "crypto/tls.h"
@@ -26,10 +26,10 @@
 namespace moat::net {
 
 struct HttpsServerConfig {
-  std::string address = "127.0.0.1";   // IPv4 or IPv6 literal to listen on
-  uint16_t port = 0;                   // 0 = an ephemeral port; see HttpsServer::port()
-  int threads = 0;                     // 0 = one per core
-  size_t max_body_bytes = 1 << 20;     // larger: 413
+  std::string address = "127.0.0.1";  // IPv4 or IPv6 literal to listen on
+  uint16_t port = 0;                  // 0 = an ephemeral port; see HttpsServer::port()
+  int threads = 0;                    // 0 = one per core
+  size_t max_body_bytes = 1 << 20;    // larger: 413
   // Optional: a tighter limit per request, decided from the method and path once the header is
   // read (e.g. large uploads on one route only). The effective limit is the smaller of the two.
   std::function<size_t(std::string_view method, std::string_view path)> body_limit_for;

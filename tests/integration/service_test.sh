@@ -59,6 +59,19 @@ expect 0 "curl with the administrator's certificate" -- curl -sf --cacert "$work
   --cert "$work/admin.crt" --key "$work/admin.key" "$url/api/v1/whoami"
 contains '"name":"admin"' "whoami over curl"
 
+# Body limits are per route: 1 MiB anywhere but an image upload (64 MiB).
+head -c $((2 * 1024 * 1024)) /dev/zero > "$work/big.bin"
+curl -s --cacert "$work/root.pem" --cert "$work/admin.crt" --key "$work/admin.key" \
+  -H 'Content-Type: application/json' --data-binary @"$work/big.bin" -o "$work/out" \
+  -w '%{http_code}' "$url/api/v1/tenants" > "$work/status"
+[[ $(cat "$work/status") == 413 ]] && pass || fail "2 MiB JSON body: got $(cat "$work/status")"
+contains "over 1048576 bytes" "the 1 MiB limit is named"
+curl -s --cacert "$work/root.pem" --cert "$work/admin.crt" --key "$work/admin.key" \
+  -H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' \
+  --data-binary @"$work/big.bin" -o "$work/out" -w '%{http_code}' "$url/api/v1/tenants" > "$work/status"
+[[ $(cat "$work/status") == 413 ]] && pass || fail "2 MiB chunked body: got $(cat "$work/status")"
+contains "over 1048576 bytes" "the 1 MiB limit holds for a chunked body"
+
 # A client certificate from a CA the service does not know fails the TLS handshake itself.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/foreign.key" \
   -out "$work/foreign.crt" -days 1 -subj "/CN=intruder" \
