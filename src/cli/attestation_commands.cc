@@ -1,7 +1,4 @@
 // moat reference-value add|list|remove, moat security-event list.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "cli/online_commands.h"
 #include "cli/session.h"
 #include "core/encoding.h"
@@ -10,24 +7,6 @@
 
 namespace moat::cli {
 namespace {
-
-// SHA-256 of a file of any size, read in 1 MiB pieces.
-Result<std::string> Sha256OfFile(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Fail(ErrnoError("open", path, errno));
-  auto hasher = crypto::Hasher::Create(crypto::DigestAlgorithm::kSha256);
-  std::vector<uint8_t> buffer(1 << 20);
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(ErrnoError("read", path, errno));
-    }
-    if (n == 0) break;
-    hasher.Update(std::span<const uint8_t>(buffer.data(), static_cast<size_t>(n)));
-  }
-  return HexEncode(hasher.Finish());
-}
 
 std::string TenantPath(const std::string& tenant, std::string_view rest) {
   return "/api/v1/tenants/" + EncodeQueryValue(tenant) + std::string(rest);
@@ -73,7 +52,8 @@ void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
     Run(s, exit_code, "reference-value add", [&]() -> Result<void> {
       std::string digest = o->sha256;
       if (!o->file.empty()) {
-        MOAT_ASSIGN_OR_RETURN(digest, Sha256OfFile(o->file));
+        MOAT_ASSIGN_OR_RETURN(crypto::Sha256Digest d, crypto::Sha256OfFile(o->file));
+        digest = HexEncode(d);
       } else if (digest.empty()) {
         return Fail(ErrorCode::kInvalidArgument, "give the digest with --sha256 or a --file");
       }

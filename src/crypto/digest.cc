@@ -8,6 +8,12 @@
 
 #include "crypto/openssl_util.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "core/file.h"
+#include "core/unique_fd.h"
+
 namespace moat::crypto {
 
 namespace {
@@ -88,6 +94,26 @@ Sha256Digest ExtendPcr(const Sha256Digest& value, const Sha256Digest& digest) {
   std::copy(value.begin(), value.end(), buf.begin());
   std::copy(digest.begin(), digest.end(), buf.begin() + 32);
   return Sha256(buf);
+}
+
+Result<Sha256Digest> Sha256OfFile(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Fail(ErrnoError("open", path, errno));
+  Hasher hasher = Hasher::Create(DigestAlgorithm::kSha256);
+  std::vector<uint8_t> buffer(1 << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError("read", path, errno));
+    }
+    if (n == 0) break;
+    hasher.Update(std::span<const uint8_t>(buffer.data(), static_cast<size_t>(n)));
+  }
+  const std::vector<uint8_t> digest = hasher.Finish();
+  Sha256Digest out{};
+  std::copy(digest.begin(), digest.end(), out.begin());
+  return out;
 }
 
 }  // namespace moat::crypto

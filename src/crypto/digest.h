@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -42,6 +43,8 @@ class Hasher {
 
 Sha256Digest Sha256(std::span<const uint8_t> data);
 Sha256Digest Sha256(std::string_view data);
+// SHA-256 of a file of any size, read in 1 MiB pieces (kIo naming the path on failure).
+Result<Sha256Digest> Sha256OfFile(const std::filesystem::path& path);
 Sha512Digest Sha512(std::span<const uint8_t> data);
 
 // PCR semantics (TPM 2.0, SHA-256 bank): the new register value SHA-256(value || digest).

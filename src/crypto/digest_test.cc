@@ -1,5 +1,7 @@
 #include "crypto/digest.h"
 
+#include "core/file.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -107,6 +109,21 @@ TEST(HasherTest, MovedHasherKeepsItsState) {
   EXPECT_EQ(third.digest_size(), 32u);
   EXPECT_EQ(HexEncode(third.Finish()),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(DigestTest, Sha256OfFileMatchesInMemoryAndNamesMissingFiles) {
+  auto dir = TempDir::Create("moat-digest");
+  ASSERT_TRUE(dir.has_value());
+  // Over one read buffer (1 MiB), so the streaming path is exercised.
+  std::string content((3 << 20) + 17, '\0');
+  for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 131 + 7);
+  ASSERT_TRUE(AtomicWriteFile(dir->path() / "f", content).has_value());
+  auto d = Sha256OfFile(dir->path() / "f");
+  ASSERT_TRUE(d.has_value()) << d.error().message();
+  EXPECT_EQ(*d, Sha256(content));
+  auto missing = Sha256OfFile(dir->path() / "missing");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(missing.error().message().find("missing"), std::string::npos);
 }
 
 }  // namespace

@@ -13,26 +13,6 @@
 namespace moat::device::agent {
 namespace {
 
-Result<crypto::Sha256Digest> Sha256OfFile(const std::filesystem::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Fail(ErrnoError("open", path, errno));
-  auto hasher = crypto::Hasher::Create(crypto::DigestAlgorithm::kSha256);
-  std::vector<uint8_t> buffer(1 << 20);
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(ErrnoError("read", path, errno));
-    }
-    if (n == 0) break;
-    hasher.Update(std::span<const uint8_t>(buffer.data(), static_cast<size_t>(n)));
-  }
-  auto digest = hasher.Finish();
-  crypto::Sha256Digest out{};
-  std::copy(digest.begin(), digest.end(), out.begin());
-  return out;
-}
-
 Json ChainJson(const std::optional<CertificateChain>& c, SystemTime now) {
   if (!c) return nullptr;
   const auto& leaf = c->leaf();
@@ -56,7 +36,7 @@ Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config) {
 Result<formats::MeasurementLog> MeasureOs(const Config& config) {
   const std::filesystem::path source =
       config.os_image.empty() ? std::filesystem::path("/etc/os-release") : config.os_image;
-  auto digest = Sha256OfFile(source);
+  auto digest = crypto::Sha256OfFile(source);
   if (!digest) {
     return Fail(digest.error().WithContext(config.os_image.empty()
                                                ? "measuring the OS (no os.image configured)"
