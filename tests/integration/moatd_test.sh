@@ -13,16 +13,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-failures=0 passes=0
-pass() { passes=$((passes + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-expect() {  # expect EXIT "what" -- cmd...
-  local want=$1 what=$2; shift 3
-  "$@" >"$work/out" 2>&1
-  local got=$?
-  if [[ $got -ne $want ]]; then fail "$what: exit $got, expected $want"; sed 's/^/    /' "$work/out" | head -20; else pass; fi
-}
-contains() { if grep -qF -- "$1" "$work/out"; then pass; else fail "$2: output lacks '$1'"; sed 's/^/    /' "$work/out" | head -20; fi; }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 # wait_for SECONDS "what" -- cmd...: retries cmd until it succeeds.
 wait_for() {
   local seconds=$1 what=$2; shift 3

@@ -202,6 +202,7 @@ Json Agent::Status() const {
             {"failures", last_outcome_->failures}};
   }
   Json log = formats::ToJson(log_);
+  const auto queue = failures_->Stats();
   return {{"device_id", device_id_},
           {"service_url", config_.service_url},
           {"os_version", config_.os_version},
@@ -212,8 +213,7 @@ Json Agent::Status() const {
           {"last_error", last_error_.empty() ? Json() : Json(last_error_)},
           {"consecutive_failures", scheduler_.consecutive_failures()},
           {"next_attestation", FormatRfc3339(next_attempt_)},
-          {"failure_queue",
-           {{"events", failures_->Stats().events}, {"dropped", failures_->Stats().dropped}}},
+          {"failure_queue", {{"events", queue.events}, {"dropped", queue.dropped}}},
           {"measurements", log}};
 }
 
