@@ -22,6 +22,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -45,6 +46,8 @@ constexpr size_t kBufferSlack = 64 << 10;
 // How long a closing connection waits for the client's close_notify while discarding what it
 // still sends, so that an early answer (413) is not lost to a TCP reset.
 constexpr std::chrono::seconds kLingerTimeout{2};
+// The longest Shutdown() waits for the I/O threads to close the listener.
+constexpr std::chrono::seconds kAcceptorCloseTimeout{10};
 // Headers a handler may not set: the server owns the framing.
 constexpr std::string_view kServerOwnedHeaders[] = {"content-length", "transfer-encoding",
                                                     "connection", "date"};
@@ -170,8 +173,15 @@ class HttpsServer::Impl {
     asio::post(*accept_strand_, [this] { DoAccept(); });
     const int n = thread_count_;
     threads_.reserve(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { RunIoThread(); });
-    log::Info("https server: listening on {}:{} with {} threads", config_.address, port_, n);
+    try {
+      for (int i = 0; i < n; ++i) threads_.emplace_back([this] { RunIoThread(); });
+    } catch (const std::system_error& e) {
+      // Out of threads (EAGAIN): serve with those that started; with none, nothing runs the
+      // io_context and Shutdown() closes the acceptor itself.
+      log::Error("https server: started {} of {} I/O threads: {}", threads_.size(), n, e.what());
+    }
+    log::Info("https server: listening on {}:{} with {} threads", config_.address, port_,
+              threads_.size());
   }
 
   void Shutdown(std::chrono::milliseconds grace) {
@@ -183,21 +193,28 @@ class HttpsServer::Impl {
       started = started_;
     }
     stopping_.store(true);
-    if (!started) {
+    if (!started || threads_.empty()) {
       ErrorCodeT ec;
       acceptor_->close(ec);
       return;
     }
     // Close the listening socket first, on its strand, and wait for it: from here on a new
-    // connection is refused by the kernel.
-    std::promise<void> closed;
-    asio::post(*accept_strand_, [this, &closed] {
+    // connection is refused by the kernel. The wait is bounded so that a wedged I/O thread
+    // cannot hang shutdown: after kAcceptorCloseTimeout the threads are stopped anyway and the
+    // acceptor closes as ~Impl destroys it.
+    auto closed = std::make_shared<std::promise<void>>();
+    auto closed_future = closed->get_future();
+    asio::post(*accept_strand_, [this, closed] {
       ErrorCodeT ec;
       acceptor_->close(ec);
       accept_retry_->cancel();
-      closed.set_value();
+      closed->set_value();
     });
-    closed.get_future().wait();
+    if (closed_future.wait_for(kAcceptorCloseTimeout) != std::future_status::ready) {
+      log::Error("https server: the I/O threads did not close the listener within {} s; "
+                 "stopping them",
+                 std::chrono::duration_cast<std::chrono::seconds>(kAcceptorCloseTimeout).count());
+    }
     // Idle connections close now; busy ones finish their request (see Session::AwaitRequest).
     for (const auto& session : LiveSessions()) CloseIfIdle(session);
     {
