@@ -628,6 +628,16 @@ TEST_F(LauncherTest, APositionIndependentAppsCrashHasOffsetsRelativeToItsLoadAdd
   EXPECT_NE(process->crash()->frames[0].pc, process->crash()->frames[0].offset);
 }
 
+TEST_F(LauncherTest, ACrashInASecondThreadIsCapturedToo) {
+  auto spec = Spec("threadcrash", {"crash_thread"});
+  auto process = Launch(spec);
+  ASSERT_TRUE(process) << process.error().message();
+  ASSERT_EQ(process->Wait().value_or(ExitStatus::Exited(0)), ExitStatus::Killed(SIGSEGV));
+  ASSERT_TRUE(process->crash());
+  EXPECT_EQ(process->crash()->fault_address, 0u);
+  ExpectCrashStack(*process->crash(), MOAT_SANDBOX_TEST_APP, "test_app");
+}
+
 TEST_F(LauncherTest, AnAbortIsCapturedAndExitsAndSigkillAreNot) {
   auto abort_spec = Spec("abort", {"abort"});
   auto process = Launch(abort_spec);

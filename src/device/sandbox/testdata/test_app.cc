@@ -15,6 +15,7 @@
 #include <linux/perf_event.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -641,6 +642,22 @@ int main(int argc, char** argv) {
     return moat_test_crash_caller(p);
   }
   if (!strcmp(mode, "abort")) abort();
+  if (!strcmp(mode, "crash_thread")) {
+    // The crash in a second thread: the capture must follow the app's threads.
+    pthread_t thread;
+    if (pthread_create(
+            &thread, nullptr,
+            [](void*) -> void* {
+              volatile int* p = nullptr;
+              moat_test_crash_caller(p);
+              return nullptr;
+            },
+            nullptr) != 0) {
+      return 1;
+    }
+    pthread_join(thread, nullptr);
+    return 0;
+  }
   if (!strcmp(mode, "events")) return Events(arg);
   if (!strcmp(mode, "peer")) return Peer(arg);
   if (!strcmp(mode, "forbidden")) return Forbidden(arg);
