@@ -16,7 +16,7 @@ StepStatus ArrangeChildFds(const int (&stdio)[3], std::span<int> keep) {
     if (moved_stdio[i] < 0) return StepStatus::FromErrno(static_cast<uint32_t>(i));
   }
   for (int& fd : keep) {
-    fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    fd = ::fcntl(fd, F_DUPFD_CLOEXEC, kFirstPrivateFd);
     if (fd < 0) return StepStatus::FromErrno(3);
   }
   for (int i = 0; i < 3; ++i) {
@@ -24,8 +24,8 @@ StepStatus ArrangeChildFds(const int (&stdio)[3], std::span<int> keep) {
   }
   // Close all descriptors >= 3 except `keep`: sort a copy (small, no allocation) and close the
   // gaps.
-  int sorted[8];
-  size_t n = keep.size() < 8 ? keep.size() : 8;
+  int sorted[16];
+  size_t n = keep.size() < 16 ? keep.size() : 16;
   for (size_t i = 0; i < n; ++i) {
     int v = keep[i];
     size_t j = i;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -66,6 +67,9 @@ struct ChildFds {
   int error;   // failure reports to the launcher (CLOEXEC: closes on execve)
   int status;  // the init reports the app's wait status here
   int stdio[3];
+  int inherited[kMaxInheritedFds];  // LaunchOptions::inherited_fds, for the app only
+  int inherited_target[kMaxInheritedFds];
+  size_t inherited_count;
 };
 
 [[noreturn]] void Die(int error_fd, ChildStep step, StepStatus status, int exit_code = 126) {
@@ -79,8 +83,10 @@ struct ChildFds {
 
 // Child-side: the sandbox pipeline. See launcher.h for the order and why.
 [[noreturn]] void RunChild(const ChildPlan& plan, ChildFds fds) {
-  int keep[3] = {fds.sync, fds.error, fds.status};
-  if (StepStatus s = ArrangeChildFds(fds.stdio, keep); !s.ok()) {
+  int keep[3 + kMaxInheritedFds] = {fds.sync, fds.error, fds.status};
+  for (size_t i = 0; i < fds.inherited_count; ++i) keep[3 + i] = fds.inherited[i];
+  if (StepStatus s = ArrangeChildFds(fds.stdio, std::span(keep, 3 + fds.inherited_count));
+      !s.ok()) {
     Die(fds.error, ChildStep::kStdio, s);
   }
   const int sync = keep[0], error = keep[1], status = keep[2];
@@ -121,7 +127,18 @@ struct ChildFds {
   if (app < 0) Die(error, ChildStep::kForkApp, StepStatus::FromErrno());
   if (app == 0) {
     ::close(status);
+    // The inherited descriptors at their numbers, without close-on-exec (dup2 clears it); the
+    // CLOEXEC copies above kFirstPrivateFd vanish at execve.
+    for (size_t i = 0; i < fds.inherited_count; ++i) {
+      if (::dup2(keep[3 + i], fds.inherited_target[i]) < 0) {
+        Die(error, ChildStep::kStdio, StepStatus::FromErrno(5), 127);
+      }
+    }
     if (StepStatus s = ResetSignalsForApp(); !s.ok()) Die(error, ChildStep::kSignals, s, 127);
+    // Crash capture: the init becomes our tracer (crash_capture.h). Before the seccomp filter,
+    // which forbids ptrace to the app. Best effort: where the host forbids it (Yama
+    // ptrace_scope 3), the app runs untraced and its crashes are reported by signal only.
+    (void)::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr);
     // SECURITY: the filter goes on last, right before execve, so that it covers the app from its
     // first instruction and nothing the sandbox itself needs has to be allowed.
     if (StepStatus s = ApplySeccompFilter(plan.app_filter); !s.ok()) {
@@ -130,6 +147,7 @@ struct ChildFds {
     ::execve(plan.executable.c_str(), plan.argv.data(), plan.envp.data());
     Die(error, ChildStep::kExecve, StepStatus::FromErrno(), 127);
   }
+  for (size_t i = 0; i < fds.inherited_count; ++i) ::close(keep[3 + i]);
   RunInit(app, status, error, plan.init_filter);
 }
 
@@ -142,9 +160,10 @@ Error DescribeChildFailure(const ChildPlan& plan, const ChildFailure& f) {
       subject = "cgroup namespace";
       break;
     case ChildStep::kStdio:
-      what = f.index < 3 ? "dup2" : f.index == 3 ? "fcntl F_DUPFD" : "close_range";
-      subject =
-          f.index < 3 ? fmt::format("stdio {}", f.index) : std::string("launcher descriptors");
+      what = f.index < 3 || f.index == 5 ? "dup2" : f.index == 3 ? "fcntl F_DUPFD" : "close_range";
+      subject = f.index < 3    ? fmt::format("stdio {}", f.index)
+                : f.index == 5 ? std::string("inherited descriptors")
+                               : std::string("launcher descriptors");
       break;
     case ChildStep::kMount:
       if (f.index < plan.mounts.ops.size()) {
@@ -380,7 +399,27 @@ Result<ExitStatus> LaunchedProcess::Wait() {
   do {
     n = ::read(status_fd_.get(), &app_status, sizeof app_status);
   } while (n < 0 && errno == EINTR);
-  if (n == sizeof app_status) result = ExitStatus::FromWaitStatus(app_status);
+  if (n == sizeof app_status) {
+    result = ExitStatus::FromWaitStatus(app_status);
+    // A crash record may follow (init_process.cc). The init is gone, so this reads to EOF.
+    std::vector<uint8_t> record(sizeof(CrashRecord) + 1);
+    size_t got = 0;
+    while (got < record.size()) {
+      ssize_t r = ::read(status_fd_.get(), record.data() + got, record.size() - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got += static_cast<size_t>(r);
+    }
+    if (got > 0 && result.killed()) {
+      auto crash = ParseCrashRecord(std::span(record.data(), got));
+      if (!crash) {
+        log::Warn("sandbox '{}': ignoring the crash record: {}", app_name_,
+                  crash.error().message());
+      } else if (crash->signal == result.signal()) {
+        crash_ = std::move(*crash);
+      }
+    }
+  }
   status_ = result;
   if (auto r = cgroup_.Remove(); !r) {
     return Fail(r.error().WithContext(
@@ -430,6 +469,20 @@ Result<LaunchedProcess> Launcher::Run(const SandboxSpec& spec, LaunchOptions& op
   if (spec.network == NetworkMode::kNone && options.network_hook) {
     return Fail(ErrorCode::kInvalidArgument, "network mode 'none' takes no network hook");
   }
+  if (options.inherited_fds.size() > static_cast<size_t>(kMaxInheritedFds)) {
+    return Fail(ErrorCode::kInvalidArgument, "at most {} inherited descriptors, not {}",
+                kMaxInheritedFds, options.inherited_fds.size());
+  }
+  bool used[kMaxInheritedFds] = {};
+  for (const InheritedFd& inherited : options.inherited_fds) {
+    const int slot = inherited.target - 3;
+    if (!inherited.fd || slot < 0 || slot >= kMaxInheritedFds || used[slot]) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "inherited descriptor for {}: targets are 3..{}, each once, with a valid fd",
+                  inherited.target, 2 + kMaxInheritedFds);
+    }
+    used[slot] = true;
+  }
 
   // 1. Plan everything the child will do, and open what it will inherit.
   MOAT_ASSIGN_OR_RETURN(ChildPlan plan, PlanChild(spec));
@@ -463,13 +516,20 @@ Result<LaunchedProcess> Launcher::Run(const SandboxSpec& spec, LaunchOptions& op
   MOAT_ASSIGN_OR_RETURN(auto status_pipe, MakePipe("sandbox status pipe"));
 
   // 4. Clone. The child never returns from RunChild.
-  MOAT_ASSIGN_OR_RETURN(ClonedChild child, CloneIntoNewNamespaces());
-  if (child.pid == 0) {
-    RunChild(plan, ChildFds{sync_child.get(),
-                            error_pipe.second.get(),
-                            status_pipe.second.get(),
-                            {stdin_fd.get(), stdout_fd.get(), stderr_fd.get()}});
+  ChildFds child_fds{sync_child.get(),
+                     error_pipe.second.get(),
+                     status_pipe.second.get(),
+                     {stdin_fd.get(), stdout_fd.get(), stderr_fd.get()},
+                     {},
+                     {},
+                     options.inherited_fds.size()};
+  for (size_t i = 0; i < options.inherited_fds.size(); ++i) {
+    child_fds.inherited[i] = options.inherited_fds[i].fd.get();
+    child_fds.inherited_target[i] = options.inherited_fds[i].target;
   }
+  MOAT_ASSIGN_OR_RETURN(ClonedChild child, CloneIntoNewNamespaces());
+  if (child.pid == 0) RunChild(plan, child_fds);
+  options.inherited_fds.clear();
   sync_child.Reset();
   error_pipe.second.Reset();
   status_pipe.second.Reset();

@@ -47,6 +47,8 @@
 #include "core/error.h"
 #include "core/unique_fd.h"
 #include "device/sandbox/cgroups.h"
+#include "device/sandbox/child_fds.h"  // kMaxInheritedFds
+#include "device/sandbox/crash_capture.h"
 #include "device/sandbox/sandbox_spec.h"
 
 namespace moat::device::sandbox {
@@ -89,8 +91,16 @@ struct LaunchIo {
 // namespace (/proc/<pid>/ns/net) and install firewall rules. An error fails the launch.
 using NetworkHook = std::function<Result<void>(pid_t sandbox_pid)>;
 
+// A descriptor the app inherits at a fixed number (the supervisor's event socket, app
+// connection sockets). Only the app gets it: the sandbox's init closes its copy.
+struct InheritedFd {
+  UniqueFd fd;
+  int target = -1;  // 3 .. 3 + kMaxInheritedFds - 1 (child_fds.h), each at most once
+};
+
 struct LaunchOptions {
   LaunchIo io;
+  std::vector<InheritedFd> inherited_fds;
   NetworkHook network_hook;  // required for NetworkMode::kConfigured, refused for kNone
   std::optional<CgroupLayout> cgroup_layout;       // nullopt: DetectCgroupLayout()
   std::chrono::milliseconds setup_timeout{10000};  // clone to execve
@@ -128,6 +138,11 @@ class LaunchedProcess {
   // Stop = SIGTERM, then SIGKILL if the app has not ended after `grace`; returns its status.
   Result<ExitStatus> Stop(std::chrono::milliseconds grace);
 
+  // After Wait: what the sandbox's init captured when a signal killed the app (registers, fault
+  // details, stack; crash_capture.h), or nullopt (the app exited, was killed by SIGKILL or a
+  // seccomp kill, which have no delivery to capture, or capture was unavailable).
+  const std::optional<CrashReport>& crash() const { return crash_; }
+
  private:
   friend class Launcher;
   LaunchedProcess(std::string app_name, pid_t pid, UniqueFd pidfd, UniqueFd status_fd,
@@ -144,6 +159,7 @@ class LaunchedProcess {
   UniqueFd status_fd_;  // the init writes the app's wait status here before exiting
   AppCgroup cgroup_;
   std::optional<ExitStatus> status_;
+  std::optional<CrashReport> crash_;
 };
 
 // Builds the sandbox `spec` describes and starts the app in it; see the file comment.

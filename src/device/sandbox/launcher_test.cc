@@ -20,6 +20,7 @@
 
 #include "core/file.h"
 #include "device/sandbox/storage.h"
+#include "device/sandbox/testdata/elf_symbols.h"
 
 namespace moat::device::sandbox {
 namespace {
@@ -559,6 +560,150 @@ TEST_F(LauncherTest, ADynamicBinaryRunsWithItsRuntimeBinds) {
   auto r = Run(spec);
   EXPECT_EQ(r.status, ExitStatus::Exited(0)) << r.err;
   EXPECT_EQ(r.out, "hello from the sandbox dyn\n");
+}
+
+// The captured stack of `crash`: its top frame lies in moat_test_crash_here and the next in
+// moat_test_crash_caller, both in `module` with the binary's build-ID.
+void ExpectCrashStack(const CrashReport& crash, const std::string& binary,
+                      const std::string& module) {
+  auto elf = testing::ElfFile::Load(binary);
+  ASSERT_TRUE(elf);
+  auto here = elf->Symbol("moat_test_crash_here");
+  auto caller = elf->Symbol("moat_test_crash_caller");
+  ASSERT_TRUE(here && caller);
+  const std::string build_id = elf->BuildId();
+  EXPECT_FALSE(build_id.empty());
+  ASSERT_GE(crash.frames.size(), 3u);
+  const CrashFrame& top = crash.frames[0];
+  EXPECT_EQ(top.module, module);
+  EXPECT_EQ(top.build_id, build_id);
+  EXPECT_GE(top.offset, here->address);
+  EXPECT_LT(top.offset, here->address + here->size);
+  EXPECT_EQ(top.pc, crash.pc);
+  EXPECT_EQ(crash.frames[1].module, module);
+  EXPECT_GT(crash.frames[1].offset, caller->address);  // a return address: after the call
+  EXPECT_LT(crash.frames[1].offset, caller->address + caller->size);
+  // The pc and offset differ by the load bias, the same for every frame of the module.
+  EXPECT_EQ(top.pc - top.offset, crash.frames[1].pc - crash.frames[1].offset);
+}
+
+TEST_F(LauncherTest, ACrashIsCapturedWithRegistersFaultAndAStackOfTheAppsFunctions) {
+  auto spec = Spec("crashcap", {"crash"});
+  auto process = Launch(spec);
+  ASSERT_TRUE(process) << process.error().message();
+  auto status = process->Wait();
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_EQ(*status, ExitStatus::Killed(SIGSEGV));
+  ASSERT_TRUE(process->crash());
+  const CrashReport& crash = *process->crash();
+  EXPECT_EQ(crash.signal, SIGSEGV);
+  EXPECT_EQ(crash.code, SEGV_MAPERR);
+  EXPECT_EQ(crash.error_number, 0);
+  EXPECT_EQ(crash.fault_address, 0u);
+  ASSERT_TRUE(crash.pc && crash.sp);
+  EXPECT_NE(*crash.sp, 0u);
+#if defined(__x86_64__)
+  EXPECT_FALSE(crash.lr) << "x86-64 has no link register";
+#endif
+  ExpectCrashStack(crash, MOAT_SANDBOX_TEST_APP, "test_app");
+}
+
+TEST_F(LauncherTest, APositionIndependentAppsCrashHasOffsetsRelativeToItsLoadAddress) {
+  std::filesystem::copy_file(MOAT_SANDBOX_TEST_APP_DYNAMIC, image_ / "bin" / "dynamic_app");
+  std::filesystem::permissions(image_ / "bin" / "dynamic_app", std::filesystem::perms(0755));
+  Dl_info info{};
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(&::write), &info), 0);
+  std::filesystem::path libdir = std::filesystem::path(info.dli_fname).parent_path();
+  std::string interp = Interpreter(MOAT_SANDBOX_TEST_APP_DYNAMIC);
+  auto spec = Spec("dyncrash", {"crash"});
+  spec.executable = "/bin/dynamic_app";
+  spec.runtime_binds = {interp};
+  if (!interp.starts_with(libdir.native() + "/")) spec.runtime_binds.push_back(libdir);
+  auto process = Launch(spec);
+  ASSERT_TRUE(process) << process.error().message();
+  ASSERT_EQ(process->Wait().value_or(ExitStatus::Exited(0)), ExitStatus::Killed(SIGSEGV));
+  ASSERT_TRUE(process->crash());
+  ExpectCrashStack(*process->crash(), MOAT_SANDBOX_TEST_APP_DYNAMIC, "dynamic_app");
+  // A PIE is loaded at a random base: pc and offset differ.
+  EXPECT_NE(process->crash()->frames[0].pc, process->crash()->frames[0].offset);
+}
+
+TEST_F(LauncherTest, ACrashInASecondThreadIsCapturedToo) {
+  auto spec = Spec("threadcrash", {"crash_thread"});
+  auto process = Launch(spec);
+  ASSERT_TRUE(process) << process.error().message();
+  ASSERT_EQ(process->Wait().value_or(ExitStatus::Exited(0)), ExitStatus::Killed(SIGSEGV));
+  ASSERT_TRUE(process->crash());
+  EXPECT_EQ(process->crash()->fault_address, 0u);
+  ExpectCrashStack(*process->crash(), MOAT_SANDBOX_TEST_APP, "test_app");
+}
+
+TEST_F(LauncherTest, AnAbortIsCapturedAndExitsAndSigkillAreNot) {
+  auto abort_spec = Spec("abort", {"abort"});
+  auto process = Launch(abort_spec);
+  ASSERT_TRUE(process) << process.error().message();
+  ASSERT_EQ(process->Wait().value_or(ExitStatus::Exited(0)), ExitStatus::Killed(SIGABRT));
+  ASSERT_TRUE(process->crash());
+  EXPECT_EQ(process->crash()->signal, SIGABRT);
+  EXPECT_FALSE(process->crash()->fault_address) << "abort() is a signal sent, not a fault";
+  EXPECT_FALSE(process->crash()->frames.empty());
+
+  auto exit_spec = Spec("exit3", {"exit", "3"});
+  auto exited = Launch(exit_spec);
+  ASSERT_TRUE(exited);
+  ASSERT_EQ(exited->Wait().value_or(ExitStatus::Exited(0)), ExitStatus::Exited(3));
+  EXPECT_FALSE(exited->crash());
+
+  auto sleep_spec = Spec("killed", {"sleep"});
+  auto killed = Launch(sleep_spec);
+  ASSERT_TRUE(killed);
+  ASSERT_TRUE(killed->Signal(SIGKILL));
+  ASSERT_EQ(killed->Wait().value_or(ExitStatus::Exited(0)), ExitStatus::Killed(SIGKILL));
+  EXPECT_FALSE(killed->crash());
+}
+
+TEST(CrashRecordTest, ARecordFromTheSandboxIsValidatedBeforeUse) {
+  CrashRecord r{};
+  r.magic = kCrashRecordMagic;
+  r.size = sizeof r;
+  r.signo = SIGSEGV;
+  r.flags = kCrashHasRegisters;
+  r.pc = 0x401234;
+  r.frame_count = 2;
+  r.module_count = 1;
+  std::memcpy(r.modules[0].name, "app", 4);
+  r.modules[0].build_id[0] = 0xab;
+  r.modules[0].build_id[1] = 0x01;
+  r.modules[0].build_id_size = 2;
+  r.frames[0] = {0x401234, 0x401234, 0, 0};
+  r.frames[1] = {0x99, 0, kCrashNoModule, 0};
+  auto bytes = [&] { return std::span(reinterpret_cast<const uint8_t*>(&r), sizeof r); };
+  auto ok = ParseCrashRecord(bytes());
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(ok->frames[0], (CrashFrame{0x401234, "app", "ab01", 0x401234}));
+  EXPECT_EQ(ok->frames[1], (CrashFrame{0x99, "[unknown]", "", 0x99}));
+  EXPECT_EQ(ok->pc, 0x401234u);
+  EXPECT_FALSE(ok->fault_address);
+
+  EXPECT_FALSE(ParseCrashRecord(bytes().first(100)));
+  CrashRecord saved = r;
+  std::memcpy(r.modules[0].name, "a/b", 4);
+  EXPECT_FALSE(ParseCrashRecord(bytes()));
+  r = saved;
+  std::memset(r.modules[0].name, 'x', sizeof r.modules[0].name);  // no NUL
+  EXPECT_FALSE(ParseCrashRecord(bytes()));
+  r = saved;
+  r.frames[0].module = 1;  // beyond module_count
+  EXPECT_FALSE(ParseCrashRecord(bytes()));
+  r = saved;
+  r.frame_count = kCrashMaxFrames + 1;
+  EXPECT_FALSE(ParseCrashRecord(bytes()));
+  r = saved;
+  r.modules[0].build_id_size = kCrashMaxBuildIdBytes + 1;
+  EXPECT_FALSE(ParseCrashRecord(bytes()));
+  r = saved;
+  r.signo = 0;
+  EXPECT_FALSE(ParseCrashRecord(bytes()));
 }
 
 }  // namespace

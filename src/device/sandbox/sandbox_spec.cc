@@ -291,4 +291,55 @@ std::string SandboxSpec::Describe() const {
   return out;
 }
 
+Json SpecToJson(const SandboxSpec& spec) {
+  auto paths = [](const std::vector<std::filesystem::path>& list) {
+    Json out = Json::array();
+    for (const auto& p : list) out.push_back(p.string());
+    return out;
+  };
+  auto strings = [](const std::vector<std::string>& list) {
+    Json out = Json::array();
+    for (const auto& s : list) out.push_back(s);
+    return out;
+  };
+  Json j = Json::object();
+  j["instance_id"] = spec.instance_id;
+  j["app_name"] = spec.app_name;
+  j["executable"] = spec.executable.string();
+  j["args"] = strings(spec.args);
+  j["env"] = strings(spec.env);
+  j["uid"] = spec.uid;
+  j["gid"] = spec.gid;
+  j["root_image"] = spec.root_image.string();
+  j["runtime_binds"] = paths(spec.runtime_binds);
+  j["tmp_size_bytes"] = spec.tmp_size_bytes;
+  if (spec.storage) {
+    Json storage = Json::object();
+    storage["image"] = spec.storage->image.string();
+    storage["size_kb"] = spec.storage->size_kb;
+    storage["mount_point"] = std::string(kStorageMountPoint);
+    j["storage"] = std::move(storage);
+  } else {
+    j["storage"] = nullptr;
+  }
+  j["devices"] = paths(spec.devices);
+  Json limits = Json::object();
+  limits["memory_bytes"] = spec.limits.memory_bytes;
+  limits["pids_max"] = spec.limits.pids_max;
+  if (spec.limits.cpu) {
+    limits["cpu"] = *spec.limits.cpu;
+  } else {
+    limits["cpu"] = nullptr;
+  }
+  j["limits"] = std::move(limits);
+  j["seccomp_class"] = std::string(SeccompClassName(spec.seccomp_class));
+  j["network"] = std::string(NetworkModeName(spec.network));
+  j["hostname"] = spec.hostname;
+  j["effective_hostname"] = spec.EffectiveHostname();
+  j["max_open_files"] = spec.max_open_files;
+  j["stdout_path"] = spec.stdout_path.string();
+  j["stderr_path"] = spec.stderr_path.string();
+  return j;
+}
+
 }  // namespace moat::device::sandbox

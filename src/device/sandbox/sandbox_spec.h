@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace moat::device::sandbox {
 
@@ -130,6 +131,12 @@ struct SandboxSpec {
 
   bool operator==(const SandboxSpec&) const = default;
 };
+
+// The spec as a JSON object, for `moatctl app show --spec` and tools: every field by its name
+// in SandboxSpec (paths as strings, sizes in bytes or KiB as the field says, optionals as null,
+// enums by SeccompClassName / NetworkModeName), plus "effective_hostname". One way: a spec is
+// built by the supervisor from a manifest, never read back from JSON.
+Json SpecToJson(const SandboxSpec& spec);
 
 // True if `name` is a valid instance id or app name (see SandboxSpec).
 bool IsValidSandboxName(std::string_view name);

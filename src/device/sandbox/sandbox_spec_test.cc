@@ -30,6 +30,32 @@ void ExpectInvalid(const SandboxSpec& spec, std::string_view message) {
 
 TEST(SandboxSpecTest, ValidSpecValidates) { EXPECT_TRUE(ValidSpec().Validate()); }
 
+TEST(SandboxSpecTest, SpecToJsonListsEveryGrant) {
+  SandboxSpec spec = ValidSpec();
+  spec.limits.cpu = 1;
+  spec.seccomp_class = SeccompClass::kRealTime;
+  spec.hostname = "h";
+  spec.stdout_path = "/var/log/moat/hello/stdout.log";
+  EXPECT_EQ(
+      DumpJson(SpecToJson(spec)),
+      R"({"app_name":"hello","args":["--verbose"],"devices":["/dev/gpiochip0"],)"
+      R"("effective_hostname":"h","env":["PATH=/bin","LANG=C.UTF-8"],"executable":"/bin/hello",)"
+      R"("gid":61001,"hostname":"h","instance_id":"dev1",)"
+      R"("limits":{"cpu":1,"memory_bytes":67108864,"pids_max":64},"max_open_files":256,)"
+      R"("network":"none","root_image":"/var/lib/moat/apps/hello",)"
+      R"("runtime_binds":["/lib64/ld-linux-x86-64.so.2","/lib/x86_64-linux-gnu"],)"
+      R"("seccomp_class":"real-time","stderr_path":"",)"
+      R"("stdout_path":"/var/log/moat/hello/stdout.log",)"
+      R"("storage":{"image":"/var/lib/moat/storage/hello.img","mount_point":"/mnt/storage",)"
+      R"("size_kb":64},"tmp_size_bytes":1048576,"uid":61001})");
+  spec = ValidSpec();
+  spec.storage.reset();
+  Json j = SpecToJson(spec);
+  EXPECT_TRUE(j["storage"].is_null());
+  EXPECT_TRUE(j["limits"]["cpu"].is_null());
+  EXPECT_EQ(j["effective_hostname"], "hello");
+}
+
 TEST(SandboxSpecTest, NamesAreTokens) {
   auto spec = ValidSpec();
   spec.app_name = "../etc";

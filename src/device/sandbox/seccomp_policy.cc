@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -451,6 +452,17 @@ Result<BpfProgram> BuildInitFilter(SeccompArch arch) {
   // reaps with wait4, forwards with kill, reports the app's status with write and exits.
   for (std::string_view name : {"rt_sigtimedwait", "wait4", "kill", "write", "close", "exit",
                                 "exit_group", "restart_syscall", "rt_sigreturn"}) {
+    MOAT_TRY(b.Add(name, SCMP_ACT_ALLOW));
+  }
+  // Crash capture (crash_capture.h): the init traces the app. SECURITY: only the ptrace
+  // requests that resume a thread or read from it, never PEEK/POKE, SETREGS or ATTACH, and no
+  // process_vm_writev: the init can look at the app, not change it. It reads the app's memory
+  // (process_vm_readv) and /proc/<app>/maps (openat, read).
+  for (long request : {PTRACE_CONT, PTRACE_GETSIGINFO, PTRACE_GETREGSET, PTRACE_SETOPTIONS}) {
+    MOAT_TRY(
+        b.Add("ptrace", SCMP_ACT_ALLOW, {SCMP_A0(SCMP_CMP_EQ, static_cast<uint64_t>(request))}));
+  }
+  for (std::string_view name : {"process_vm_readv", "openat", "read"}) {
     MOAT_TRY(b.Add(name, SCMP_ACT_ALLOW));
   }
   return b.Export();

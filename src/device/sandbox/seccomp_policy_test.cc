@@ -114,5 +114,30 @@ TEST(SeccompPolicyTest, TheRealFilterAllowsAndKills) {
   EXPECT_TRUE(sigsys(RunFiltered(*program, [] { return prctl(PR_SET_SECUREBITS, 0, 0, 0, 0); })));
 }
 
+TEST(SeccompPolicyTest, TheInitMayOnlyReadAndResumeTheAppThroughPtrace) {
+  auto program = BuildInitFilter();
+  ASSERT_TRUE(program);
+  auto exits_zero = [](int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; };
+  auto sigsys = [](int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS; };
+  // Allowed requests reach the kernel (and fail there: nobody is traced).
+  for (long request : std::initializer_list<long>{PTRACE_CONT, PTRACE_GETSIGINFO, PTRACE_GETREGSET,
+                                                  PTRACE_SETOPTIONS}) {
+    EXPECT_TRUE(exits_zero(RunFiltered(*program, [request] {
+      return syscall(SYS_ptrace, request, 1, 0, 0) < 0 && errno == ESRCH ? 0 : 1;
+    }))) << request;
+  }
+  // Anything that could change the app, or trace another process, kills the init.
+  for (long request : std::initializer_list<long>{
+           PTRACE_POKEDATA, PTRACE_POKEUSER, PTRACE_SETREGS, PTRACE_SETREGSET, PTRACE_ATTACH,
+           PTRACE_SEIZE, PTRACE_TRACEME, PTRACE_PEEKDATA, PTRACE_CONT | (1L << 32)}) {
+    EXPECT_TRUE(sigsys(RunFiltered(*program, [request] {
+      return static_cast<int>(syscall(SYS_ptrace, request, 1, 0, 0));
+    }))) << request;
+  }
+  EXPECT_TRUE(sigsys(RunFiltered(*program, [] {
+    return static_cast<int>(syscall(SYS_process_vm_writev, 1, nullptr, 0, nullptr, 0, 0));
+  })));
+}
+
 }  // namespace
 }  // namespace moat::device::sandbox

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -43,6 +44,51 @@ Result<void> AppLog::Append(std::string_view data) {
     data.remove_prefix(n);
   }
   return Ok();
+}
+
+namespace {
+
+// Appends to `out` the last `want` bytes of `path` (fewer if it is shorter); 0 if missing.
+Result<size_t> AppendTail(const std::filesystem::path& path, size_t want, std::string& out) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT) return size_t{0};
+    return Fail(ErrnoError("open", path, errno));
+  }
+  UniqueFd owner(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Fail(ErrnoError("fstat", path, errno));
+  const size_t size = static_cast<size_t>(st.st_size);
+  const size_t n = std::min(size, want);
+  std::string buffer(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, buffer.data() + got, n - got, static_cast<off_t>(size - n + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Fail(ErrnoError("pread", path, errno));
+    if (r == 0) break;  // truncated meanwhile
+    got += static_cast<size_t>(r);
+  }
+  buffer.resize(got);
+  out += buffer;
+  return got;
+}
+
+}  // namespace
+
+Result<std::string> ReadLogTail(const std::filesystem::path& path, size_t max_bytes) {
+  max_bytes = std::min(max_bytes, kMaxLogTailBytes);
+  std::string current;
+  if (path.empty()) return current;
+  MOAT_ASSIGN_OR_RETURN(size_t from_current, AppendTail(path, max_bytes, current));
+  std::string out;
+  if (from_current < max_bytes) {
+    std::filesystem::path rotated = path;
+    rotated += ".1";
+    MOAT_TRY(AppendTail(rotated, max_bytes - from_current, out));
+  }
+  out += current;
+  return out;
 }
 
 }  // namespace moat::device::supervisor

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <string_view>
 
 #include "core/error.h"
@@ -39,5 +40,11 @@ class AppLog {
   UniqueFd fd_;
   uint64_t size_ = 0;
 };
+
+// The newest `max_bytes` (at most kMaxLogTailBytes) of a log written by AppLog: the end of
+// "<path>.1" followed by "<path>" (`moatctl app logs`). Missing files read as empty; errors
+// (kIo) name the file.
+inline constexpr size_t kMaxLogTailBytes = 4 << 20;
+Result<std::string> ReadLogTail(const std::filesystem::path& path, size_t max_bytes);
 
 }  // namespace moat::device::supervisor

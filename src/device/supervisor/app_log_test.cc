@@ -44,5 +44,21 @@ TEST(AppLogTest, AnUnwritablePathIsAnErrorNamingIt) {
       << r.error().message();
 }
 
+TEST(AppLogTest, TheTailSpansTheRotatedFileAndTheCurrentOne) {
+  auto dir = TempDir::Create("moat-applog");
+  ASSERT_TRUE(dir);
+  auto path = dir->path() / "stdout.log";
+  EXPECT_EQ(ReadLogTail(path, 100).value_or("<error>"), "") << "no log yet";
+  AppLog log(path, 10);
+  ASSERT_TRUE(log.Append("0123456789abcdef"));  // "0123456789" rotated, "abcdef" current
+  EXPECT_EQ(Read(path), "abcdef");
+  EXPECT_EQ(ReadLogTail(path, 3).value_or(""), "def");
+  EXPECT_EQ(ReadLogTail(path, 6).value_or(""), "abcdef");
+  EXPECT_EQ(ReadLogTail(path, 9).value_or(""), "789abcdef");
+  EXPECT_EQ(ReadLogTail(path, 100).value_or(""), "0123456789abcdef");
+  EXPECT_EQ(ReadLogTail(path, 0).value_or("x"), "");
+  EXPECT_EQ(ReadLogTail("", 10).value_or("x"), "") << "a discarded stream";
+}
+
 }  // namespace
 }  // namespace moat::device::supervisor

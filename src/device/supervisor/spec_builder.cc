@@ -48,10 +48,6 @@ struct UnsupportedFlag {
   std::string_view reason;
 };
 constexpr UnsupportedFlag kUnsupportedFlags[] = {
-    {"SystemEventNotifications", &Capabilities::system_event_notifications,
-     "no system event service for apps yet"},
-    {"SoftwareUpdateDeferral", &Capabilities::software_update_deferral,
-     "apps cannot defer updates yet"},
     {"NetworkConfig", &Capabilities::network_config, "apps cannot configure the network"},
     {"WifiConfig", &Capabilities::wifi_config, "apps cannot configure Wi-Fi"},
     {"EnterpriseWifiConfig", &Capabilities::enterprise_wifi_config, "apps cannot configure Wi-Fi"},
@@ -167,11 +163,6 @@ Result<SandboxSpec> BuildSandboxSpec(const AppInstall& install, const AppManifes
       AsksForNetwork(caps) ? sandbox::NetworkMode::kConfigured : sandbox::NetworkMode::kNone;
 
   // Capabilities Moat cannot honour yet.
-  if (!caps.allowed_application_connections.empty()) {
-    return err.Invalid(
-        "Capabilities.AllowedApplicationConnections: app-to-app and inter-core connections are "
-        "not supported on this device");
-  }
   if (caps.device_authentication && caps.device_authentication->tenant) {
     return err.Invalid(
         "Capabilities.DeviceAuthentication: no device-certificate service for apps yet");
@@ -213,6 +204,19 @@ Result<SandboxSpec> BuildSandboxSpec(const AppInstall& install, const AppManifes
 
   if (auto valid = spec.Validate(); !valid) return Fail(err.Wrap(valid.error()));
   return spec;
+}
+
+AppServices BuildAppServices(const AppManifest& manifest) {
+  const Capabilities& caps = manifest.capabilities;
+  AppServices services;
+  services.system_events = caps.system_event_notifications;
+  services.update_deferral = caps.software_update_deferral;
+  services.connections = caps.allowed_application_connections;
+  std::sort(services.connections.begin(), services.connections.end());
+  services.connections.erase(std::unique(services.connections.begin(), services.connections.end()),
+                             services.connections.end());
+  std::erase(services.connections, manifest.component_id);
+  return services;
 }
 
 Result<std::optional<sandbox::NetworkPolicy>> BuildNetworkPolicy(const AppManifest& manifest,

@@ -98,6 +98,22 @@ Result<sandbox::SandboxSpec> BuildSandboxSpec(const AppInstall& install,
                                               const formats::Board& board,
                                               const DevicePolicy& policy);
 
+// What the supervisor provides an app besides its sandbox (supervisor.h, docs/supervisor.md "App
+// services"), from its manifest:
+//   SystemEventNotifications       system_events: update-pending events on MOAT_EVENTS_FD
+//   SoftwareUpdateDeferral         update_deferral: the app's "defer" answers are honoured
+//   AllowedApplicationConnections  connections: the apps it may talk to (sorted, without
+//                                  duplicates or itself); a channel exists only for a pair that
+//                                  lists each other
+struct AppServices {
+  bool system_events = false;
+  bool update_deferral = false;
+  std::vector<formats::Guid> connections;
+
+  bool operator==(const AppServices&) const = default;
+};
+AppServices BuildAppServices(const formats::AppManifest& manifest);
+
 // Resolves a host name from a manifest's AllowedConnections to its IPv4 addresses. moatd supplies
 // it (its resolver, before each install or start); tests supply a table. An error or an empty
 // result fails the policy: an app is never started with a destination silently missing.

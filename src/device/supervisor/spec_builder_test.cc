@@ -340,11 +340,24 @@ TEST_F(SpecBuilderTest, ARealTimeManifestBuiltInCodeCannotSneakInNetwork) {
   EXPECT_THAT(spec.error().message(), HasSubstr("cannot have network or storage"));
 }
 
+TEST_F(SpecBuilderTest, EventsDeferralAndAppConnectionsBecomeAppServices) {
+  auto m = Compat("samples__Samples_HelloWorld_HelloWorld_HighLevelApp");
+  EXPECT_EQ(BuildAppServices(m), AppServices{});
+  const auto peer = *formats::Guid::Parse("ae4714aa-03aa-492b-9663-962f966a9cc3");
+  const auto other = *formats::Guid::Parse("0e4714aa-03aa-492b-9663-962f966a9cc3");
+  m.capabilities.system_event_notifications = true;
+  m.capabilities.software_update_deferral = true;
+  m.capabilities.allowed_application_connections = {peer, other, peer, m.component_id};
+  ASSERT_TRUE(Build(m)) << "granted, no longer refused";
+  AppServices services = BuildAppServices(m);
+  EXPECT_TRUE(services.system_events);
+  EXPECT_TRUE(services.update_deferral);
+  EXPECT_EQ(services.connections, (std::vector<formats::Guid>{other, peer}));
+}
+
 TEST_F(SpecBuilderTest, EachUnsupportedCapabilityIsRefusedByName) {
   auto base = Compat("samples__Samples_HelloWorld_HelloWorld_HighLevelApp");
   std::vector<std::pair<std::string, std::function<void(formats::Capabilities&)>>> cases = {
-      {"SystemEventNotifications", [](auto& c) { c.system_event_notifications = true; }},
-      {"SoftwareUpdateDeferral", [](auto& c) { c.software_update_deferral = true; }},
       {"NetworkConfig", [](auto& c) { c.network_config = true; }},
       {"WifiConfig", [](auto& c) { c.wifi_config = true; }},
       {"EnterpriseWifiConfig", [](auto& c) { c.enterprise_wifi_config = true; }},
@@ -356,11 +369,6 @@ TEST_F(SpecBuilderTest, EachUnsupportedCapabilityIsRefusedByName) {
       {"ReadNetworkProxyConfig", [](auto& c) { c.read_network_proxy_config = true; }},
       {"HeapMemStats", [](auto& c) { c.heap_mem_stats = true; }},
       {"PowerControls", [](auto& c) { c.power_controls = {"ForceReboot"}; }},
-      {"AllowedApplicationConnections",
-       [](auto& c) {
-         c.allowed_application_connections = {
-             *formats::Guid::Parse("ae4714aa-03aa-492b-9663-962f966a9cc3")};
-       }},
       {"DeviceAuthentication",
        [](auto& c) {
          c.device_authentication = formats::DeviceAuthentication{formats::Guid{}, ""};
@@ -427,13 +435,12 @@ TEST_F(SpecBuilderTest, EveryCompatManifestBuildsOrIsRefusedByField) {
     size_t at = msg.find("Capabilities.");
     refused[c.file] = msg.substr(at, msg.find_first_of(":[", at) - at);
   }
-  EXPECT_EQ(built, 28);
+  EXPECT_EQ(built, 32);
   std::map<std::string, int> by_field;
   for (const auto& [file, field] : refused) ++by_field[field];
   // Peripherals: other boards' constants, or (Pwm) nothing on this board backs them with a
   // device node. The rest: services Moat does not offer apps yet.
   EXPECT_EQ(by_field, (std::map<std::string, int>{
-                          {"Capabilities.AllowedApplicationConnections", 3},
                           {"Capabilities.DeviceAuthentication", 4},
                           {"Capabilities.Gpio", 14},
                           {"Capabilities.I2cMaster", 1},
@@ -442,7 +449,6 @@ TEST_F(SpecBuilderTest, EveryCompatManifestBuildsOrIsRefusedByField) {
                           {"Capabilities.Pwm", 1},
                           {"Capabilities.ReadNetworkProxyConfig", 3},
                           {"Capabilities.SpiMaster", 1},
-                          {"Capabilities.SystemEventNotifications", 1},
                           {"Capabilities.SystemTime", 2},
                           {"Capabilities.Uart", 2},
                           {"Capabilities.WifiConfig", 5},

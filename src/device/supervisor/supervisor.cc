@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,9 +69,16 @@ struct Started {
   std::array<UniqueFd, 2> out;  // read ends of its stdout and stderr
 };
 
-// Launches `app` with its stdout and stderr on pipes whose (non-blocking) read ends it returns.
+constexpr int kEventsFd = 3;
+constexpr int kFirstConnectionFd = 4;
+
+// Launches `app` with its stdout and stderr on pipes whose (non-blocking) read ends it returns,
+// and its services: the event socket at fd 3 (its other end in `events`) and its app-connection
+// channels from fd 4 on, both named in the environment.
 Result<Started> LaunchWithPipes(const SupervisedApp& app, const sandbox::CgroupLayout& layout,
-                                sandbox::NetworkHook network_hook) {
+                                sandbox::NetworkHook network_hook,
+                                const std::map<formats::Guid, std::shared_ptr<UniqueFd>>& channels,
+                                UniqueFd& events) {
   const std::string what = fmt::format("app {} output", app.component_id.ToString());
   sandbox::LaunchOptions launch;
   launch.cgroup_layout = layout;
@@ -86,8 +94,35 @@ Result<Started> LaunchWithPipes(const SupervisedApp& app, const sandbox::CgroupL
       return Fail(ErrnoError("fcntl O_NONBLOCK", what, errno));
     }
   }
-  MOAT_ASSIGN_OR_RETURN(sandbox::LaunchedProcess process,
-                        sandbox::Launch(app.spec, std::move(launch)));
+  sandbox::SandboxSpec spec = app.spec;
+  UniqueFd our_events;
+  if (app.services.system_events) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+      return Fail(ErrnoError("socketpair",
+                             fmt::format("app {} events", app.component_id.ToString()), errno));
+    }
+    our_events.Reset(pair[0]);
+    launch.inherited_fds.push_back({UniqueFd(pair[1]), kEventsFd});
+    spec.env.push_back(fmt::format("MOAT_EVENTS_FD={}", kEventsFd));
+  }
+  std::string connections;
+  int next_fd = kFirstConnectionFd;
+  for (const auto& [peer, end] : channels) {
+    if (next_fd >= 3 + sandbox::kMaxInheritedFds) {
+      log::Warn("supervisor: app {}: more app connections than descriptors; {} left out",
+                app.component_id.ToString(), peer.ToString());
+      continue;
+    }
+    int copy = ::fcntl(end->get(), F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) return Fail(ErrnoError("fcntl F_DUPFD_CLOEXEC", "app connection", errno));
+    launch.inherited_fds.push_back({UniqueFd(copy), next_fd});
+    connections += fmt::format("{}{}={}", connections.empty() ? "" : ",", peer.ToString(), next_fd);
+    ++next_fd;
+  }
+  if (!connections.empty()) spec.env.push_back("MOAT_APP_CONNECTIONS=" + connections);
+  MOAT_ASSIGN_OR_RETURN(sandbox::LaunchedProcess process, sandbox::Launch(spec, std::move(launch)));
+  events = std::move(our_events);
   return Started{std::move(process), std::move(read_ends)};
 }
 
@@ -101,6 +136,8 @@ std::string_view AppStateName(AppState state) {
       return "waiting";
     case AppState::kStopping:
       return "stopping";
+    case AppState::kStopped:
+      return "stopped";
   }
   return "?";
 }
@@ -154,6 +191,16 @@ struct Supervisor::Slot {
   std::array<UniqueFd, 2> out;  // read ends of the stdout and stderr pipes
   std::array<AppLog, 2> logs;
   bool log_error_reported = false;
+
+  // StopApp: stopped on request and kept (not restarted until StartApp).
+  bool parked = false;
+
+  // App services. `events`: the supervisor's end of this run's event socket. `channels`: this
+  // app's ends of its app-connection socketpairs, by peer; they live while both apps are
+  // supervised (every launch gets a duplicate), so a restart of either side loses nothing queued.
+  UniqueFd events;
+  uint32_t event_seq = 0;
+  std::map<formats::Guid, std::shared_ptr<UniqueFd>> channels;
 
   // Removal.
   bool stop_requested = false;
@@ -249,6 +296,24 @@ Result<void> Supervisor::Add(SupervisedApp app) {
   formats::Guid id = app.component_id;
   auto slot = std::make_shared<Slot>(std::move(app), options_.restart, options_.log_max_bytes);
   slot->link = std::move(link);
+  // App connections: one socketpair per pair of apps that list each other. A running peer
+  // gets its end at its next start.
+  for (auto& [peer_id, peer] : slots_) {
+    const auto& mine = slot->app.services.connections;
+    const auto& theirs = peer->app.services.connections;
+    if (std::find(mine.begin(), mine.end(), peer_id) == mine.end() ||
+        std::find(theirs.begin(), theirs.end(), id) == theirs.end()) {
+      continue;
+    }
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+      return Fail(ErrnoError(
+          "socketpair", fmt::format("app connection {} <-> {}", id.ToString(), peer_id.ToString()),
+          errno));
+    }
+    slot->channels[peer_id] = std::make_shared<UniqueFd>(pair[0]);
+    peer->channels[id] = std::make_shared<UniqueFd>(pair[1]);
+  }
   slot->status.next_start = clock_->Monotonic();  // due now
   slots_.emplace(id, std::move(slot));
   Wake();
@@ -308,6 +373,171 @@ void Supervisor::Shutdown() {
   thread_.join();
 }
 
+std::vector<AppInfo> Supervisor::List() const {
+  std::lock_guard lock(mu_);
+  std::vector<AppInfo> out;
+  for (const auto& [id, slot] : slots_) {
+    out.push_back(AppInfo{id, slot->app.image_id, slot->app.spec.app_name, slot->status});
+  }
+  return out;
+}
+
+Result<std::optional<ExitStatus>> Supervisor::StopApp(const formats::Guid& component_id) {
+  std::unique_lock lock(mu_);
+  auto it = slots_.find(component_id);
+  if (it == slots_.end() || it->second->stop_requested) {
+    return Fail(ErrorCode::kNotFound, "supervisor: no app {} (or it is being removed)",
+                component_id.ToString());
+  }
+  std::shared_ptr<Slot> slot = it->second;
+  if (slot->parked) return std::optional<ExitStatus>();
+  slot->parked = true;
+  if (!slot->process) {
+    slot->status.state = AppState::kStopped;
+    slot->status.next_start.reset();
+    log::Info("supervisor: app {} stopped on request (was waiting); kept", component_id.ToString());
+    return std::optional<ExitStatus>();
+  }
+  slot->status.state = AppState::kStopping;
+  slot->kill_at = steady_clock::now() + options_.stop_grace;
+  if (auto r = slot->process->Signal(SIGTERM); !r) {
+    log::Warn("supervisor: app {}: {}; killing it", component_id.ToString(), r.error().message());
+    slot->kill_at = steady_clock::now();
+  }
+  Wake();
+  if (std::this_thread::get_id() == loop_id_) return std::optional<ExitStatus>();
+  // Until the loop has reaped it (or a Remove/Shutdown took over meanwhile).
+  changed_.wait(lock, [&] { return !slot->process || slot->stop_requested; });
+  if (slot->stop_requested && slot->process) return std::optional<ExitStatus>();
+  return slot->status.last_exit;
+}
+
+Result<void> Supervisor::StartApp(const formats::Guid& component_id) {
+  std::lock_guard lock(mu_);
+  auto it = slots_.find(component_id);
+  if (it == slots_.end() || it->second->stop_requested) {
+    return Fail(ErrorCode::kNotFound, "supervisor: no app {} (or it is being removed)",
+                component_id.ToString());
+  }
+  Slot& slot = *it->second;
+  if (!slot.parked || slot.process) {
+    return Fail(ErrorCode::kFailedPrecondition, "supervisor: app {} is {}, not stopped",
+                component_id.ToString(), AppStateName(slot.status.state));
+  }
+  slot.parked = false;
+  slot.status.state = AppState::kWaiting;
+  slot.status.next_start = clock_->Monotonic();
+  Wake();
+  return Ok();
+}
+
+std::optional<sandbox::SandboxSpec> Supervisor::Spec(const formats::Guid& component_id) const {
+  std::lock_guard lock(mu_);
+  auto it = slots_.find(component_id);
+  if (it == slots_.end()) return std::nullopt;
+  return it->second->app.spec;
+}
+
+Result<std::string> Supervisor::LogTail(const formats::Guid& component_id, LogStream stream,
+                                        size_t max_bytes) const {
+  // Under the lock: the loop appends and rotates under it, so the two files are consistent.
+  std::lock_guard lock(mu_);
+  auto it = slots_.find(component_id);
+  if (it == slots_.end()) {
+    return Fail(ErrorCode::kNotFound, "supervisor: no app {}", component_id.ToString());
+  }
+  const sandbox::SandboxSpec& spec = it->second->app.spec;
+  return ReadLogTail(stream == LogStream::kStdout ? spec.stdout_path : spec.stderr_path, max_bytes);
+}
+
+namespace {
+
+// Parses an app's answer to update-pending `seq`: "ok <seq>" or "defer <seq> <seconds>".
+std::optional<UpdateAnswer> ParseUpdateAnswer(std::string_view message, uint32_t seq) {
+  while (!message.empty() && (message.back() == '\n' || message.back() == '\r')) {
+    message.remove_suffix(1);
+  }
+  auto number = [](std::string_view text, uint64_t& out) {
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc() && end == text.data() + text.size() && !text.empty();
+  };
+  const std::string seq_text = std::to_string(seq);
+  if (message == "ok " + seq_text) return UpdateAnswer{UpdateAnswer::Kind::kAcknowledged, {}};
+  const std::string prefix = "defer " + seq_text + " ";
+  uint64_t seconds = 0;
+  if (message.starts_with(prefix) && number(message.substr(prefix.size()), seconds) &&
+      seconds >= 1 && seconds <= static_cast<uint64_t>(kMaxUpdateDeferral.count())) {
+    return UpdateAnswer{UpdateAnswer::Kind::kDeferred,
+                        std::chrono::seconds(static_cast<int64_t>(seconds))};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<UpdateAnswer> Supervisor::NotifyUpdatePending(const formats::Guid& component_id,
+                                                     SystemTime deadline, milliseconds timeout) {
+  std::lock_guard serial(notify_mu_);
+  UniqueFd fd;
+  uint32_t seq = 0;
+  bool deferral = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = slots_.find(component_id);
+    if (it == slots_.end()) {
+      return Fail(ErrorCode::kNotFound, "supervisor: no app {}", component_id.ToString());
+    }
+    Slot& slot = *it->second;
+    if (!slot.app.services.system_events) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "supervisor: app {} does not have SystemEventNotifications",
+                  component_id.ToString());
+    }
+    if (!slot.events) {
+      return Fail(ErrorCode::kUnavailable, "supervisor: app {} is not running",
+                  component_id.ToString());
+    }
+    int copy = ::fcntl(slot.events.get(), F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) return Fail(ErrnoError("fcntl F_DUPFD_CLOEXEC", "app events", errno));
+    fd.Reset(copy);
+    seq = ++slot.event_seq;
+    deferral = slot.app.services.update_deferral;
+  }
+  const std::string what = fmt::format("app {} events", component_id.ToString());
+  char buffer[256];
+  // Drop what the app sent unasked (or answered too late) before this notification.
+  while (::recv(fd.get(), buffer, sizeof buffer, MSG_DONTWAIT) > 0) {
+  }
+  const int64_t deadline_s =
+      std::chrono::duration_cast<std::chrono::seconds>(deadline.time_since_epoch()).count();
+  const std::string message = fmt::format("update-pending {} {}\n", seq, deadline_s);
+  if (::send(fd.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+    if (errno == EAGAIN) return UpdateAnswer{};  // the app reads nothing: no answer
+    return Fail(ErrnoError("send", what, errno));
+  }
+  const auto until = steady_clock::now() + timeout;
+  for (;;) {
+    const milliseconds left = CeilMs(until - steady_clock::now());
+    pollfd p{fd.get(), POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return Fail(ErrnoError("poll", what, errno));
+    if (rc == 0) return UpdateAnswer{};
+    ssize_t n = ::recv(fd.get(), buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) return UpdateAnswer{};  // the app ended (or closed its end)
+    std::optional<UpdateAnswer> answer =
+        ParseUpdateAnswer(std::string_view(buffer, static_cast<size_t>(n)), seq);
+    if (!answer) continue;  // another notification's answer, or garbage: not this one's
+    if (answer->kind == UpdateAnswer::Kind::kDeferred && !deferral) {
+      log::Warn("supervisor: app {} asked to defer an update without SoftwareUpdateDeferral",
+                component_id.ToString());
+      return UpdateAnswer{UpdateAnswer::Kind::kAcknowledged, {}};
+    }
+    return *answer;
+  }
+}
+
 std::optional<AppStatus> Supervisor::Status(const formats::Guid& component_id) const {
   std::lock_guard lock(mu_);
   auto it = slots_.find(component_id);
@@ -316,7 +546,7 @@ std::optional<AppStatus> Supervisor::Status(const formats::Guid& component_id) c
 }
 
 void Supervisor::QueueFailure(Slot& slot, formats::FailureKind kind, int signal, int exit_status,
-                              std::vector<Callback>& callbacks) {
+                              std::vector<Callback>& callbacks, const sandbox::CrashReport* crash) {
   formats::FailureEvent event;
   event.event_id = random_->NewUuid();
   event.kind = kind;
@@ -328,13 +558,27 @@ void Supervisor::QueueFailure(Slot& slot, formats::FailureKind kind, int signal,
   event.exit_status = exit_status;
   event.first_time = event.last_time = std::chrono::floor<std::chrono::seconds>(clock_->Now());
   event.count = 1;
+  if (crash != nullptr) {
+    // What the sandbox's init captured (sandbox/crash_capture.h); frames carry module, build-ID
+    // and offset so that the service can symbolize them.
+    event.error_number = std::clamp(crash->error_number, 0, 4095);
+    event.code = crash->code;
+    event.pc = crash->pc;
+    event.lr = crash->lr;
+    event.sp = crash->sp;
+    event.fault_address = crash->fault_address;
+    for (const sandbox::CrashFrame& f : crash->frames) {
+      if (event.stack.size() == formats::kMaxStackFrames) break;
+      event.stack.push_back(formats::StackFrame{f.pc, f.module, f.build_id, f.offset, ""});
+    }
+  }
   ++slot.status.failures;
   if (options_.on_failure) {
     callbacks.push_back([this, event = std::move(event)] { options_.on_failure(event); });
   }
 }
 
-void Supervisor::StartApp(Slot& slot, std::vector<Callback>& callbacks) {
+void Supervisor::LaunchSlot(Slot& slot, std::vector<Callback>& callbacks) {
   const std::string id = slot.app.component_id.ToString();
   auto now = clock_->Monotonic();
   Result<Started> process = [&]() -> Result<Started> {
@@ -345,7 +589,8 @@ void Supervisor::StartApp(Slot& slot, std::vector<Callback>& callbacks) {
                                                slot.link->link(), *slot.app.network_policy}));
       hook = slot.network->Hook();
     }
-    return LaunchWithPipes(slot.app, *options_.cgroup_layout, std::move(hook));
+    return LaunchWithPipes(slot.app, *options_.cgroup_layout, std::move(hook), slot.channels,
+                           slot.events);
   }();
   if (!process) {
     TearDownNetwork(slot);
@@ -375,7 +620,18 @@ void Supervisor::ForgetSlot(const formats::Guid& component_id) {
   if (it == slots_.end()) return;
   // The loop's poll set may keep the slot alive a little longer; its link is free now.
   it->second->link.reset();
+  DropChannels(component_id, *it->second);
   slots_.erase(it);
+}
+
+void Supervisor::DropChannels(const formats::Guid& component_id, Slot& slot) {
+  for (auto& [peer_id, end] : slot.channels) {
+    if (auto peer = slots_.find(peer_id); peer != slots_.end()) {
+      peer->second->channels.erase(component_id);
+    }
+  }
+  slot.channels.clear();
+  slot.events.Reset();
 }
 
 void Supervisor::TearDownNetwork(Slot& slot) {
@@ -435,11 +691,13 @@ void Supervisor::HandleEnd(Slot& slot, std::vector<Callback>& callbacks) {
   // Without a status (waitid itself failed, which a pidfd we own cannot make happen), count
   // the run as killed: it is over and it did not end cleanly.
   ExitStatus exit = waited ? *waited : ExitStatus::Killed(SIGKILL);
+  std::optional<sandbox::CrashReport> crash = slot.process->crash();
   for (int s = 0; s < 2; ++s) {
     ReadOutput(slot, s, /*until_eof=*/true);
     slot.out[s].Reset();  // a done slot holds no descriptor (Remove may erase it while polling)
   }
   slot.process.reset();
+  slot.events.Reset();
   TearDownNetwork(slot);
   slot.status.pid.reset();
   slot.status.last_exit = exit;
@@ -451,6 +709,15 @@ void Supervisor::HandleEnd(Slot& slot, std::vector<Callback>& callbacks) {
     log::Info("supervisor: app {} stopped ({})", id, exit.Describe());
     return;
   }
+  if (slot.parked) {
+    slot.status.state = AppState::kStopped;
+    slot.status.next_start.reset();
+    slot.kill_at.reset();
+    slot.kill_sent = false;
+    changed_.notify_all();
+    log::Info("supervisor: app {} stopped on request ({}); kept", id, exit.Describe());
+    return;
+  }
 
   auto now = clock_->Monotonic();
   bool failure = true;
@@ -459,7 +726,8 @@ void Supervisor::HandleEnd(Slot& slot, std::vector<Callback>& callbacks) {
   } else if (exit.killed() && exit.signal() == SIGKILL && oom) {
     QueueFailure(slot, formats::FailureKind::kAppMemoryLimit, SIGKILL, 0, callbacks);
   } else if (exit.killed()) {
-    QueueFailure(slot, formats::FailureKind::kAppCrash, exit.signal(), 0, callbacks);
+    QueueFailure(slot, formats::FailureKind::kAppCrash, exit.signal(), 0, callbacks,
+                 crash ? &*crash : nullptr);
   } else {
     QueueFailure(slot, formats::FailureKind::kAppExit, 0, exit.code(), callbacks);
   }
@@ -490,6 +758,7 @@ void Supervisor::Loop() {
     for (auto it = slots_.begin(); it != slots_.end();) {
       if (it->second->done && !it->second->waiter) {
         it->second->link.reset();  // the link is free the moment the app is forgotten
+        DropChannels(it->first, *it->second);
         it = slots_.erase(it);
         erased = true;
       } else {
@@ -504,7 +773,7 @@ void Supervisor::Loop() {
       for (auto& [id, slot] : slots_) {
         if (!slot->process && !slot->stop_requested && slot->status.next_start &&
             now >= *slot->status.next_start) {
-          StartApp(*slot, callbacks);
+          LaunchSlot(*slot, callbacks);
         }
       }
     }

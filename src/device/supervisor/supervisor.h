@@ -54,6 +54,7 @@
 #include "device/sandbox/network_policy.h"
 #include "device/sandbox/sandbox_spec.h"
 #include "device/supervisor/restart_policy.h"
+#include "device/supervisor/spec_builder.h"
 #include "formats/failure_event.h"
 #include "formats/guid.h"
 
@@ -72,7 +73,23 @@ struct SupervisedApp {
   //   network_hook: a caller-made hook, called on every launch (the caller cleans up).
   std::optional<sandbox::NetworkPolicy> network_policy;
   sandbox::NetworkHook network_hook;
+  // Event notifications, update deferral and app-to-app channels (BuildAppServices).
+  AppServices services;
 };
+
+// What an app answered to NotifyUpdatePending.
+struct UpdateAnswer {
+  enum class Kind {
+    kNoAnswer,      // nothing (valid) within the timeout
+    kAcknowledged,  // "ok", or "defer" from an app without SoftwareUpdateDeferral
+    kDeferred,      // "defer" from an app with SoftwareUpdateDeferral
+  };
+  Kind kind = Kind::kNoAnswer;
+  std::chrono::seconds defer_for{0};  // with kDeferred: 1 s .. kMaxUpdateDeferral
+
+  bool operator==(const UpdateAnswer&) const = default;
+};
+inline constexpr std::chrono::seconds kMaxUpdateDeferral{24 * 3600};
 
 struct SupervisorOptions {
   RestartPolicy restart;
@@ -95,6 +112,7 @@ enum class AppState {
   kRunning,   // a sandbox is running
   kWaiting,   // ended or failed to launch; restarts at `next_start`
   kStopping,  // SIGTERM sent; SIGKILL follows after the grace period
+  kStopped,   // stopped on request (StopApp); stays supervised, starts again only by StartApp
 };
 std::string_view AppStateName(AppState state);
 
@@ -108,6 +126,16 @@ struct AppStatus {
   std::chrono::milliseconds last_delay{0};  // the backoff chosen at the last end
   std::string last_error;                   // the last launch error, if any
 };
+
+// One supervised app, for listings (`moatctl app list`).
+struct AppInfo {
+  formats::Guid component_id;
+  formats::Guid image_id;
+  std::string app_name;  // the sandbox name
+  AppStatus status;
+};
+
+enum class LogStream { kStdout, kStderr };
 
 class Supervisor {
  public:
@@ -135,6 +163,35 @@ class Supervisor {
 
   std::optional<AppStatus> Status(const formats::Guid& component_id) const;
 
+  // Every supervised app (stopped ones included), ordered by component ID.
+  std::vector<AppInfo> List() const;
+
+  // Stops the app like Remove (SIGTERM, SIGKILL after the grace period, reaped) but keeps it
+  // supervised in state kStopped: it is not restarted, keeps its network link, restart history
+  // and logs, and StartApp runs it again. Returns how it ended, or nullopt if it was not running
+  // (already stopped, or waiting for a restart, which is cancelled). A requested stop is not a
+  // failure. kNotFound if unknown (or being removed). From a callback it only requests the stop.
+  Result<std::optional<sandbox::ExitStatus>> StopApp(const formats::Guid& component_id);
+
+  // Starts a stopped app at once (on the supervisor thread). kNotFound if unknown,
+  // kFailedPrecondition if it is not stopped.
+  Result<void> StartApp(const formats::Guid& component_id);
+
+  // The app's sandbox spec (`moatctl app show --spec`: sandbox::SpecToJson), nullopt if unknown.
+  std::optional<sandbox::SandboxSpec> Spec(const formats::Guid& component_id) const;
+
+  // The newest `max_bytes` (capped at kMaxLogTailBytes) of the app's stdout or stderr log, across
+  // its rotation (ReadLogTail in app_log.h). kNotFound if unknown; "" for a discarded stream.
+  Result<std::string> LogTail(const formats::Guid& component_id, LogStream stream,
+                              size_t max_bytes) const;
+
+  // Tells a running app with SystemEventNotifications that an update is pending, to be applied
+  // at `deadline`, and waits up to `timeout` for its answer (protocol: docs/supervisor.md "App
+  // services"). kNotFound if unknown, kFailedPrecondition if the app lacks the capability,
+  // kUnavailable if it is not running. One notification at a time per supervisor.
+  Result<UpdateAnswer> NotifyUpdatePending(const formats::Guid& component_id, SystemTime deadline,
+                                           std::chrono::milliseconds timeout);
+
   // Makes the loop look at its timers now (after a FakeClock moved).
   void Wake();
 
@@ -145,15 +202,17 @@ class Supervisor {
   explicit Supervisor(SupervisorOptions options, UniqueFd wake_fd);
   void Loop();
   // Loop helpers; called with mu_ held. They queue callbacks to run after unlocking.
-  void StartApp(Slot& slot, std::vector<Callback>& callbacks);
+  void LaunchSlot(Slot& slot, std::vector<Callback>& callbacks);
   void HandleEnd(Slot& slot, std::vector<Callback>& callbacks);
   void ReadOutput(Slot& slot, int stream, bool until_eof);
   void QueueFailure(Slot& slot, formats::FailureKind kind, int signal, int exit_status,
-                    std::vector<Callback>& callbacks);
+                    std::vector<Callback>& callbacks, const sandbox::CrashReport* crash = nullptr);
   void QueueCrashLoop(Slot& slot, std::vector<Callback>& callbacks);
   void BeginStop(Slot& slot);
   void TearDownNetwork(Slot& slot);
   void ForgetSlot(const formats::Guid& component_id);
+  // Closes the app-connection channels of the app being forgotten, on both sides.
+  void DropChannels(const formats::Guid& component_id, Slot& slot);
 
   SupervisorOptions options_;
   std::shared_ptr<const Clock> clock_;
@@ -169,6 +228,7 @@ class Supervisor {
   bool shutting_down_ = false;
   std::thread::id loop_id_;  // set once, before any app exists
   std::mutex shutdown_mu_;   // serialises Shutdown() calls (the join)
+  std::mutex notify_mu_;     // serialises NotifyUpdatePending (never held with mu_ waiting)
   std::thread thread_;
 };
 

@@ -21,6 +21,7 @@
 #include "core/json.h"
 #include "device/sandbox/app_network.h"
 #include "device/sandbox/host_tool.h"
+#include "device/sandbox/testdata/elf_symbols.h"
 
 namespace moat::device::supervisor {
 namespace {
@@ -234,6 +235,45 @@ TEST_F(SupervisorTest, ASecondAppRunsUntouchedWhileTheFirstCrashLoops) {
   EXPECT_EQ(ReadFile(dir_->path() / (kAppB.ToString() + ".out"), 4096).value_or(""), "sleeping\n");
 }
 
+TEST_F(SupervisorTest, ACrashEventCarriesRegistersAndASymbolizableStackWithAStableSignature) {
+  Start();
+  ASSERT_TRUE(supervisor_->Add(App(kAppA, {"crash"})));
+  ASSERT_TRUE(WaitForEvents(1));
+  AdvanceToRestart(kAppA);
+  ASSERT_TRUE(WaitForEvents(2));
+  auto elf = sandbox::testing::ElfFile::Load(MOAT_SANDBOX_TEST_APP);
+  ASSERT_TRUE(elf);
+  auto here = elf->Symbol("moat_test_crash_here");
+  auto caller = elf->Symbol("moat_test_crash_caller");
+  ASSERT_TRUE(here && caller);
+  std::lock_guard lock(mu_);
+  for (const formats::FailureEvent& e : events_) {
+    EXPECT_EQ(e.kind, formats::FailureKind::kAppCrash);
+    EXPECT_EQ(e.signal, SIGSEGV);
+    EXPECT_EQ(e.component_id, kAppA);
+    EXPECT_EQ(e.code, SEGV_MAPERR);
+    EXPECT_EQ(e.fault_address, 0u);
+    ASSERT_TRUE(e.pc && e.sp);
+    ASSERT_GE(e.stack.size(), 2u);
+    const formats::StackFrame& top = e.stack[0];
+    EXPECT_EQ(top.module, "test_app");
+    EXPECT_EQ(top.build_id, elf->BuildId());
+    EXPECT_EQ(top.pc, *e.pc);
+    EXPECT_GE(top.offset, here->address);
+    EXPECT_LT(top.offset, here->address + here->size);
+    EXPECT_EQ(e.stack[1].module, "test_app");
+    EXPECT_GT(e.stack[1].offset, caller->address);
+    EXPECT_LT(e.stack[1].offset, caller->address + caller->size);
+    auto parsed = formats::ParseFailureEvent(DumpJson(formats::ToJson(e)));
+    ASSERT_TRUE(parsed) << parsed.error().message();
+    EXPECT_EQ(*parsed, e);
+  }
+  // Two crashes of one bug: one bucket.
+  EXPECT_NE(events_[0].event_id, events_[1].event_id);
+  EXPECT_EQ(formats::StackSignature(events_[0]), formats::StackSignature(events_[1]));
+  EXPECT_THAT(formats::AzureSphereDescription(events_[0]), HasSubstr("signal_status=11"));
+}
+
 TEST_F(SupervisorTest, ExitsMemoryKillsAndLaunchFailuresEachHaveTheirKind) {
   Start();
   ASSERT_TRUE(supervisor_->Add(App(kAppA, {"exit", "3"})));
@@ -311,6 +351,194 @@ TEST_F(SupervisorTest, RemoveStopsWithSigtermThenSigkillAndTheAppCanBeAddedAgain
 
   ASSERT_TRUE(supervisor_->Add(App(kAppA, {"sleep"})));
   ASSERT_TRUE(WaitUntil([&] { return Running(kAppA); }));
+}
+
+TEST_F(SupervisorTest, StopAppKeepsTheAppListedUntilStartAppRunsItAgain) {
+  Start();
+  ASSERT_TRUE(supervisor_->Add(App(kAppA, {"sleep"})));
+  ASSERT_TRUE(supervisor_->Add(App(kAppB, {"crash"})));
+  ASSERT_TRUE(WaitUntil([&] { return Running(kAppA); }));
+  ASSERT_TRUE(WaitForEvents(1));  // B waits for its restart
+  ASSERT_TRUE(WaitUntil([&] {
+    return ReadFile(dir_->path() / (kAppA.ToString() + ".out"), 4096).value_or("") == "sleeping\n";
+  }));
+  const pid_t a_pid = *StatusOf(kAppA).pid;
+
+  auto list = supervisor_->List();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].component_id, kAppA);
+  EXPECT_EQ(list[0].image_id, kImage);
+  EXPECT_EQ(list[0].app_name, kAppA.ToString());
+  EXPECT_EQ(list[0].status.state, AppState::kRunning);
+  EXPECT_EQ(list[1].component_id, kAppB);
+  EXPECT_EQ(list[1].status.state, AppState::kWaiting);
+
+  auto stopped = supervisor_->StopApp(kAppA);
+  ASSERT_TRUE(stopped) << stopped.error().message();
+  EXPECT_EQ(*stopped, ExitStatus::Killed(SIGTERM));
+  EXPECT_FALSE(ProcessExists(a_pid));
+  EXPECT_EQ(StatusOf(kAppA).state, AppState::kStopped);
+  EXPECT_FALSE(StatusOf(kAppA).next_start);
+  // A waiting app is stopped too: its restart is cancelled.
+  auto b = supervisor_->StopApp(kAppB);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(*b);
+  EXPECT_EQ(StatusOf(kAppB).state, AppState::kStopped);
+  // Stopped apps stay stopped whatever the clock does, and are still listed.
+  clock_->Advance(seconds(3600));
+  supervisor_->Wake();
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(StatusOf(kAppA).launches, 1u);
+  EXPECT_EQ(StatusOf(kAppB).launches, 1u);
+  EXPECT_EQ(supervisor_->List().size(), 2u);
+  EXPECT_EQ(EventCount(), 1u) << "a requested stop is not a failure";
+  EXPECT_TRUE(supervisor_->StopApp(kAppA)) << "stopping a stopped app is not an error";
+
+  ASSERT_TRUE(supervisor_->StartApp(kAppA));
+  ASSERT_TRUE(WaitUntil([&] { return Running(kAppA); }));
+  EXPECT_EQ(StatusOf(kAppA).launches, 2u);
+  EXPECT_NE(*StatusOf(kAppA).pid, a_pid);
+  EXPECT_EQ(supervisor_->StartApp(kAppA).error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(supervisor_->StartApp(kAppC).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(supervisor_->StopApp(kAppC).error().code(), ErrorCode::kNotFound);
+  // Remove works on a stopped app.
+  auto removed = supervisor_->Remove(kAppB);
+  ASSERT_TRUE(removed);
+  EXPECT_FALSE(*removed);
+  EXPECT_EQ(supervisor_->List().size(), 1u);
+}
+
+TEST_F(SupervisorTest, TheSpecAndTheLogTailAreAvailableForMoatctl) {
+  options_.log_max_bytes = 40;
+  Start();
+  SupervisedApp app = App(kAppA, {"hello"});
+  ASSERT_TRUE(supervisor_->Add(app));
+  ASSERT_TRUE(WaitUntil([&] { return StatusOf(kAppA).last_exit.has_value(); }));
+  AdvanceToRestart(kAppA);
+  ASSERT_TRUE(WaitUntil([&] {
+    AppStatus s = StatusOf(kAppA);
+    return s.launches == 2 && s.state == AppState::kWaiting;
+  }));
+  auto spec = supervisor_->Spec(kAppA);
+  ASSERT_TRUE(spec);
+  EXPECT_EQ(*spec, app.spec);
+  EXPECT_EQ(sandbox::SpecToJson(*spec)["executable"], "/bin/test_app");
+  EXPECT_FALSE(supervisor_->Spec(kAppC));
+  // Two runs of 23 bytes, a cap of 40: the tail crosses the rotation.
+  EXPECT_EQ(supervisor_->LogTail(kAppA, LogStream::kStdout, 12).value_or(""), "the sandbox\n");
+  EXPECT_EQ(supervisor_->LogTail(kAppA, LogStream::kStdout, 1000).value_or(""),
+            "hello from the sandbox\nhello from the sandbox\n");
+  EXPECT_EQ(supervisor_->LogTail(kAppA, LogStream::kStderr, 15).value_or(""), "this is stderr\n");
+  EXPECT_EQ(supervisor_->LogTail(kAppC, LogStream::kStdout, 10).error().code(),
+            ErrorCode::kNotFound);
+}
+
+TEST_F(SupervisorTest, AppsWithSystemEventNotificationsAnswerUpdatePendingEvents) {
+  Start();
+  const formats::Guid kAppD = G("dddddddd-0000-4000-8000-000000000004");
+  SupervisedApp deferring = App(kAppA, {"events", "defer"});
+  deferring.services.system_events = true;
+  deferring.services.update_deferral = true;
+  SupervisedApp not_allowed_to_defer = App(kAppB, {"events", "defer"});
+  not_allowed_to_defer.services.system_events = true;
+  SupervisedApp silent = App(kAppC, {"events", "none"});
+  silent.services.system_events = true;
+  SupervisedApp without = App(kAppD, {"events", "ok"});
+  for (const SupervisedApp* app : {&deferring, &not_allowed_to_defer, &silent, &without}) {
+    ASSERT_TRUE(supervisor_->Add(*app));
+  }
+  auto out = [&](const formats::Guid& id) {
+    return ReadFile(dir_->path() / (id.ToString() + ".out"), 4096).value_or("");
+  };
+  ASSERT_TRUE(WaitUntil([&] {
+    return out(kAppA).starts_with("events fd=3\n") && out(kAppB).starts_with("events fd=3\n") &&
+           out(kAppC).starts_with("events fd=3\n");
+  }));
+  const SystemTime deadline = *ParseRfc3339("2026-11-28T03:00:00Z");
+  const int64_t deadline_s =
+      std::chrono::duration_cast<seconds>(deadline.time_since_epoch()).count();
+
+  auto a = supervisor_->NotifyUpdatePending(kAppA, deadline, seconds(10));
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_EQ(*a, (UpdateAnswer{UpdateAnswer::Kind::kDeferred, seconds(600)}));
+  // The app's output reaches its log through the supervisor's loop, after the answer perhaps.
+  const std::string first = fmt::format("got update-pending 1 {}\n", deadline_s);
+  EXPECT_TRUE(WaitUntil([&] { return out(kAppA).find(first) != std::string::npos; })) << out(kAppA);
+  auto again = supervisor_->NotifyUpdatePending(kAppA, deadline, seconds(10));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->kind, UpdateAnswer::Kind::kDeferred);
+  EXPECT_TRUE(WaitUntil([&] {
+    return out(kAppA).find("got update-pending 2 ") != std::string::npos;
+  })) << out(kAppA);
+
+  auto b = supervisor_->NotifyUpdatePending(kAppB, deadline, seconds(10));
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ(b->kind, UpdateAnswer::Kind::kAcknowledged) << "no SoftwareUpdateDeferral";
+
+  auto c = supervisor_->NotifyUpdatePending(kAppC, deadline, milliseconds(200));
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->kind, UpdateAnswer::Kind::kNoAnswer);
+  EXPECT_TRUE(WaitUntil([&] {
+    return out(kAppC).find("got update-pending 1 ") != std::string::npos;
+  })) << out(kAppC);
+
+  // Without the capability: no socket in the app, and no notification.
+  ASSERT_TRUE(WaitUntil([&] { return out(kAppD).starts_with("events=none\n"); }));
+  EXPECT_EQ(supervisor_->NotifyUpdatePending(kAppD, deadline, seconds(1)).error().code(),
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(
+      supervisor_
+          ->NotifyUpdatePending(G("eeeeeeee-0000-4000-8000-000000000005"), deadline, seconds(1))
+          .error()
+          .code(),
+      ErrorCode::kNotFound);
+  // A stopped app cannot answer.
+  ASSERT_TRUE(supervisor_->StopApp(kAppA));
+  EXPECT_EQ(supervisor_->NotifyUpdatePending(kAppA, deadline, seconds(1)).error().code(),
+            ErrorCode::kUnavailable);
+}
+
+TEST_F(SupervisorTest, OnlyAppsThatListEachOtherGetAChannel) {
+  Start();
+  SupervisedApp a = App(kAppA, {"peer", "a"});
+  a.services.connections = {kAppB};
+  SupervisedApp b = App(kAppB, {"peer", "b"});
+  b.services.connections = {kAppA};
+  SupervisedApp c = App(kAppC, {"peer", "c"});
+  c.services.connections = {kAppA};  // A does not list C
+  auto out = [&](const formats::Guid& id) {
+    return ReadFile(dir_->path() / (id.ToString() + ".out"), 4096).value_or("");
+  };
+  ASSERT_TRUE(supervisor_->Add(a));
+  ASSERT_TRUE(WaitUntil([&] { return out(kAppA) == "connections=none\n"; }));
+  ASSERT_TRUE(supervisor_->Add(b));
+  ASSERT_TRUE(supervisor_->Add(c));
+  // B, added after A, has its channel at once; A gets its end at its next start, and B's hello
+  // waits for it in the channel.
+  ASSERT_TRUE(WaitUntil([&] { return out(kAppB).starts_with("connections="); }));
+  EXPECT_EQ(out(kAppB).substr(0, out(kAppB).find('\n')),
+            fmt::format("connections={}=4", kAppA.ToString()));
+  ASSERT_TRUE(supervisor_->StopApp(kAppA));
+  ASSERT_TRUE(supervisor_->StartApp(kAppA));
+  ASSERT_TRUE(WaitUntil([&] {
+    return out(kAppA).find("from ") != std::string::npos &&
+           out(kAppB).find("from ") != std::string::npos;
+  }));
+  EXPECT_EQ(out(kAppA), fmt::format("connections=none\nconnections={0}=4\nfrom {0}: hello from b\n",
+                                    kAppB.ToString()));
+  EXPECT_EQ(out(kAppB),
+            fmt::format("connections={0}=4\nfrom {0}: hello from a\n", kAppA.ToString()));
+  ASSERT_TRUE(WaitUntil([&] { return !out(kAppC).empty(); }));
+  EXPECT_EQ(out(kAppC), "connections=none\n") << "C lists A, but A does not list C";
+  // Removing B closes the channel; A's next run has none.
+  ASSERT_TRUE(supervisor_->Remove(kAppB));
+  ASSERT_TRUE(supervisor_->StopApp(kAppA));
+  ASSERT_TRUE(supervisor_->StartApp(kAppA));
+  ASSERT_TRUE(WaitUntil([&] {
+    std::string log = out(kAppA);
+    return log.ends_with("connections=none\n") &&
+           log.find("connections=none") != log.rfind("connections=none");
+  }));
 }
 
 TEST_F(SupervisorTest, ShutdownLeavesNoProcessAndNoCgroup) {

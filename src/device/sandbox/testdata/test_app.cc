@@ -15,6 +15,7 @@
 #include <linux/perf_event.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -497,7 +498,95 @@ int Forbidden(const char* what) {
   return 2;
 }
 
+// The supervisor's event socket (MOAT_EVENTS_FD): prints each notification and answers it per
+// `answer`: "defer" (600 s), "ok" or "none" (reads, never answers).
+int Events(const char* answer) {
+  const char* env = getenv("MOAT_EVENTS_FD");
+  if (!env) {
+    printf("events=none\n");
+    return 1;
+  }
+  int fd = atoi(env);
+  printf("events fd=%d\n", fd);
+  char buf[256];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    unsigned seq = 0;
+    long long deadline = 0;
+    if (sscanf(buf, "update-pending %u %lld", &seq, &deadline) != 2) {
+      printf("unexpected %s", buf);
+      continue;
+    }
+    printf("got update-pending %u %lld\n", seq, deadline);
+    char reply[64];
+    int len = 0;
+    if (!strcmp(answer, "defer")) len = snprintf(reply, sizeof reply, "defer %u 600\n", seq);
+    if (!strcmp(answer, "ok")) len = snprintf(reply, sizeof reply, "ok %u\n", seq);
+    if (len > 0 && send(fd, reply, static_cast<size_t>(len), 0) != len) {
+      printf("send=%s\n", ErrName(errno));
+    }
+  }
+}
+
+// App connections (MOAT_APP_CONNECTIONS = "<guid>=<fd>,..."): sends "hello from <name>" on
+// each, then prints the first message from each (waiting up to 10 s).
+int Peer(const char* name) {
+  const char* env = getenv("MOAT_APP_CONNECTIONS");
+  printf("connections=%s\n", env ? env : "none");
+  if (!env) return 0;
+  char list[1024];
+  snprintf(list, sizeof list, "%s", env);
+  int fds[16];
+  char* peers[16];
+  int count = 0;
+  for (char *save = nullptr, *item = strtok_r(list, ",", &save); item && count < 16;
+       item = strtok_r(nullptr, ",", &save)) {
+    char* eq = strchr(item, '=');
+    if (!eq) continue;
+    *eq = '\0';
+    peers[count] = item;
+    fds[count++] = atoi(eq + 1);
+  }
+  char msg[128];
+  int len = snprintf(msg, sizeof msg, "hello from %s", name);
+  for (int i = 0; i < count; ++i) {
+    if (send(fds[i], msg, static_cast<size_t>(len), MSG_NOSIGNAL) != len) {
+      printf("send to %s=%s\n", peers[i], ErrName(errno));
+    }
+  }
+  for (int i = 0; i < count; ++i) {
+    struct pollfd p {
+      fds[i], POLLIN, 0
+    };
+    if (poll(&p, 1, 10000) != 1) {
+      printf("from %s: nothing\n", peers[i]);
+      continue;
+    }
+    char buf[128];
+    ssize_t n = recv(fds[i], buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    printf("from %s: %s\n", peers[i], buf);
+  }
+  for (;;) pause();
+}
+
 }  // namespace
+
+// The crash of the crash tests: recognizable names (not inlined, C linkage) that the tests find
+// in this binary's symbol table, to check that the captured top frame lies inside the first and
+// the next one inside the second. noipa: no inlining and no clones such as .constprop.
+extern "C" __attribute__((noipa)) int moat_test_crash_here(volatile int* p) {
+  *p = 42;  // p is null: SIGSEGV, si_addr 0
+  return *p;
+}
+
+extern "C" __attribute__((noipa)) int moat_test_crash_caller(volatile int* p) {
+  int r = moat_test_crash_here(p);
+  asm volatile("" ::: "memory");  // keeps the call from becoming a tail call
+  return r + 1;
+}
 
 int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -550,8 +639,27 @@ int main(int argc, char** argv) {
   }
   if (!strcmp(mode, "crash")) {
     volatile int* p = nullptr;
-    return *p;
+    return moat_test_crash_caller(p);
   }
+  if (!strcmp(mode, "abort")) abort();
+  if (!strcmp(mode, "crash_thread")) {
+    // The crash in a second thread: the capture must follow the app's threads.
+    pthread_t thread;
+    if (pthread_create(
+            &thread, nullptr,
+            [](void*) -> void* {
+              volatile int* p = nullptr;
+              moat_test_crash_caller(p);
+              return nullptr;
+            },
+            nullptr) != 0) {
+      return 1;
+    }
+    pthread_join(thread, nullptr);
+    return 0;
+  }
+  if (!strcmp(mode, "events")) return Events(arg);
+  if (!strcmp(mode, "peer")) return Peer(arg);
   if (!strcmp(mode, "forbidden")) return Forbidden(arg);
   printf("unknown mode %s\n", mode);
   return 2;
