@@ -494,7 +494,8 @@ TEST_F(AppNetworkTest, TheAppReachesOnlyItsListedDestinations) {
   ASSERT_TRUE(net);
   std::vector<std::string> targets = {allowed + ":7000", other + ":7001", other + ":7000",
                                       server_net_ + ".1:7002", Host() + ":7002"};
-  std::vector<std::string> args = {"connect_within", "500"};
+  // Generous: the refusals arrive at once, and a first connect under load may wait for ARP.
+  std::vector<std::string> args = {"connect_within", "2000"};
   args.insert(args.end(), targets.begin(), targets.end());
   auto spec = Spec("client", args);
   LaunchOptions options;
@@ -615,7 +616,8 @@ TEST_F(AppNetworkTest, ALeftoverOfACrashedRunIsReplacedAndAForeignInterfaceIsNot
                      net->host_interface() + "p"}));
   ASSERT_TRUE(RunIp({"link", "set", "dev", net->host_interface(), "alias", net->table()}));
   ASSERT_TRUE(RunHostTool({nft_->string(), "add", "table", "inet", net->table()}));
-  auto spec = Spec("leftover", {"connect_within", "300", server_net_ + ".2:7000"});
+  // 2 s: the refusal is immediate; the margin is for a loaded machine (300 ms once failed).
+  auto spec = Spec("leftover", {"connect_within", "2000", server_net_ + ".2:7000"});
   LaunchOptions options;
   options.network_hook = net->Hook();
   auto process = Launch(spec, std::move(options));
@@ -657,7 +659,7 @@ TEST_F(AppNetworkTest, AFailedAttachLeavesNothing) {
 
 TEST_F(AppNetworkTest, NetworkNoneStillHasOnlyLoopback) {
   auto listener = WorldListener(server_net_ + ".2", 7000);
-  auto spec = Spec("none", {"connect_within", "300", server_net_ + ".2:7000"});
+  auto spec = Spec("none", {"connect_within", "2000", server_net_ + ".2:7000"});
   spec.network = NetworkMode::kNone;
   auto process = Launch(spec);
   ASSERT_TRUE(process) << process.error().message();
