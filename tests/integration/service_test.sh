@@ -385,7 +385,10 @@ expect 0 "device2 register" -- "$moat" --config "$factory" device register --pub
 expect 0 "device2 claim" -- "$moat" --config "$cfg" device claim "$device2" --tenant acme
 expect 0 "device2 to Field Test" -- "$moat" --config "$cfg" device update "$device2" --tenant acme \
   --device-group "Thermostat/Field Test"
+expect 0 "reference value of moat-test-device's OS" -- "$moat" --config "$cfg" reference-value add \
+  --tenant acme --kind os --name moat-linux --sha256 "$(printf 'moat-test-device os 1.0' | sha256sum | cut -d' ' -f1)"
 expect 0 "device2 attests" -- "$test_device" enroll "$url" "$work/root.pem" "$work/device2.key" "$work/dev2"
+contains "attestation passed" "device2 gets a client certificate"
 dcurl() {  # dcurl PATH [curl args...] -> status in $work/status, body in $work/out
   local path=$1; shift
   curl -s --cacert "$work/root.pem" --cert "$work/dev2.crt" --key "$work/dev2.key" -o "$work/out" \

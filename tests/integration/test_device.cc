@@ -1,8 +1,9 @@
 // moat-test-device: plays a device for the shell tests, which have curl but cannot sign
 // attestation evidence.
 //   moat-test-device enroll URL ROOT_PEM IDENTITY_KEY_PEM DEST_PREFIX
-// Attests with the identity key (self-certified identity certificate, challenge, evidence with an
-// empty measurement log, a fresh P-256 TLS key in the CSR) and writes DEST_PREFIX.crt (the
+// Attests with the identity key (self-certified identity certificate, challenge, evidence whose
+// log measures one OS, "moat-linux" with the SHA-256 of "moat-test-device os 1.0", and a fresh
+// P-256 TLS key in the CSR) and writes DEST_PREFIX.crt (the
 // client certificate, or the update certificate when attestation failed, followed by its tenant
 // CA) and DEST_PREFIX.key (mode 0600), ready for `curl --cert ... --key ...`. Prints the result.
 #include <chrono>
@@ -11,6 +12,7 @@
 #include "core/encoding.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "crypto/digest.h"
 #include "crypto/key.h"
 #include "crypto/x509.h"
 #include "formats/attestation.h"
@@ -44,8 +46,13 @@ Result<void> Enroll(const std::string& url, const std::string& root_pem_path,
   MOAT_ASSIGN_OR_RETURN(Json cj, ParseJson(challenge.body, "challenge"));
   MOAT_ASSIGN_OR_RETURN(auto nonce, Base64Decode(cj.value("nonce", ""), Base64Alphabet::kUrl,
                                                  Base64Padding::kWithout));
+  formats::MeasurementLog log{{{.pcr = formats::kMoatPcr,
+                                .kind = formats::MeasurementKind::kOs,
+                                .name = "moat-linux",
+                                .version = "1.0",
+                                .digest = crypto::Sha256("moat-test-device os 1.0")}}};
   formats::AttestationEvidence e{
-      .device_id = device_id, .nonce = nonce, .log = {}, .os_version = "1.0"};
+      .device_id = device_id, .nonce = nonce, .log = log, .os_version = "1.0"};
   MOAT_ASSIGN_OR_RETURN(e.signature, identity.Sign(formats::AttestationSigningInput(e)));
   MOAT_ASSIGN_OR_RETURN(auto tls_key, crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
   MOAT_ASSIGN_OR_RETURN(auto csr, crypto::CertificateRequest::Create(tls_key, device_id));
