@@ -77,10 +77,10 @@ std::string WindowText(const Json& g) {
 void PrintDeploymentStatus(std::ostream& out, const Json& st) {
   const Json& dep = st["deployment"];
   out << fmt::format("{:<30} {}\n", "deployment:",
-                     dep.is_null() ? std::string("- (no deployment to its device group)")
-                                   : fmt::format("{} (targets version {}, {})", Str(dep, "id"),
-                                                 Str(dep, "targets_version"),
-                                                 Str(dep, "created_at")));
+                     dep.is_null()
+                         ? std::string("- (no deployment to its device group)")
+                         : fmt::format("{} (targets version {}, {})", Str(dep, "id"),
+                                       Str(dep, "targets_version"), Str(dep, "created_at")));
   out << fmt::format("{:<30} {}\n", "status_reported_at:",
                      st["reported_at"].is_null() ? "- (never reported)" : Str(st, "reported_at"));
   if (!st["os"].is_null()) {
@@ -89,8 +89,8 @@ void PrintDeploymentStatus(std::ostream& out, const Json& st) {
   }
   if (!st["last_update"].is_null()) {
     const Json& u = st["last_update"];
-    out << fmt::format("{:<30} {} at {} (targets version {}) {}\n", "last_update:",
-                       Str(u, "result"), Str(u, "at"), Str(u, "targets_version"),
+    out << fmt::format("{:<30} {} at {} (targets version {}) {}\n",
+                       "last_update:", Str(u, "result"), Str(u, "at"), Str(u, "targets_version"),
                        Str(u, "detail"));
   }
   out << fmt::format("{:<30} {}\n", "up_to_date:", Str(st, "up_to_date"));
@@ -101,8 +101,8 @@ void PrintDeploymentStatus(std::ostream& out, const Json& st) {
   }
   for (const auto& i : st["installed_images"]) {
     if (i.value("targeted", false)) continue;
-    rows.push_back({"installed", Str(i, "component_id"), "-", Str(i, "version"),
-                    Str(i, "image_id"), "not targeted"});
+    rows.push_back({"installed", Str(i, "component_id"), "-", Str(i, "version"), Str(i, "image_id"),
+                    "not targeted"});
   }
   if (!rows.empty()) {
     out << "\n";
@@ -365,8 +365,8 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
       MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
       Json empty = Json::object();
       MOAT_ASSIGN_OR_RETURN(
-          Json j, session.Call("POST", GroupPath(o->tenant, o->product, o->name) + "/rotate-root",
-                               &empty));
+          Json j,
+          session.Call("POST", GroupPath(o->tenant, o->product, o->name) + "/rotate-root", &empty));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
       std::string retired;
       for (const auto& k : j["retired_root_keyids"]) {
@@ -392,7 +392,8 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
       "Deploy images to a device group (Contributor): one image per component; the newest\n"
       "deployment is what the group's devices install");
   dep_create->add_option("--tenant", o->tenant, "Tenant name")->required();
-  dep_create->add_option("--device-group", o->group, "PRODUCT/GROUP, e.g. \"Thermostat/Field Test\"")
+  dep_create
+      ->add_option("--device-group", o->group, "PRODUCT/GROUP, e.g. \"Thermostat/Field Test\"")
       ->required();
   dep_create->add_option("--images", o->images, "Image IDs (moat image list)")->required();
   dep_create->callback([=, &exit_code] {
@@ -424,8 +425,7 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
                         Str(d, "targets_version"), Str(d, "image_count"), Str(d, "created_at"),
                         Str(d, "created_by")});
       }
-      PrintTable(s.out, {"ID", "DEVICE GROUP", "TARGETS VERSION", "IMAGES", "CREATED", "BY"},
-                 rows);
+      PrintTable(s.out, {"ID", "DEVICE GROUP", "TARGETS VERSION", "IMAGES", "CREATED", "BY"}, rows);
       return Ok();
     });
   });
@@ -436,7 +436,8 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
     Run(s, exit_code, "deployment show", [&]() -> Result<void> {
       MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
       MOAT_ASSIGN_OR_RETURN(
-          Json j, session.Call("GET", TenantPath(o->tenant, "/deployments/" + EncodeQueryValue(o->id))));
+          Json j,
+          session.Call("GET", TenantPath(o->tenant, "/deployments/" + EncodeQueryValue(o->id))));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
       PrintFields(s.out, j,
                   {"id", "tenant", "product", "device_group", "device_group_id", "targets_version",
@@ -504,9 +505,9 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
       Run(s, exit_code, "device show-deployment-status", [&]() -> Result<void> {
         MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
         MOAT_ASSIGN_OR_RETURN(
-            Json j, session.Call("GET", TenantPath(o->tenant, "/devices/" +
-                                                                  EncodeQueryValue(o->id) +
-                                                                  "/deployment-status")));
+            Json j,
+            session.Call("GET", TenantPath(o->tenant, "/devices/" + EncodeQueryValue(o->id) +
+                                                          "/deployment-status")));
         if (g->output == OutputFormat::kJson) return json_out(j), Ok();
         s.out << fmt::format("{:<30} {}\n", "id:", Str(j, "device_id"));
         s.out << fmt::format("{:<30} {}\n", "device_group:",

@@ -808,8 +808,8 @@ Result<RepositoryWriter> RepositoryWriter::Restore(RoleSigners root, RoleSigners
   MOAT_ASSIGN_OR_RETURN(const std::string* targets_bytes, file(targets_path));
   if (DescribeMetaFile(*targets_bytes, w.snapshot_.targets.version) != w.snapshot_.targets) {
     return Fail(ErrorCode::kVerificationFailed,
-                "restoring a repository: {} does not match its length and hash in {}",
-                targets_path, snapshot_path);
+                "restoring a repository: {} does not match its length and hash in {}", targets_path,
+                snapshot_path);
   }
   MOAT_ASSIGN_OR_RETURN(auto targets_md, ParseTargets(*targets_bytes));
   MOAT_TRY(VerifyRole(targets_md.envelope, w.root_, Role::kTargets, targets_path));

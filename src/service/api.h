@@ -47,10 +47,10 @@ class Api {
   const Clock& clock_;
   Random& random_;
   TenantCaCreated on_tenant_ca_;
-  Repositories repositories_;   // device groups' TUF repositories
-  DeviceApi device_api_;        // /device/v1/...
-  FleetApi fleet_;              // products, device groups, image-signing keys, images
-  DeploymentApi deployments_;   // deployments, root rotation, deployment status
+  Repositories repositories_;  // device groups' TUF repositories
+  DeviceApi device_api_;       // /device/v1/...
+  FleetApi fleet_;             // products, device groups, image-signing keys, images
+  DeploymentApi deployments_;  // deployments, root rotation, deployment status
 };
 
 // Creates the first operator, a service-wide Administrator, for `moat-service init`.

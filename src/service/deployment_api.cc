@@ -224,11 +224,11 @@ HttpResponse DeploymentApi::Create(Context& c) {
   for (size_t i = 0; i < images_json->size(); ++i) {
     const Json& v = (*images_json)[i];
     if (!v.is_string() || !IsSha256Hex(v.get<std::string>())) {
-      return ErrorResponse(Error(
-          ErrorCode::kInvalidArgument,
-          fmt::format("body.images[{}]: expected an image ID (64 lowercase hexadecimal "
-                      "characters, as moat image list shows)",
-                      i)));
+      return ErrorResponse(
+          Error(ErrorCode::kInvalidArgument,
+                fmt::format("body.images[{}]: expected an image ID (64 lowercase hexadecimal "
+                            "characters, as moat image list shows)",
+                            i)));
     }
     if (!seen.insert(v.get<std::string>()).second) {
       return ErrorResponse(
@@ -267,13 +267,14 @@ HttpResponse DeploymentApi::Create(Context& c) {
         {c.tenant.id, id});
     if (!row) return ErrorResponse(row.error());
     if (row->empty()) {
-      return NotFound(fmt::format("no image {} in tenant '{}' (moat image list shows the "
-                                  "tenant's images; add one with moat image add)",
-                                  id, c.tenant.name));
+      return NotFound(
+          fmt::format("no image {} in tenant '{}' (moat image list shows the "
+                      "tenant's images; add one with moat image add)",
+                      id, c.tenant.name));
     }
     const store::Row& r = (*row)[0];
-    Image im{*r.Text(0), *r.Text(1), *r.Text(2), *r.Text(3), *r.Text(4), *r.Text(5), *r.Text(7),
-             *r.Int(6)};
+    Image im{*r.Text(0), *r.Text(1), *r.Text(2), *r.Text(3),
+             *r.Text(4), *r.Text(5), *r.Text(7), *r.Int(6)};
     if (auto [it, inserted] = by_component.emplace(im.component_id, im.id); !inserted) {
       return ErrorResponse(Error(
           ErrorCode::kInvalidArgument,
@@ -283,11 +284,11 @@ HttpResponse DeploymentApi::Create(Context& c) {
     }
     if (im.image_type == "os") {
       if (!os_image.empty()) {
-        return ErrorResponse(Error(
-            ErrorCode::kInvalidArgument,
-            fmt::format("images {} and {} are both OS images; a device runs one OS, so a "
-                        "deployment holds at most one",
-                        os_image, im.id)));
+        return ErrorResponse(
+            Error(ErrorCode::kInvalidArgument,
+                  fmt::format("images {} and {} are both OS images; a device runs one OS, so a "
+                              "deployment holds at most one",
+                              os_image, im.id)));
       }
       os_image = im.id;
     } else if (group->app_update_policy == kNoThirdPartyAppUpdates) {
@@ -301,12 +302,12 @@ HttpResponse DeploymentApi::Create(Context& c) {
     }
     auto key = keys.find(im.signer);
     if (key == keys.end() || key->second.second) {
-      return ErrorResponse(Error(
-          ErrorCode::kFailedPrecondition,
-          fmt::format("image {} ('{}') was signed by image-signing key {}, which is revoked; "
-                      "devices would refuse it (sign it again with an active key and add it)",
-                      im.id, im.name,
-                      key == keys.end() ? im.signer : "'" + key->second.first + "'")));
+      return ErrorResponse(
+          Error(ErrorCode::kFailedPrecondition,
+                fmt::format("image {} ('{}') was signed by image-signing key {}, which is revoked; "
+                            "devices would refuse it (sign it again with an active key and add it)",
+                            im.id, im.name,
+                            key == keys.end() ? im.signer : "'" + key->second.first + "'")));
     }
     images.push_back(std::move(im));
   }
@@ -315,8 +316,7 @@ HttpResponse DeploymentApi::Create(Context& c) {
   Json key_list = Json::array();
   for (const auto& r : *key_rows) {
     if (!r.IsNull(3)) continue;
-    key_list.push_back(
-        {{"id", *r.Text(0)}, {"name", *r.Text(1)}, {"public_key_pem", *r.Text(2)}});
+    key_list.push_back({{"id", *r.Text(0)}, {"name", *r.Text(1)}, {"public_key_pem", *r.Text(2)}});
   }
   const std::string keys_file = DumpJson(Json{{"keys", key_list}});
   std::map<std::string, tuf::TargetFile> targets;
@@ -352,15 +352,16 @@ HttpResponse DeploymentApi::Create(Context& c) {
       },
       [&](store::Session& s, const tuf::RepositoryWriter& w) -> Result<void> {
         targets_version = w.targets().version;
-        MOAT_TRY(s.Execute(
-            "INSERT INTO deployments (id, tenant_id, device_group_id, targets_version, "
-            "image_count, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            {deployment_id, c.tenant.id, group->id, targets_version,
-             static_cast<int64_t>(images.size()), c.now_seconds, c.caller.name}));
+        MOAT_TRY(
+            s.Execute("INSERT INTO deployments (id, tenant_id, device_group_id, targets_version, "
+                      "image_count, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      {deployment_id, c.tenant.id, group->id, targets_version,
+                       static_cast<int64_t>(images.size()), c.now_seconds, c.caller.name}));
         for (const auto& im : images) {
-          MOAT_TRY(s.Execute("INSERT INTO deployment_images (deployment_id, device_group_id, "
-                             "image_id) VALUES (?, ?, ?)",
-                             {deployment_id, group->id, im.id}));
+          MOAT_TRY(
+              s.Execute("INSERT INTO deployment_images (deployment_id, device_group_id, "
+                        "image_id) VALUES (?, ?, ?)",
+                        {deployment_id, group->id, im.id}));
         }
         return AuditAs(s, c.now_seconds, &c.caller, c.tenant.id, "deployment.create",
                        group->Label(), "ok",
@@ -396,8 +397,8 @@ HttpResponse DeploymentApi::Show(Context& c, std::string_view id, int status) {
                        {c.tenant.id, std::string(id)});
   if (!row) return ErrorResponse(row.error());
   if (row->empty()) {
-    return NotFound(fmt::format("no deployment {} in tenant '{}'",
-                                formats::QuoteForMessage(id), c.tenant.name));
+    return NotFound(fmt::format("no deployment {} in tenant '{}'", formats::QuoteForMessage(id),
+                                c.tenant.name));
   }
   Json j = DeploymentJson((*row)[0]);
   auto images = DeploymentImages(db_, c.tenant.id, id);
@@ -425,12 +426,11 @@ HttpResponse DeploymentApi::RepositoryInfo(Context& c, std::string_view product,
   if (!keys) return ErrorResponse(keys.error());
   Json key_list = Json::array();
   for (const auto& k : *keys) {
-    key_list.push_back(
-        {{"keyid", *k.Text(0)},
-         {"role", *k.Text(1)},
-         {"key_type", *k.Text(2)},
-         {"created_at", Time(*k.Int(3))},
-         {"retired_at", k.IsNull(4) ? Json(nullptr) : Json(Time(*k.Int(4)))}});
+    key_list.push_back({{"keyid", *k.Text(0)},
+                        {"role", *k.Text(1)},
+                        {"key_type", *k.Text(2)},
+                        {"created_at", Time(*k.Int(3))},
+                        {"retired_at", k.IsNull(4) ? Json(nullptr) : Json(Time(*k.Int(4)))}});
   }
   return JsonResponse(200, {{"tenant", c.tenant.name},
                             {"product", group->product},
@@ -461,8 +461,7 @@ HttpResponse DeploymentApi::RotateRoot(Context& c, std::string_view product,
   auto rotated = repositories_.Update(
       group->id, c.now,
       [&](tuf::RepositoryWriter& w) -> Result<Repositories::Change> {
-        MOAT_ASSIGN_OR_RETURN(auto key,
-                              crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
+        MOAT_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
         Repositories::Change ch;
         ch.retired_keyids = w.root().root.keyids;
         new_keyid = tuf::Key::FromPublicKey(key.public_key()).keyid();
@@ -475,8 +474,8 @@ HttpResponse DeploymentApi::RotateRoot(Context& c, std::string_view product,
         root_version = w.root().version;
         std::string old_keys;
         for (const auto& k : retired) old_keys += (old_keys.empty() ? "" : ", ") + k;
-        return AuditAs(s, c.now_seconds, &c.caller, c.tenant.id, "device-group.rotate-root",
-                       target, "ok",
+        return AuditAs(s, c.now_seconds, &c.caller, c.tenant.id, "device-group.rotate-root", target,
+                       "ok",
                        fmt::format("root version {} signed by the retired key(s) {} and the new "
                                    "key {}",
                                    root_version, old_keys, new_keyid));
@@ -529,11 +528,10 @@ Result<Json> DeploymentStatusJson(store::Database& db, std::string_view tenant_i
     if (inst && inst->is_array()) installed = *inst;
     auto running = ParseJson(*s.Text(4), "running");
     if (running && running->is_array()) out["running"] = *running;
-    out["last_update"] = {
-        {"result", *s.Text(5)},
-        {"at", s.IsNull(6) ? Json(nullptr) : Json(Time(*s.Int(6)))},
-        {"detail", *s.Text(7)},
-        {"targets_version", s.IsNull(8) ? Json(nullptr) : Json(*s.Int(8))}};
+    out["last_update"] = {{"result", *s.Text(5)},
+                          {"at", s.IsNull(6) ? Json(nullptr) : Json(Time(*s.Int(6)))},
+                          {"detail", *s.Text(7)},
+                          {"targets_version", s.IsNull(8) ? Json(nullptr) : Json(*s.Int(8))}};
   }
   for (const auto& i : installed) installed_by_image[i.value("image_id", "")] = i;
 

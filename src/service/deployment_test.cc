@@ -48,7 +48,8 @@ std::string AsString(std::span<const uint8_t> bytes) {
 }
 
 std::string Package(const crypto::PrivateKey& key, std::string_view component,
-                    std::string_view version, formats::ImageType type = formats::ImageType::kApplication) {
+                    std::string_view version,
+                    formats::ImageType type = formats::ImageType::kApplication) {
   formats::ImagePackageHeader h;
   h.image_type = type;
   h.component_id = *formats::Guid::Parse(component);
@@ -110,16 +111,14 @@ class DeploymentTest : public ::testing::Test {
     contributor_ = MakeOperator("carl", "acme", "Contributor");
     acme_admin_ = MakeOperator("ada", "acme", "Administrator");
     globex_admin_ = MakeOperator("gus", "globex", "Administrator");
-    ASSERT_EQ(Send(*contributor_, "POST", "/api/v1/tenants/acme/products",
-                   R"({"name":"Thermo"})")
-                  .status,
-              201);
+    ASSERT_EQ(
+        Send(*contributor_, "POST", "/api/v1/tenants/acme/products", R"({"name":"Thermo"})").status,
+        201);
     Json os = {{"kind", "os"},
                {"name", "moat-linux"},
                {"sha256", HexEncode(crypto::Sha256("os image 1.0"))}};
-    ASSERT_EQ(
-        Send(*acme_admin_, "POST", "/api/v1/tenants/acme/reference-values", os.dump()).status,
-        201);
+    ASSERT_EQ(Send(*acme_admin_, "POST", "/api/v1/tenants/acme/reference-values", os.dump()).status,
+              201);
     Json key = {{"public_key", signing_key_.public_key().ToPem()}, {"name", "release"}};
     ASSERT_EQ(
         Send(*acme_admin_, "POST", "/api/v1/tenants/acme/image-signing-keys", key.dump()).status,
@@ -201,9 +200,9 @@ class DeploymentTest : public ::testing::Test {
         200);
     if (!group.empty()) {
       Json move = {{"device_group", "Thermo/" + std::string(group)}};
-      EXPECT_EQ(Send(*contributor_, "PATCH", "/api/v1/tenants/acme/devices/" + d.id, move.dump())
-                    .status,
-                200);
+      EXPECT_EQ(
+          Send(*contributor_, "PATCH", "/api/v1/tenants/acme/devices/" + d.id, move.dump()).status,
+          200);
     }
     auto boot = Bootstrap(d);
     auto challenge = Send(*boot, "POST", "/device/v1/attestation/challenge");
@@ -221,8 +220,8 @@ class DeploymentTest : public ::testing::Test {
     Json body = {{"evidence", formats::ToJson(e)}, {"csr", csr->ToPem()}};
     auto attested = Send(*boot, "POST", "/device/v1/attestation", body.dump());
     EXPECT_EQ(attested.status, 200) << attested.body;
-    auto chain =
-        crypto::Certificate::ParsePemChain(Parse(attested)["client_certificate"].get<std::string>());
+    auto chain = crypto::Certificate::ParsePemChain(
+        Parse(attested)["client_certificate"].get<std::string>());
     EXPECT_TRUE(chain.has_value());
     d.client_chain = *chain;
     return Connect(chain->at(0), d.tls_key, {chain->at(1)});
@@ -258,8 +257,9 @@ class DeploymentTest : public ::testing::Test {
     if (!ts) return v;
     EXPECT_TRUE(tuf::VerifyRole(ts->envelope, root, tuf::Role::kTimestamp, "timestamp"));
     v.timestamp = ts->signed_;
-    const std::string snap_bytes = Fetch(
-        device, group_id, tuf::MetadataPath(tuf::Role::kSnapshot, v.timestamp.snapshot.version, true));
+    const std::string snap_bytes =
+        Fetch(device, group_id,
+              tuf::MetadataPath(tuf::Role::kSnapshot, v.timestamp.snapshot.version, true));
     EXPECT_EQ(tuf::DescribeMetaFile(snap_bytes, v.timestamp.snapshot.version),
               v.timestamp.snapshot);
     auto snap = tuf::ParseSnapshot(snap_bytes);
@@ -340,17 +340,16 @@ TEST_F(DeploymentTest, ADeploymentIsANewTargetsVersionVerifiedByTheGroupsRootKey
   const tuf::TargetFile& app_target = after.targets.targets.at(app_id + ".imagepackage");
   EXPECT_EQ(app_target.length, static_cast<int64_t>(app.size()));
   EXPECT_EQ(HexEncode(app_target.sha256), app_id);
-  EXPECT_EQ(app_target.custom,
-            Json({{"component_id", kAppComponent},
-                  {"image_type", "Application"},
-                  {"version", "1.0.0"},
-                  {"package_image_id", "0d9a3a47-51c2-4f4e-8a10-7cc1d3b4e5f6"},
-                  {"name", "HelloMoat"}}));
+  EXPECT_EQ(app_target.custom, Json({{"component_id", kAppComponent},
+                                     {"image_type", "Application"},
+                                     {"version", "1.0.0"},
+                                     {"package_image_id", "0d9a3a47-51c2-4f4e-8a10-7cc1d3b4e5f6"},
+                                     {"name", "HelloMoat"}}));
   EXPECT_EQ(after.targets.targets.at(os_id + ".imagepackage").custom["image_type"], "OS");
 
   // The image package itself, from the image store, under its consistent-snapshot name.
-  const std::string got = Fetch(*device, group_id, tuf::TargetPath(app_id + ".imagepackage",
-                                                                   app_target.sha256, true));
+  const std::string got =
+      Fetch(*device, group_id, tuf::TargetPath(app_id + ".imagepackage", app_target.sha256, true));
   EXPECT_EQ(got, app);
   // image-signing-keys.json: the tenant's active keys, protected by the same signatures.
   const tuf::TargetFile& keys_target = after.targets.targets.at("image-signing-keys.json");
@@ -364,11 +363,12 @@ TEST_F(DeploymentTest, ADeploymentIsANewTargetsVersionVerifiedByTheGroupsRootKey
   EXPECT_EQ(keys["keys"][0]["public_key_pem"], signing_key_.public_key().ToPem());
 
   // Listed and shown for operators; audited.
-  auto list = Parse(Send(*reader_, "GET",
-                         "/api/v1/tenants/acme/deployments?device_group=Thermo%2FField%20Test"));
+  auto list = Parse(
+      Send(*reader_, "GET", "/api/v1/tenants/acme/deployments?device_group=Thermo%2FField%20Test"));
   ASSERT_EQ(list["deployments"].size(), 1u);
   EXPECT_EQ(list["deployments"][0]["id"], dep["id"]);
-  auto shown = Send(*reader_, "GET", "/api/v1/tenants/acme/deployments/" + dep["id"].get<std::string>());
+  auto shown =
+      Send(*reader_, "GET", "/api/v1/tenants/acme/deployments/" + dep["id"].get<std::string>());
   ASSERT_EQ(shown.status, 200);
   EXPECT_EQ(Parse(shown)["images"].size(), 2u);
   auto audit = Send(*admin_, "GET", "/api/v1/audit?tenant=acme");
@@ -391,14 +391,14 @@ TEST_F(DeploymentTest, ADeploymentIsANewTargetsVersionVerifiedByTheGroupsRootKey
   EXPECT_TRUE(third.targets.targets.contains(app2_id + ".imagepackage"));
   EXPECT_FALSE(third.targets.targets.contains(app_id + ".imagepackage"));
   // An image no deployment of the group names is not served, even though the store has it.
-  auto old_image = Send(*device, "GET",
-                        fmt::format("/device/v1/repo/{}/targets/{}.{}.imagepackage", group_id,
-                                    os_id, os_id));
+  auto old_image =
+      Send(*device, "GET",
+           fmt::format("/device/v1/repo/{}/targets/{}.{}.imagepackage", group_id, os_id, os_id));
   EXPECT_EQ(old_image.status, 200);  // deployed earlier to this group
   const std::string other = AddImage(Package(signing_key_, kOtherAppComponent, "9.0"));
-  auto never = Send(*device, "GET",
-                    fmt::format("/device/v1/repo/{}/targets/{}.{}.imagepackage", group_id, other,
-                                other));
+  auto never =
+      Send(*device, "GET",
+           fmt::format("/device/v1/repo/{}/targets/{}.{}.imagepackage", group_id, other, other));
   EXPECT_EQ(never.status, 404) << never.body;
 }
 
@@ -407,8 +407,8 @@ TEST_F(DeploymentTest, BadDeploymentsAreRefusedWithTheReason) {
   const std::string app2_id = AddImage(Package(signing_key_, kAppComponent, "1.1.0"));
   const std::string os_id =
       AddImage(Package(signing_key_, kOsComponent, "2.1", formats::ImageType::kOs));
-  const std::string os2_id = AddImage(
-      Package(signing_key_, "11111111-2222-4333-8444-555555555555", "3.0", formats::ImageType::kOs));
+  const std::string os2_id = AddImage(Package(signing_key_, "11111111-2222-4333-8444-555555555555",
+                                              "3.0", formats::ImageType::kOs));
 
   auto unknown = Deploy(*contributor_, "Production", {std::string(64, 'a')});
   EXPECT_EQ(unknown.status, 404);
@@ -417,9 +417,9 @@ TEST_F(DeploymentTest, BadDeploymentsAreRefusedWithTheReason) {
   // Another tenant's image is as unknown as a made-up one.
   crypto::PrivateKey globex_key = *crypto::PrivateKey::Generate(crypto::KeyType::kEd25519);
   Json key = {{"public_key", globex_key.public_key().ToPem()}};
-  ASSERT_EQ(Send(*globex_admin_, "POST", "/api/v1/tenants/globex/image-signing-keys", key.dump())
-                .status,
-            201);
+  ASSERT_EQ(
+      Send(*globex_admin_, "POST", "/api/v1/tenants/globex/image-signing-keys", key.dump()).status,
+      201);
   const std::string foreign = AddImage(Package(globex_key, kOtherAppComponent, "1.0"), true);
   auto theirs = Deploy(*contributor_, "Production", {foreign});
   EXPECT_EQ(theirs.status, 404);
@@ -460,16 +460,16 @@ TEST_F(DeploymentTest, BadDeploymentsAreRefusedWithTheReason) {
             400);
 
   // An image signed by a key revoked since is refused: devices would refuse it.
-  ASSERT_EQ(Send(*acme_admin_, "POST", "/api/v1/tenants/acme/image-signing-keys/release/revoke")
-                .status,
-            200);
+  ASSERT_EQ(
+      Send(*acme_admin_, "POST", "/api/v1/tenants/acme/image-signing-keys/release/revoke").status,
+      200);
   auto revoked = Deploy(*contributor_, "Production", {app_id});
   EXPECT_EQ(revoked.status, 409);
   EXPECT_THAT(Detail(revoked), HasSubstr("which is revoked"));
 
   // Nothing refused was published: Production still has targets version 1.
-  auto repo = Parse(Send(*reader_, "GET",
-                         "/api/v1/tenants/acme/products/Thermo/device-groups/Production/repository"));
+  auto repo = Parse(Send(
+      *reader_, "GET", "/api/v1/tenants/acme/products/Thermo/device-groups/Production/repository"));
   EXPECT_EQ(repo["targets_version"], 1);
 }
 
@@ -480,8 +480,9 @@ TEST_F(DeploymentTest, AGroupsRepositoryIsRefusedToDevicesOfOtherGroups) {
   auto device_loose = EnrolledDevice(loose, "");
   const std::string field_test = GroupId("Field Test");
 
-  EXPECT_EQ(Send(*device_a, "GET", fmt::format("/device/v1/repo/{}/1.root.json", field_test)).status,
-            200);
+  EXPECT_EQ(
+      Send(*device_a, "GET", fmt::format("/device/v1/repo/{}/1.root.json", field_test)).status,
+      200);
   auto other = Send(*device_b, "GET", fmt::format("/device/v1/repo/{}/timestamp.json", field_test));
   EXPECT_EQ(other.status, 403);
   EXPECT_EQ(Parse(other)["type"], "urn:moat:problem:forbidden");
@@ -497,8 +498,8 @@ TEST_F(DeploymentTest, AGroupsRepositoryIsRefusedToDevicesOfOtherGroups) {
   EXPECT_EQ(Send(*admin_, "GET", fmt::format("/device/v1/repo/{}/1.root.json", field_test)).status,
             403);
   // Unknown paths are 404.
-  for (const char* path : {"9.root.json", "secrets.txt", "targets/nothing.bin", "../moat.db",
-                           "targets/a/b"}) {
+  for (const char* path :
+       {"9.root.json", "secrets.txt", "targets/nothing.bin", "../moat.db", "targets/a/b"}) {
     EXPECT_EQ(Send(*device_a, "GET", fmt::format("/device/v1/repo/{}/{}", field_test, path)).status,
               404)
         << path;
@@ -538,7 +539,8 @@ TEST_F(DeploymentTest, RotateRootYieldsARootSignedByTheOldAndNewKeys) {
   const std::string group_id = GroupId("Field Test");
   const tuf::Root v1 = TrustedRoot(*device, group_id);
 
-  const std::string path = "/api/v1/tenants/acme/products/Thermo/device-groups/Field%20Test/rotate-root";
+  const std::string path =
+      "/api/v1/tenants/acme/products/Thermo/device-groups/Field%20Test/rotate-root";
   auto denied = Send(*contributor_, "POST", path, "{}");
   EXPECT_EQ(denied.status, 403);
   EXPECT_THAT(Detail(denied), HasSubstr("Administrator"));
@@ -555,7 +557,8 @@ TEST_F(DeploymentTest, RotateRootYieldsARootSignedByTheOldAndNewKeys) {
   EXPECT_TRUE(tuf::VerifyRole(v2->envelope, v1, tuf::Role::kRoot, "2.root.json by root 1"));
   EXPECT_TRUE(
       tuf::VerifyRole(v2->envelope, v2->signed_, tuf::Role::kRoot, "2.root.json by itself"));
-  EXPECT_EQ(v2->signed_.root.keyids, std::vector<std::string>{j["new_root_keyid"].get<std::string>()});
+  EXPECT_EQ(v2->signed_.root.keyids,
+            std::vector<std::string>{j["new_root_keyid"].get<std::string>()});
   EXPECT_FALSE(v2->signed_.keys.contains(v1.root.keyids.front()));
   // The rest of the repository verifies under the new root, and keeps working after a restart
   // (the retired key is no longer used to sign anything).
@@ -564,8 +567,9 @@ TEST_F(DeploymentTest, RotateRootYieldsARootSignedByTheOldAndNewKeys) {
   ASSERT_EQ(Deploy(*contributor_, "Field Test", {app_id}).status, 201);
   Verified after = FetchVerified(*device, group_id, v2->signed_);
   EXPECT_TRUE(after.targets.targets.contains(app_id + ".imagepackage"));
-  auto repo = Parse(Send(*reader_, "GET",
-                         "/api/v1/tenants/acme/products/Thermo/device-groups/Field%20Test/repository"));
+  auto repo =
+      Parse(Send(*reader_, "GET",
+                 "/api/v1/tenants/acme/products/Thermo/device-groups/Field%20Test/repository"));
   EXPECT_EQ(repo["root_version"], 2);
   int retired = 0;
   for (const auto& k : repo["keys"]) retired += k["retired_at"].is_null() ? 0 : 1;
@@ -597,7 +601,8 @@ TEST_F(DeploymentTest, StatusReportsShowInstalledVersusTargeted) {
   auto posted = Send(*device, "POST", "/device/v1/status", report.dump());
   EXPECT_EQ(posted.status, 204) << posted.body;
 
-  auto status = Send(*reader_, "GET", "/api/v1/tenants/acme/devices/" + d.id + "/deployment-status");
+  auto status =
+      Send(*reader_, "GET", "/api/v1/tenants/acme/devices/" + d.id + "/deployment-status");
   ASSERT_EQ(status.status, 200) << status.body;
   st = Parse(status);
   EXPECT_EQ(st["os"]["version"], "1.0");

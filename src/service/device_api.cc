@@ -287,8 +287,8 @@ HttpResponse DeviceApi::Repository(const Caller& caller, const HttpRequest& req,
                    "(attest first)"});
   }
   const std::string prefix = fmt::format("/device/v1/repo/{}/", group_id);
-  const std::string_view path = std::string_view(req.path).substr(
-      std::min(prefix.size(), req.path.size()));
+  const std::string_view path =
+      std::string_view(req.path).substr(std::min(prefix.size(), req.path.size()));
   if (!req.path.starts_with(prefix) || !IsRepositoryPath(path)) {
     return ProblemResponse(
         404, "not-found",
@@ -439,8 +439,7 @@ HttpResponse DeviceApi::Status(const Caller& caller, const HttpRequest& req) {
     MOAT_TRY(lr.status());
     MOAT_ASSIGN_OR_RETURN(report.result, lr.RequiredString("result", 16));
     constexpr std::string_view kResults[] = {"ok", "failed", "rolled-back", "deferred", "none"};
-    if (std::find(std::begin(kResults), std::end(kResults), report.result) ==
-        std::end(kResults)) {
+    if (std::find(std::begin(kResults), std::end(kResults), report.result) == std::end(kResults)) {
       return Fail(ErrorCode::kInvalidArgument,
                   "{}: {} is not one of ok, failed, rolled-back, deferred, none",
                   lr.PathOf("result"), formats::QuoteForMessage(report.result));
@@ -521,13 +520,12 @@ HttpResponse DeviceApi::WhoAmI(const Caller& caller) {
     group_json = {{"id", (*group)->id}, {"name", (*group)->name}, {"product", (*group)->product}};
     repository = fmt::format("/device/v1/repo/{}/", (*group)->id);
   }
-  return JsonResponse(200,
-                      {{"device_id", caller.device_id},
-                       {"tenant", d.tenant_name},
-                       {"credential", CredentialName(caller.credential)},
-                       {"certificate_not_after", FormatRfc3339(caller.certificate.NotAfter())},
-                       {"device_group", group_json},
-                       {"repository", repository}});
+  return JsonResponse(200, {{"device_id", caller.device_id},
+                            {"tenant", d.tenant_name},
+                            {"credential", CredentialName(caller.credential)},
+                            {"certificate_not_after", FormatRfc3339(caller.certificate.NotAfter())},
+                            {"device_group", group_json},
+                            {"repository", repository}});
 }
 
 HttpResponse DeviceApi::Challenge(const Caller& caller) {

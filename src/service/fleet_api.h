@@ -40,8 +40,8 @@ class FleetApi {
   static constexpr size_t kMaxImagePackageBytes = size_t{64} << 20;
 
   // A device group is created with its TUF repository (in `repositories`) and deleted with it.
-  FleetApi(store::Database& db, const Clock& clock, Random& random,
-           std::filesystem::path image_dir, Repositories& repositories);
+  FleetApi(store::Database& db, const Clock& clock, Random& random, std::filesystem::path image_dir,
+           Repositories& repositories);
 
   // True if `request` (split into `seg`, see Segments()) is one of FleetApi's endpoints.
   static bool Routes(const net::HttpRequest& request, std::span<const std::string_view> seg);

@@ -15,8 +15,8 @@ std::string SealContext(std::string_view group_id, std::string_view keyid) {
 }
 
 Result<tuf::Role> ParseRole(std::string_view name) {
-  for (tuf::Role r : {tuf::Role::kRoot, tuf::Role::kTimestamp, tuf::Role::kSnapshot,
-                      tuf::Role::kTargets}) {
+  for (tuf::Role r :
+       {tuf::Role::kRoot, tuf::Role::kTimestamp, tuf::Role::kSnapshot, tuf::Role::kTargets}) {
     if (tuf::RoleName(r) == name) return r;
   }
   return Fail(ErrorCode::kInternal, "tuf_keys: unknown role '{}'", name);
@@ -81,15 +81,13 @@ Result<Repositories::Prepared> Repositories::Prepare(std::string_view group_id,
   MOAT_ASSIGN_OR_RETURN(auto snapshot, crypto::PrivateKey::Generate(KeyType::kEd25519));
   MOAT_ASSIGN_OR_RETURN(auto targets, crypto::PrivateKey::Generate(KeyType::kEd25519));
   MOAT_ASSIGN_OR_RETURN(
-      auto writer,
-      tuf::RepositoryWriter::Create({{root}}, {{timestamp}}, {{snapshot}}, {{targets}}, now,
-                                    expiry_));
+      auto writer, tuf::RepositoryWriter::Create({{root}}, {{timestamp}}, {{snapshot}}, {{targets}},
+                                                 now, expiry_));
   Prepared p;
   p.group_id = std::string(group_id);
-  for (const auto& [role, key] : {std::pair{tuf::Role::kRoot, &root},
-                                  std::pair{tuf::Role::kTimestamp, &timestamp},
-                                  std::pair{tuf::Role::kSnapshot, &snapshot},
-                                  std::pair{tuf::Role::kTargets, &targets}}) {
+  for (const auto& [role, key] :
+       {std::pair{tuf::Role::kRoot, &root}, std::pair{tuf::Role::kTimestamp, &timestamp},
+        std::pair{tuf::Role::kSnapshot, &snapshot}, std::pair{tuf::Role::kTargets, &targets}}) {
     const std::string keyid = tuf::Key::FromPublicKey(key->public_key()).keyid();
     MOAT_ASSIGN_OR_RETURN(auto sealed, pki_.SealKey(*key, SealContext(group_id, keyid)));
     p.keys.push_back({keyid, std::string(tuf::RoleName(role)),
@@ -240,9 +238,9 @@ Result<void> Repositories::Update(std::string_view group_id, SystemTime now, con
       for (const auto& [path, content] : changed) MOAT_TRY(PutFile(s, id, path, *content, t));
       for (const auto& k : added) MOAT_TRY(PutKey(s, id, k.keyid, k.role, k.key_type, k.sealed, t));
       for (const auto& keyid : ch.retired_keyids) {
-        MOAT_TRY(s.Execute(
-            "UPDATE tuf_keys SET retired_at = ? WHERE device_group_id = ? AND key_id = ?",
-            {t, id, keyid}));
+        MOAT_TRY(
+            s.Execute("UPDATE tuf_keys SET retired_at = ? WHERE device_group_id = ? AND key_id = ?",
+                      {t, id, keyid}));
       }
       if (in_transaction) MOAT_TRY(in_transaction(s, w));
       return Ok();

@@ -30,9 +30,9 @@ Result<void> Enroll(const std::string& url, const std::string& root_pem_path,
   MOAT_ASSIGN_OR_RETURN(auto identity, crypto::PrivateKey::FromPem(key_pem));
   const std::string device_id = identity.public_key().FingerprintHex();
   const auto now = std::chrono::system_clock::now();
-  MOAT_ASSIGN_OR_RETURN(auto boot_cert, crypto::SelfCertifiedDeviceCertificate(
-                                            identity, now - std::chrono::hours(1),
-                                            now + std::chrono::hours(1)));
+  MOAT_ASSIGN_OR_RETURN(
+      auto boot_cert, crypto::SelfCertifiedDeviceCertificate(identity, now - std::chrono::hours(1),
+                                                             now + std::chrono::hours(1)));
   net::HttpsClientConfig config{.base_url = url};
   config.tls.server_roots = {root};
   config.tls.certificate = boot_cert;
