@@ -8,7 +8,14 @@
 //   B  cheap request: every device holds one keep-alive connection with the client certificate
 //      it got in A and repeats GET /device/v1/whoami for --seconds;
 //   C  baselines in the same run and on the same cores: `openssl speed ecdsap256 ecdhp256` and
-//      an `openssl s_server` / `s_time -new` full TLS 1.3 handshake rate.
+//      an `openssl s_server` / `s_time -new` full TLS 1.3 handshake rate;
+//   D  deployment publish: a deployment of --deployment-images images (each its own component)
+//      to the devices' group, i.e. one signed targets version of 1,000 targets + snapshot +
+//      timestamp, timed per publish;
+//   E  metadata poll: every device's keep-alive connection repeats
+//      GET /device/v1/repo/<group>/timestamp.json for --seconds;
+//   F  report ingestion: every device's connection POSTs failure-event batches
+//      (--report-batch events each, fresh event IDs) to /device/v1/reports for --seconds.
 // Every response is checked; a non-2xx status fails the run with the body printed. Rates are
 // given per wall second and per second of service CPU (from /proc), which is the steadier figure
 // on a shared machine.
@@ -51,6 +58,9 @@
 #include "crypto/key.h"
 #include "crypto/x509.h"
 #include "formats/attestation.h"
+#include "formats/failure_event.h"
+#include "formats/guid.h"
+#include "formats/image_package.h"
 #include "formats/operator_config.h"
 #include "net/https_client.h"
 #include "service/service.h"
@@ -79,6 +89,9 @@ struct Options {
   bool baselines = true;
   int speed_seconds = 3;
   int stime_seconds = 5;
+  int deployment_images = 1000;  // 0: skip phases D, E and F
+  int deployment_publishes = 3;
+  int report_batch = 50;
 };
 
 [[noreturn]] void Die(const std::string& message);
@@ -374,7 +387,11 @@ class Driver {
   void StartService();
   void Setup();
   void PhaseAttestation();
-  void PhaseWhoami();
+  // B (whoami) and E (timestamp.json): GET `path` on every device's keep-alive connection.
+  void PhasePoll(const std::string& path, const std::string& key);
+  void SetupDeployment();
+  void PhaseDeploy();
+  void PhaseReports();
   void PhaseBaselines();
   void Report();
 
@@ -409,6 +426,9 @@ class Driver {
   std::optional<crypto::Certificate> root_;
   std::unique_ptr<net::HttpsClient> admin_;
   std::vector<Device> devices_;
+  std::unique_ptr<net::HttpsClient> deployer_;  // an operator connection for phase D
+  std::vector<std::string> image_ids_;
+  std::string group_id_;
   Json results_ = Json::object();
   std::string data_dir_note_;
 };
@@ -590,7 +610,8 @@ std::pair<size_t, size_t> WhoamiConnectionsFromLog(const std::string& log) {
   return {remotes.size(), lines};
 }
 
-void Driver::PhaseWhoami() {
+void Driver::PhasePoll(const std::string& path, const std::string& key) {
+  const bool whoami = key == "whoami";
   const int threads = std::min(o_.threads, o_.devices);
   Failure failure;
   std::vector<std::vector<double>> latencies(static_cast<size_t>(threads));
@@ -600,10 +621,10 @@ void Driver::PhaseWhoami() {
   for (size_t i = 0; i < devices_.size(); ++i) {
     Device& d = devices_[i];
     auto client = Connect(*d.client_certificate, d.tls_key, d.client_chain);
-    auto r = client->Send("GET", "/device/v1/whoami");
-    if (!r || r->status != 200) Die(Describe("warm-up GET /device/v1/whoami", r));
+    auto r = client->Send("GET", path);
+    if (!r || r->status != 200) Die(Describe("warm-up GET " + path, r));
     Json j = ParseOrEmpty(r->body);
-    if (j.value("credential", "") != "client" || j.value("device_id", "") != d.id) {
+    if (whoami && (j.value("credential", "") != "client" || j.value("device_id", "") != d.id)) {
       Die("whoami does not see the client certificate: " + r->body);
     }
     clients[i % static_cast<size_t>(threads)].push_back(std::move(client));
@@ -624,10 +645,10 @@ void Driver::PhaseWhoami() {
       for (size_t k = 0; !failure.failed; k = (k + 1) % mine.size()) {
         const auto t0 = Clock::now();
         if (t0 >= deadline) break;
-        auto r = mine[k]->Send("GET", "/device/v1/whoami");
+        auto r = mine[k]->Send("GET", path);
         const auto t1 = Clock::now();
         if (!r || r->status != 200) {
-          failure.Set(Describe("GET /device/v1/whoami", r));
+          failure.Set(Describe("GET " + path, r));
           return;
         }
         lat.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
@@ -645,7 +666,7 @@ void Driver::PhaseWhoami() {
   const auto end = Clock::now();
   const double service_cpu = ProcessCpuSeconds(service_pid_) - cpu_before;
   const double driver_cpu = SelfCpuSeconds() - driver_before;
-  if (failure.failed) Die("phase B (whoami) failed: " + *failure.message);
+  if (failure.failed) Die(fmt::format("polling {} failed: {}", path, *failure.message));
 
   std::vector<double> all;
   for (auto& v : latencies) all.insert(all.end(), v.begin(), v.end());
@@ -665,7 +686,7 @@ void Driver::PhaseWhoami() {
   clients.clear();  // close the connections
   // The service logs one line per request with the client's address; give it a moment to write
   // the last ones, then count the distinct connections that carried whoami requests.
-  if (o_.service_log_level == "debug" || o_.service_log_level == "info") {
+  if (whoami && (o_.service_log_level == "debug" || o_.service_log_level == "info")) {
     std::this_thread::sleep_for(300ms);
     auto [connections, lines] = WhoamiConnectionsFromLog(ReadText(service_log_));
     phase["connections_seen_by_service"] = connections;
@@ -677,7 +698,153 @@ void Driver::PhaseWhoami() {
           all.size() + devices_.size());
     }
   }
-  results_["whoami"] = std::move(phase);
+  results_[key] = std::move(phase);
+}
+
+// The group the devices are in, N signed images (each its own component) in the image store.
+void Driver::SetupDeployment() {
+  Admin("POST", "/api/v1/tenants/bench/products", 201, R"({"name":"bench"})");
+  auto signer = crypto::PrivateKey::Generate(crypto::KeyType::kEd25519);
+  if (!signer) Die("key generation failed");
+  Admin("POST", "/api/v1/tenants/bench/image-signing-keys", 201,
+        Json{{"public_key", signer->public_key().ToPem()}, {"name", "bench"}}.dump());
+  SystemRandom random;
+  const std::string manifest_format =
+      R"({{"SchemaVersion":1,"Name":"bench{}","ComponentId":"{}","EntryPoint":"/bin/app",)"
+      R"("CmdArgs":[],"Capabilities":{{}},"ApplicationType":"Default"}})";
+  const auto upload_start = Clock::now();
+  for (int i = 0; i < o_.deployment_images; ++i) {
+    formats::ImagePackageHeader h;
+    const std::string component = random.NewUuid();
+    h.component_id = *formats::Guid::Parse(component);
+    h.image_id = *formats::Guid::Parse(random.NewUuid());
+    h.version = "1.0." + std::to_string(i);
+    h.name = "bench" + std::to_string(i);
+    h.created = std::chrono::system_clock::now();
+    std::string program = fmt::format("bench app {} {}", i, component);
+    std::vector<formats::FileTreeEntry> files = {
+        {.kind = formats::FileTreeEntry::Kind::kDirectory, .path = "bin", .mode = 0755},
+        {.kind = formats::FileTreeEntry::Kind::kFile,
+         .path = "bin/app",
+         .mode = 0755,
+         .data = std::vector<uint8_t>(program.begin(), program.end())}};
+    auto pkg = formats::BuildImagePackage(
+        h, fmt::format(fmt::runtime(manifest_format), i, component), files, *signer);
+    if (!pkg) Die("building a package: " + pkg.error().message());
+    auto r = admin_->Send("POST", "/api/v1/tenants/bench/images",
+                          std::string_view(reinterpret_cast<const char*>(pkg->data()), pkg->size()),
+                          "application/octet-stream");
+    if (!r || r->status != 201) Die(Describe("POST /api/v1/tenants/bench/images", r));
+    image_ids_.push_back(ParseOrEmpty(r->body).value("id", ""));
+  }
+  const double upload_s = std::chrono::duration<double>(Clock::now() - upload_start).count();
+  results_["image_uploads"] = {{"images", o_.deployment_images},
+                               {"seconds", upload_s},
+                               {"per_second", o_.deployment_images / upload_s}};
+  auto group = Admin("GET", "/api/v1/tenants/bench/products/bench/device-groups/Field%20Test", 200);
+  group_id_ = ParseOrEmpty(group.body).value("id", "");
+  for (const Device& d : devices_) {
+    Admin("PATCH", "/api/v1/tenants/bench/devices/" + d.id, 200,
+          R"({"device_group":"bench/Field Test"})");
+  }
+}
+
+void Driver::PhaseDeploy() {
+  const std::string body =
+      Json{{"device_group", "bench/Field Test"}, {"images", image_ids_}}.dump();
+  std::vector<double> ms;
+  double cpu = 0;
+  int64_t targets_version = 0;
+  for (int i = 0; i < o_.deployment_publishes; ++i) {
+    const double cpu_before = ProcessCpuSeconds(service_pid_);
+    const auto t0 = Clock::now();
+    auto r = deployer_->Send("POST", "/api/v1/tenants/bench/deployments", body);
+    const auto t1 = Clock::now();
+    if (!r || r->status != 201) Die(Describe("POST /api/v1/tenants/bench/deployments", r));
+    cpu += ProcessCpuSeconds(service_pid_) - cpu_before;
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    targets_version = ParseOrEmpty(r->body).value("targets_version", int64_t{0});
+  }
+  const auto lat = Percentiles(ms);
+  results_["deployment"] = {{"images", o_.deployment_images},
+                            {"publishes", o_.deployment_publishes},
+                            {"publish_ms", ms},
+                            {"latency_ms", {{"p50", lat.p50_ms}, {"max", lat.max_ms}}},
+                            {"service_cpu_ms_per_publish", 1000 * cpu / o_.deployment_publishes},
+                            {"last_targets_version", targets_version}};
+}
+
+void Driver::PhaseReports() {
+  const int threads = std::min(o_.threads, o_.devices);
+  std::vector<std::vector<std::unique_ptr<net::HttpsClient>>> clients(static_cast<size_t>(threads));
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    Device& d = devices_[i];
+    clients[i % static_cast<size_t>(threads)].push_back(
+        Connect(*d.client_certificate, d.tls_key, d.client_chain));
+  }
+  Failure failure;
+  std::atomic<int64_t> accepted{0};
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  Clock::time_point deadline;
+  std::vector<std::vector<double>> latencies(static_cast<size_t>(threads));
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      SystemRandom random;
+      auto& mine = clients[static_cast<size_t>(t)];
+      ++ready;
+      while (!go) std::this_thread::yield();
+      for (size_t k = 0; !failure.failed; k = (k + 1) % mine.size()) {
+        std::vector<formats::FailureEvent> batch(static_cast<size_t>(o_.report_batch));
+        const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+        for (size_t e = 0; e < batch.size(); ++e) {
+          auto& ev = batch[e];
+          ev.event_id = random.NewUuid();
+          ev.kind = formats::FailureKind::kAppCrash;
+          ev.component_id = *formats::Guid::Parse("6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10");
+          ev.image_id = *formats::Guid::Parse("0c8d1b3a-5e6f-4a7b-8c9d-0e1f2a3b4c5d");
+          ev.signal = 11;
+          ev.pc = 0x1000 + (e % 4);  // four distinct stack signatures
+          ev.stack = {{.pc = 0x1000 + (e % 4), .module = "app", .offset = 0x234}};
+          ev.first_time = ev.last_time = now;
+        }
+        const std::string body = formats::SerializeFailureEventBatch(batch);
+        const auto t0 = Clock::now();
+        if (t0 >= deadline) break;
+        auto r = mine[k]->Send("POST", "/device/v1/reports", body);
+        const auto t1 = Clock::now();
+        if (!r || r->status != 200) {
+          failure.Set(Describe("POST /device/v1/reports", r));
+          return;
+        }
+        accepted += ParseOrEmpty(r->body).value("accepted", int64_t{0});
+        latencies[static_cast<size_t>(t)].push_back(
+            std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+    });
+  }
+  while (ready < threads) std::this_thread::yield();
+  const double cpu_before = ProcessCpuSeconds(service_pid_);
+  const auto start = Clock::now();
+  deadline = start +
+             std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.seconds));
+  go = true;
+  for (auto& th : pool) th.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  const double service_cpu = ProcessCpuSeconds(service_pid_) - cpu_before;
+  if (failure.failed) Die("phase F (reports) failed: " + *failure.message);
+  std::vector<double> all;
+  for (auto& v : latencies) all.insert(all.end(), v.begin(), v.end());
+  const auto lat = Percentiles(all);
+  const double n = static_cast<double>(accepted.load());
+  results_["reports"] = {{"batch_events", o_.report_batch},
+                         {"batches", all.size()},
+                         {"events_accepted", accepted.load()},
+                         {"events_per_second", n / wall},
+                         {"events_per_service_cpu_second", service_cpu > 0 ? n / service_cpu : 0.0},
+                         {"service_cpu_utilisation", service_cpu / wall},
+                         {"latency_ms", {{"p50", lat.p50_ms}, {"p99", lat.p99_ms}}}};
 }
 
 void Driver::PhaseBaselines() {
@@ -776,6 +943,19 @@ void Driver::Report() {
                            2 * f(a, "attestations_per_service_cpu_second"));
   row(fmt::format("B GET whoami ({} keep-alive connections)", o_.devices), w, "requests_per_second",
       "requests_per_service_cpu_second");
+  if (results_.contains("deployment")) {
+    const Json& d = results_["deployment"];
+    std::cout << fmt::format("{:<44}{:>12}{:>14}{:>10.0f}{:>10.0f}   svc CPU {:.0f} ms/publish\n",
+                             fmt::format("D deployment publish ({} images)", o_.deployment_images),
+                             "-", "-", f(d["latency_ms"], "p50"), f(d["latency_ms"], "max"),
+                             f(d, "service_cpu_ms_per_publish"));
+    row(fmt::format("E GET timestamp.json ({} keep-alive conns)", o_.devices),
+        results_["timestamp_poll"], "requests_per_second", "requests_per_service_cpu_second");
+    row(fmt::format("F report events (batches of {})", o_.report_batch), results_["reports"],
+        "events_per_second", "events_per_service_cpu_second");
+    std::cout << fmt::format("  (image uploads for D: {:.1f}/s; D's p99 column is its max)\n",
+                             f(results_["image_uploads"], "per_second"));
+  }
   if (w.contains("connections_seen_by_service")) {
     std::cout << fmt::format(
         "  connections used by whoami, per the service log: {} (devices: {})\n",
@@ -837,11 +1017,26 @@ int Driver::Run() {
   std::cerr << fmt::format("moat-service pid {} on cpu {}, port {}; setting up {} devices\n",
                            service_pid_, o_.service_cpu, port_, o_.devices);
   Setup();
-  admin_.reset();  // only device connections from here on
+  if (o_.deployment_images > 0) {
+    std::cerr << fmt::format("uploading {} images for phase D\n", o_.deployment_images);
+    SetupDeployment();
+    deployer_ = std::move(admin_);
+  }
+  admin_.reset();  // only device connections (and the deployer's) from here on
   std::cerr << "phase A: attestation\n";
   PhaseAttestation();
   std::cerr << fmt::format("phase B: GET /device/v1/whoami for {} s\n", o_.seconds);
-  PhaseWhoami();
+  PhasePoll("/device/v1/whoami", "whoami");
+  if (o_.deployment_images > 0) {
+    std::cerr << fmt::format("phase D: {} deployment(s) of {} images\n", o_.deployment_publishes,
+                             o_.deployment_images);
+    PhaseDeploy();
+    std::cerr << fmt::format("phase E: GET timestamp.json for {} s\n", o_.seconds);
+    PhasePoll(fmt::format("/device/v1/repo/{}/timestamp.json", group_id_), "timestamp_poll");
+    std::cerr << fmt::format("phase F: failure reports for {} s\n", o_.seconds);
+    PhaseReports();
+  }
+  deployer_.reset();
   StopChild(service_pid_);
   if (o_.baselines) {
     std::cerr << "phase C: openssl baselines\n";
@@ -907,6 +1102,13 @@ int main(int argc, char** argv) {
                  "commits with fsync, so its file system matters: /dev/shm takes the disk out")
       ->check(CLI::ExistingDirectory);
   app.add_flag("!--no-baselines", o.baselines, "Skip the openssl baselines (phase C)");
+  app.add_option("--deployment-images", o.deployment_images,
+                 "Images in phase D's deployment (0 skips phases D, E and F)")
+      ->check(CLI::Range(0, 5000));
+  app.add_option("--deployment-publishes", o.deployment_publishes, "Deployments timed in phase D")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--report-batch", o.report_batch, "Failure events per upload in phase F")
+      ->check(CLI::Range(1, 1000));
   app.add_option("--speed-seconds", o.speed_seconds, "openssl speed -seconds")
       ->check(CLI::Range(1, 60))
       ->capture_default_str();

@@ -1,4 +1,5 @@
-// moat product, device-group, image-signing-key and image; moat device update.
+// moat product, device-group, image-signing-key, image and deployment; moat device update and
+// show-deployment-status.
 #include <fmt/format.h>
 
 #include <charconv>
@@ -72,11 +73,49 @@ std::string WindowText(const Json& g) {
 
 }  // namespace
 
+// Installed (as the device last reported) versus targeted (its group's newest deployment).
+void PrintDeploymentStatus(std::ostream& out, const Json& st) {
+  const Json& dep = st["deployment"];
+  out << fmt::format("{:<30} {}\n", "deployment:",
+                     dep.is_null()
+                         ? std::string("- (no deployment to its device group)")
+                         : fmt::format("{} (targets version {}, {})", Str(dep, "id"),
+                                       Str(dep, "targets_version"), Str(dep, "created_at")));
+  out << fmt::format("{:<30} {}\n", "status_reported_at:",
+                     st["reported_at"].is_null() ? "- (never reported)" : Str(st, "reported_at"));
+  if (!st["os"].is_null()) {
+    out << fmt::format("{:<30} {} {}\n", "reported_os:", Str(st["os"], "name"),
+                       Str(st["os"], "version"));
+  }
+  if (!st["last_update"].is_null()) {
+    const Json& u = st["last_update"];
+    out << fmt::format("{:<30} {} at {} (targets version {}) {}\n",
+                       "last_update:", Str(u, "result"), Str(u, "at"), Str(u, "targets_version"),
+                       Str(u, "detail"));
+  }
+  out << fmt::format("{:<30} {}\n", "up_to_date:", Str(st, "up_to_date"));
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& t : st["targeted_images"]) {
+    rows.push_back({"targeted", Str(t, "component_id"), Str(t, "name"), Str(t, "version"),
+                    Str(t, "id"), t.value("installed", false) ? "installed" : "pending"});
+  }
+  for (const auto& i : st["installed_images"]) {
+    if (i.value("targeted", false)) continue;
+    rows.push_back({"installed", Str(i, "component_id"), "-", Str(i, "version"), Str(i, "image_id"),
+                    "not targeted"});
+  }
+  if (!rows.empty()) {
+    out << "\n";
+    PrintTable(out, {"KIND", "COMPONENT", "NAME", "VERSION", "IMAGE ID", "STATE"}, rows);
+  }
+}
+
 void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<GlobalOptions> g) {
   auto json_out = [s](const Json& j) { s.out << j.dump(2) << "\n"; };
   struct Options {
     std::string tenant, name, new_name, description, product, group, os_feed, policy, days, hours,
         file, destination, id;
+    std::vector<std::string> images;
     bool no_window = false, no_group = false;
   };
   auto o = std::make_shared<Options>();
@@ -315,6 +354,105 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
     });
   });
 
+  auto* g_rotate = group->add_subcommand(
+      "rotate-root",
+      "Replace the root key of a device group's update repository (Administrator). The new\n"
+      "root version is signed by the old and the new key, so devices follow it.");
+  g_rotate->add_option("name", o->name, "Device group name")->required();
+  add_scope(g_rotate);
+  g_rotate->callback([=, &exit_code] {
+    Run(s, exit_code, "device-group rotate-root", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json empty = Json::object();
+      MOAT_ASSIGN_OR_RETURN(
+          Json j,
+          session.Call("POST", GroupPath(o->tenant, o->product, o->name) + "/rotate-root", &empty));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::string retired;
+      for (const auto& k : j["retired_root_keyids"]) {
+        retired += (retired.empty() ? "" : ", ") + k.get<std::string>();
+      }
+      s.out << fmt::format(
+          "Rotated the root of {}/{}: root version {} is signed by the retired key {} and the "
+          "new key {}.\n",
+          Str(j, "product"), Str(j, "device_group"), Str(j, "root_version"), retired,
+          Str(j, "new_root_keyid"));
+      return Ok();
+    });
+  });
+
+  // ---- deployment create|list|show
+  auto* deployment = app.add_subcommand(
+      "deployment",
+      "Deployments: the images a device group's devices are to run, published as a new signed\n"
+      "targets version of the group's update repository (TUF).");
+  deployment->require_subcommand(1);
+  auto* dep_create = deployment->add_subcommand(
+      "create",
+      "Deploy images to a device group (Contributor): one image per component; the newest\n"
+      "deployment is what the group's devices install");
+  dep_create->add_option("--tenant", o->tenant, "Tenant name")->required();
+  dep_create
+      ->add_option("--device-group", o->group, "PRODUCT/GROUP, e.g. \"Thermostat/Field Test\"")
+      ->required();
+  dep_create->add_option("--images", o->images, "Image IDs (moat image list)")->required();
+  dep_create->callback([=, &exit_code] {
+    Run(s, exit_code, "deployment create", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json body = {{"device_group", o->group}, {"images", o->images}};
+      MOAT_ASSIGN_OR_RETURN(Json j,
+                            session.Call("POST", TenantPath(o->tenant, "/deployments"), &body));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << fmt::format("Created deployment {} to {}/{}: targets version {}, {} image(s).\n",
+                           Str(j, "id"), Str(j, "product"), Str(j, "device_group"),
+                           Str(j, "targets_version"), Str(j, "image_count"));
+      return Ok();
+    });
+  });
+  auto* dep_list = deployment->add_subcommand("list", "List deployments, newest first");
+  dep_list->add_option("--tenant", o->tenant, "Tenant name")->required();
+  dep_list->add_option("--device-group", o->group, "Only this PRODUCT/GROUP");
+  dep_list->callback([=, &exit_code] {
+    Run(s, exit_code, "deployment list", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      std::string path = TenantPath(o->tenant, "/deployments");
+      if (!o->group.empty()) path += "?device_group=" + EncodeQueryValue(o->group);
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("GET", path));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& d : j["deployments"]) {
+        rows.push_back({Str(d, "id"), Str(d, "product") + "/" + Str(d, "device_group"),
+                        Str(d, "targets_version"), Str(d, "image_count"), Str(d, "created_at"),
+                        Str(d, "created_by")});
+      }
+      PrintTable(s.out, {"ID", "DEVICE GROUP", "TARGETS VERSION", "IMAGES", "CREATED", "BY"}, rows);
+      return Ok();
+    });
+  });
+  auto* dep_show = deployment->add_subcommand("show", "Show a deployment and its images");
+  dep_show->add_option("id", o->id, "Deployment ID")->required();
+  dep_show->add_option("--tenant", o->tenant, "Tenant name")->required();
+  dep_show->callback([=, &exit_code] {
+    Run(s, exit_code, "deployment show", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(
+          Json j,
+          session.Call("GET", TenantPath(o->tenant, "/deployments/" + EncodeQueryValue(o->id))));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      PrintFields(s.out, j,
+                  {"id", "tenant", "product", "device_group", "device_group_id", "targets_version",
+                   "image_count", "created_at", "created_by", "repository"});
+      s.out << "\n";
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& i : j["images"]) {
+        rows.push_back({Str(i, "component_id"), Str(i, "image_type"), Str(i, "name"),
+                        Str(i, "version"), Str(i, "id")});
+      }
+      PrintTable(s.out, {"COMPONENT", "TYPE", "NAME", "VERSION", "IMAGE ID"}, rows);
+      return Ok();
+    });
+  });
+
   // ---- device update (added to the `device` command of online_commands.cc)
   CLI::App* device = nullptr;
   try {
@@ -351,6 +489,32 @@ void RegisterFleet(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Glo
           s.out << fmt::format("Device {} is in {}/{} now.\n", Str(j, "id"), Str(j, "product"),
                                Str(j, "device_group"));
         }
+        return Ok();
+      });
+    });
+  }
+
+  if (device != nullptr) {
+    auto* d_status = device->add_subcommand(
+        "show-deployment-status",
+        "What a device runs (as it last reported) against what its device group's newest\n"
+        "deployment targets");
+    d_status->add_option("id", o->id, "Device ID")->required();
+    d_status->add_option("--tenant", o->tenant, "Tenant name")->required();
+    d_status->callback([=, &exit_code] {
+      Run(s, exit_code, "device show-deployment-status", [&]() -> Result<void> {
+        MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+        MOAT_ASSIGN_OR_RETURN(
+            Json j,
+            session.Call("GET", TenantPath(o->tenant, "/devices/" + EncodeQueryValue(o->id) +
+                                                          "/deployment-status")));
+        if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+        s.out << fmt::format("{:<30} {}\n", "id:", Str(j, "device_id"));
+        s.out << fmt::format("{:<30} {}\n", "device_group:",
+                             j["device_group"].is_null()
+                                 ? std::string("-")
+                                 : Str(j, "product") + "/" + Str(j, "device_group"));
+        PrintDeploymentStatus(s.out, j);
         return Ok();
       });
     });

@@ -353,6 +353,10 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
         s.out << fmt::format("  {} {} sha256 {}\n", Str(image, "name"), Str(image, "version"),
                              Str(image, "sha256"));
       }
+      if (j.contains("deployment_status")) {
+        s.out << "\nInstalled (reported by the device) versus targeted (its deployment):\n";
+        PrintDeploymentStatus(s.out, j["deployment_status"]);
+      }
       return Ok();
     });
   });

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/offline_commands.h"
+#include "core/json.h"
 
 namespace moat::cli {
 
@@ -28,5 +29,9 @@ void RegisterAttestation(CLI::App& app, Streams streams, int& exit_code,
 // after RegisterOnline: it adds `update` to the `device` command.
 void RegisterFleet(CLI::App& app, Streams streams, int& exit_code,
                    std::shared_ptr<GlobalOptions> global);
+
+// A device's installed versus targeted images, from the service's deployment-status JSON (for
+// `device show` and `device show-deployment-status`; fleet_commands.cc).
+void PrintDeploymentStatus(std::ostream& out, const Json& status);
 
 }  // namespace moat::cli

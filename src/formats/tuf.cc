@@ -754,6 +754,71 @@ Result<RepositoryWriter> RepositoryWriter::Create(RoleSigners root, RoleSigners 
   return w;
 }
 
+Result<RepositoryWriter> RepositoryWriter::Restore(RoleSigners root, RoleSigners timestamp,
+                                                   RoleSigners snapshot, RoleSigners targets,
+                                                   std::map<std::string, std::string> files,
+                                                   Expiry expiry) {
+  RepositoryWriter w;
+  w.expiry_ = expiry;
+  w.signers_[Role::kRoot] = std::move(root);
+  w.signers_[Role::kTimestamp] = std::move(timestamp);
+  w.signers_[Role::kSnapshot] = std::move(snapshot);
+  w.signers_[Role::kTargets] = std::move(targets);
+  auto file = [&](const std::string& path) -> Result<const std::string*> {
+    auto it = files.find(path);
+    if (it == files.end()) {
+      return Invalid("restoring a repository: {} is missing", path);
+    }
+    return &it->second;
+  };
+  MOAT_ASSIGN_OR_RETURN(const std::string* root_bytes, file("root.json"));
+  MOAT_ASSIGN_OR_RETURN(auto root_md, ParseRoot(*root_bytes));
+  MOAT_TRY(VerifyRole(root_md.envelope, root_md.signed_, Role::kRoot, "root.json"));
+  w.root_ = std::move(root_md.signed_);
+  // SECURITY: the keys about to sign must be the ones the root names, or the writer would
+  // publish metadata no client accepts (or, worse, sign with keys the operator retired).
+  for (auto& [role, signers] : w.signers_) {
+    MOAT_TRY(CheckSigners(signers, role));
+    const RoleKeys& rk = w.root_.role(role);
+    std::set<std::string> want(rk.keyids.begin(), rk.keyids.end()), have;
+    for (const auto& k : signers.keys) have.insert(Key::FromPublicKey(k.public_key()).keyid());
+    if (want != have || rk.threshold != signers.threshold) {
+      return Invalid(
+          "restoring a repository: the {} role's signing keys are not the {} key(s) with "
+          "threshold {} that root version {} names",
+          RoleName(role), rk.keyids.size(), rk.threshold, w.root_.version);
+    }
+  }
+  MOAT_ASSIGN_OR_RETURN(const std::string* ts_bytes, file("timestamp.json"));
+  MOAT_ASSIGN_OR_RETURN(auto ts_md, ParseTimestamp(*ts_bytes));
+  MOAT_TRY(VerifyRole(ts_md.envelope, w.root_, Role::kTimestamp, "timestamp.json"));
+  w.timestamp_ = std::move(ts_md.signed_);
+  const std::string snapshot_path =
+      MetadataPath(Role::kSnapshot, w.timestamp_.snapshot.version, true);
+  MOAT_ASSIGN_OR_RETURN(const std::string* snap_bytes, file(snapshot_path));
+  if (DescribeMetaFile(*snap_bytes, w.timestamp_.snapshot.version) != w.timestamp_.snapshot) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "restoring a repository: {} does not match its length and hash in timestamp.json",
+                snapshot_path);
+  }
+  MOAT_ASSIGN_OR_RETURN(auto snap_md, ParseSnapshot(*snap_bytes));
+  MOAT_TRY(VerifyRole(snap_md.envelope, w.root_, Role::kSnapshot, snapshot_path));
+  w.snapshot_ = std::move(snap_md.signed_);
+  const std::string targets_path = MetadataPath(Role::kTargets, w.snapshot_.targets.version, true);
+  MOAT_ASSIGN_OR_RETURN(const std::string* targets_bytes, file(targets_path));
+  if (DescribeMetaFile(*targets_bytes, w.snapshot_.targets.version) != w.snapshot_.targets) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "restoring a repository: {} does not match its length and hash in {}", targets_path,
+                snapshot_path);
+  }
+  MOAT_ASSIGN_OR_RETURN(auto targets_md, ParseTargets(*targets_bytes));
+  MOAT_TRY(VerifyRole(targets_md.envelope, w.root_, Role::kTargets, targets_path));
+  w.targets_ = std::move(targets_md.signed_);
+  w.files_ = std::move(files);
+  w.files_.try_emplace(RootPath(w.root_.version), w.files_.at("root.json"));
+  return w;
+}
+
 Result<void> RepositoryWriter::PublishRoot(std::span<const crypto::PrivateKey> signers) {
   MOAT_ASSIGN_OR_RETURN(std::string bytes, SignRoot(root_, signers));
   files_[RootPath(root_.version)] = bytes;

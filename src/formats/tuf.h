@@ -260,6 +260,21 @@ class RepositoryWriter {
                                          RoleSigners snapshot, RoleSigners targets, SystemTime now,
                                          Expiry expiry = {});
 
+  // A writer for a repository persisted earlier: the role keys it signs with now, and its
+  // published files (path -> bytes, as files() gave them). `files` must hold "root.json",
+  // "timestamp.json" and the snapshot and targets versions that timestamp names
+  // ("<n>.snapshot.json", "<m>.targets.json"); other files may be given and are kept as they
+  // are. Everything is checked before it is trusted: the root must verify with its own root
+  // role, the other three with their roles in that root, the versions, lengths and hashes must
+  // chain (timestamp -> snapshot -> targets), and each role's signers must be exactly the keys
+  // (and threshold) the root names for it. kInvalidArgument or kVerificationFailed naming the
+  // file otherwise. Restore performs no signing: files() is `files` (plus "<v>.root.json" for
+  // the current root when absent) until the next change.
+  static Result<RepositoryWriter> Restore(RoleSigners root, RoleSigners timestamp,
+                                          RoleSigners snapshot, RoleSigners targets,
+                                          std::map<std::string, std::string> files,
+                                          Expiry expiry = {});
+
   // Replaces `role`'s keys and threshold in a new root version N+1. For a root rotation the
   // new root is signed by the old root keys and the new ones (a client needs a threshold of
   // each); otherwise by the current root keys. Then republishes timestamp, snapshot and

@@ -209,6 +209,98 @@ TEST(TufWriter, RefusesThresholdItCannotMeet) {
   EXPECT_EQ(w.error().message(), "root role: threshold 2 cannot be met by 1 keys");
 }
 
+// The four current metadata files, as a service persists them.
+std::map<std::string, std::string> CurrentFiles(const RepositoryWriter& w) {
+  std::map<std::string, std::string> out;
+  const auto& f = w.files();
+  for (std::string path : {std::string("root.json"), std::string("timestamp.json"),
+                           MetadataPath(Role::kSnapshot, w.snapshot().version, true),
+                           MetadataPath(Role::kTargets, w.targets().version, true)}) {
+    out[path] = f.at(path);
+  }
+  return out;
+}
+
+TEST(TufWriter, RestoresFromPersistedFilesAndContinuesTheVersionChain) {
+  Repo repo;
+  std::map<std::string, TargetFile> files;
+  files["app.img"] = DescribeTarget("hello");
+  ASSERT_TRUE(repo.writer.SetTargets(files, kNow));
+  auto restored = RepositoryWriter::Restore({{repo.root}}, {{repo.timestamp}}, {{repo.snapshot}},
+                                            {{repo.targets}}, CurrentFiles(repo.writer));
+  ASSERT_TRUE(restored) << restored.error().message();
+  EXPECT_EQ(restored->root(), repo.writer.root());
+  EXPECT_EQ(restored->targets(), repo.writer.targets());
+  EXPECT_EQ(restored->snapshot(), repo.writer.snapshot());
+  EXPECT_EQ(restored->timestamp(), repo.writer.timestamp());
+  EXPECT_EQ(restored->files().at("1.root.json"), repo.writer.files().at("1.root.json"));
+
+  // It goes on where the original left off: targets 3, snapshot 3, timestamp 3, then 4.
+  files["os.img"] = DescribeTarget("os");
+  ASSERT_TRUE(restored->SetTargets(files, kNow + Seconds(60)));
+  ASSERT_TRUE(restored->RefreshTimestamp(kNow + Seconds(120)));
+  const auto& f = restored->files();
+  auto root = ParseRoot(f.at("1.root.json"));
+  auto ts = ParseTimestamp(f.at("timestamp.json"));
+  auto snap = ParseSnapshot(f.at("3.snapshot.json"));
+  auto targets = ParseTargets(f.at("3.targets.json"));
+  ASSERT_TRUE(root && ts && snap && targets);
+  EXPECT_TRUE(VerifyRole(ts->envelope, root->signed_, Role::kTimestamp, "timestamp"));
+  EXPECT_TRUE(VerifyRole(snap->envelope, root->signed_, Role::kSnapshot, "snapshot"));
+  EXPECT_TRUE(VerifyRole(targets->envelope, root->signed_, Role::kTargets, "targets"));
+  EXPECT_EQ(ts->signed_.version, 4);
+  EXPECT_EQ(ts->signed_.expires, kNow + Seconds(120) + Seconds(86400));
+  EXPECT_EQ(ts->signed_.snapshot, DescribeMetaFile(f.at("3.snapshot.json"), 3));
+  EXPECT_EQ(targets->signed_.targets.size(), 2u);
+
+  // A root rotation after a restore is signed by the restored root key and the new one.
+  PrivateKey new_root = NewKey(KeyType::kEcdsaP256);
+  ASSERT_TRUE(restored->RotateKeys(Role::kRoot, {{new_root}}, kNow));
+  auto v2 = ParseRoot(restored->files().at("2.root.json"));
+  ASSERT_TRUE(v2);
+  EXPECT_TRUE(VerifyRole(v2->envelope, root->signed_, Role::kRoot, "2.root.json"));
+  EXPECT_TRUE(VerifyRole(v2->envelope, v2->signed_, Role::kRoot, "2.root.json"));
+}
+
+TEST(TufWriter, RestoreRefusesWrongKeysAndInconsistentFiles) {
+  Repo repo;
+  const auto current = CurrentFiles(repo.writer);
+  // Keys the root does not name for the role.
+  auto wrong = RepositoryWriter::Restore({{repo.root}}, {{NewKey()}}, {{repo.snapshot}},
+                                         {{repo.targets}}, current);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().message(),
+            "restoring a repository: the timestamp role's signing keys are not the 1 key(s) with "
+            "threshold 1 that root version 1 names");
+  // A missing file.
+  auto missing = current;
+  missing.erase("1.snapshot.json");
+  auto m = RepositoryWriter::Restore({{repo.root}}, {{repo.timestamp}}, {{repo.snapshot}},
+                                     {{repo.targets}}, missing);
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().message(), "restoring a repository: 1.snapshot.json is missing");
+  // Targets replaced by validly signed other targets: the snapshot's hash no longer matches.
+  auto swapped = current;
+  Targets other = repo.writer.targets();
+  other.targets["evil.img"] = DescribeTarget("evil");
+  swapped["1.targets.json"] = *SignTargets(other, std::vector<PrivateKey>{repo.targets});
+  auto s = RepositoryWriter::Restore({{repo.root}}, {{repo.timestamp}}, {{repo.snapshot}},
+                                     {{repo.targets}}, swapped);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), ErrorCode::kVerificationFailed);
+  EXPECT_EQ(s.error().message(),
+            "restoring a repository: 1.targets.json does not match its length and hash in "
+            "1.snapshot.json");
+  // A timestamp signed by a key the root does not know.
+  auto forged = current;
+  forged["timestamp.json"] =
+      *SignTimestamp(repo.writer.timestamp(), std::vector<PrivateKey>{NewKey()});
+  auto f = RepositoryWriter::Restore({{repo.root}}, {{repo.timestamp}}, {{repo.snapshot}},
+                                     {{repo.targets}}, forged);
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.error().code(), ErrorCode::kVerificationFailed);
+}
+
 // ---- threshold verification ----
 
 TEST(TufVerify, CountsDistinctKeysOnly) {

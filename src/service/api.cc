@@ -96,8 +96,10 @@ Api::Api(store::Database& db, const ServicePki& pki, const Clock& clock, Random&
       clock_(clock),
       random_(random),
       on_tenant_ca_(std::move(on_tenant_ca)),
-      device_api_(db, pki, clock),
-      fleet_(db, clock, random, std::move(image_dir)) {}
+      repositories_(db, pki),
+      device_api_(db, pki, clock, repositories_, image_dir),
+      fleet_(db, clock, random, image_dir, repositories_),
+      deployments_(db, repositories_, clock, random) {}
 
 namespace {
 
@@ -623,6 +625,9 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   }
 
   // Products, device groups, image-signing keys, images, and moving a device between groups.
+  // Deployments, root rotation and a device's deployment status (before FleetApi, which owns
+  // the rest of /products/...).
+  if (DeploymentApi::Routes(req, seg)) return deployments_.Handle(req, *caller, seg);
   if (FleetApi::Routes(req, seg)) return fleet_.Handle(req, *caller, seg);
 
   // /api/v1/tenants/{t}/devices[/{id}[/claim|/transfer|/accept-transfer]]
@@ -693,6 +698,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
           "WHERE d.device_id = ?",
           {device_id});
       j["pending_transfer_to"] = transfer ? Json(*transfer->Text(0)) : Json(nullptr);
+      // Installed (as the device last reported) versus targeted (its group's newest deployment).
+      auto status = DeploymentStatusJson(db_, tenant->id, device_id);
+      if (!status) return ErrorResponse(status.error());
+      j["deployment_status"] = std::move(*status);
       return JsonResponse(200, j);
     }
     if (seg.size() != 7 || req.method != "POST") return MethodNotAllowed(req);

@@ -18,9 +18,11 @@
 #include "core/random.h"
 #include "net/http.h"
 #include "service/caller.h"
+#include "service/deployment_api.h"
 #include "service/device_api.h"
 #include "service/fleet_api.h"
 #include "service/pki.h"
+#include "service/repositories.h"
 #include "store/database.h"
 
 namespace moat::service {
@@ -45,8 +47,10 @@ class Api {
   const Clock& clock_;
   Random& random_;
   TenantCaCreated on_tenant_ca_;
-  DeviceApi device_api_;  // /device/v1/...
-  FleetApi fleet_;        // products, device groups, image-signing keys, images
+  Repositories repositories_;  // device groups' TUF repositories
+  DeviceApi device_api_;       // /device/v1/...
+  FleetApi fleet_;             // products, device groups, image-signing keys, images
+  DeploymentApi deployments_;  // deployments, root rotation, deployment status
 };
 
 // Creates the first operator, a service-wide Administrator, for `moat-service init`.

@@ -1,14 +1,20 @@
 #include "service/device_api.h"
 
+#include <algorithm>
+
 #include "core/encoding.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "crypto/random.h"
 #include "crypto/x509.h"
 #include "formats/attestation.h"
+#include "formats/guid.h"
 #include "formats/json_reader.h"
+#include "formats/tuf.h"
 #include "service/attestation_policy.h"
 #include "service/audit.h"
+#include "service/fleet_api.h"
 #include "service/http_util.h"
 #include "service/reports.h"
 
@@ -122,10 +128,69 @@ std::string ChainPem(const crypto::Certificate& leaf, const crypto::Certificate&
   return leaf.ToPem() + ca.ToPem();
 }
 
+// The device's group: (id, name, product name), nullopt when it is in none.
+struct DeviceGroupRef {
+  std::string id, name, product;
+};
+Result<std::optional<DeviceGroupRef>> GroupOf(store::Database& db, const std::string& device_id) {
+  MOAT_ASSIGN_OR_RETURN(
+      auto rows, db.Query("SELECT g.id, g.name, p.name FROM devices d JOIN device_groups g ON g.id "
+                          "= d.device_group_id JOIN products p ON p.id = g.product_id WHERE d.id "
+                          "= ?",
+                          {device_id}));
+  if (rows.empty()) return std::optional<DeviceGroupRef>();
+  return std::optional<DeviceGroupRef>(
+      DeviceGroupRef{*rows[0].Text(0), *rows[0].Text(1), *rows[0].Text(2)});
+}
+
+bool AllDigits(std::string_view s) {
+  return !s.empty() && s.size() <= 10 && s[0] != '0' &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+bool IsLowerHex64(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+// A path a repository can hold (docs/formats/tuf.md): "timestamp.json", "root.json",
+// "<n>.root.json", "<n>.snapshot.json", "<n>.targets.json" or "targets/<target file name>".
+bool IsRepositoryPath(std::string_view path) {
+  if (path == "timestamp.json" || path == "root.json") return true;
+  if (path.starts_with("targets/")) {
+    return formats::tuf::ValidateTargetName(path.substr(8)).has_value();
+  }
+  const size_t dot = path.find('.');
+  if (dot == std::string_view::npos || !AllDigits(path.substr(0, dot))) return false;
+  const std::string_view rest = path.substr(dot);
+  return rest == ".root.json" || rest == ".snapshot.json" || rest == ".targets.json";
+}
+
+// "targets/<sha256>.<image id>.imagepackage" with the two equal: an image package, served from
+// the image store. The image ID, or "" for any other path.
+std::string ImagePackageTarget(std::string_view path) {
+  constexpr std::string_view kSuffix = ".imagepackage";
+  if (!path.starts_with("targets/") || !path.ends_with(kSuffix)) return "";
+  std::string_view name = path.substr(8, path.size() - 8 - kSuffix.size());
+  if (name.size() != 129 || name[64] != '.') return "";
+  std::string_view hash = name.substr(0, 64), id = name.substr(65);
+  if (!IsLowerHex64(hash) || hash != id) return "";
+  return std::string(id);
+}
+
+constexpr size_t kMaxStatusListItems = 512;
+
 }  // namespace
 
-DeviceApi::DeviceApi(store::Database& db, const ServicePki& pki, const Clock& clock)
-    : db_(db), pki_(pki), clock_(clock), cas_(pki) {}
+DeviceApi::DeviceApi(store::Database& db, const ServicePki& pki, const Clock& clock,
+                     Repositories& repositories, std::filesystem::path image_dir)
+    : db_(db),
+      pki_(pki),
+      clock_(clock),
+      repositories_(repositories),
+      image_dir_(std::move(image_dir)),
+      cas_(pki) {}
 
 void DeviceApi::NoteSeen(const std::string& device_id, int64_t now) {
   {
@@ -169,6 +234,14 @@ HttpResponse DeviceApi::Handle(const HttpRequest& req) {
     if (req.method != "POST") return MethodNotAllowed(req);
     return Reports(*caller, req);
   }
+  if (seg.size() == 3 && seg[2] == "status") {
+    if (req.method != "POST") return MethodNotAllowed(req);
+    return Status(*caller, req);
+  }
+  if (seg.size() >= 5 && seg[2] == "repo") {
+    if (req.method != "GET") return MethodNotAllowed(req);
+    return Repository(*caller, req, seg[3]);
+  }
   return ProblemResponse(
       404, "not-found",
       fmt::format("no endpoint {} {}", req.method.substr(0, 16), req.path.substr(0, 128)));
@@ -204,17 +277,255 @@ HttpResponse DeviceApi::Reports(const Caller& caller, const HttpRequest& req) {
   return JsonResponse(200, {{"accepted", stored.accepted}, {"duplicates", stored.duplicates}});
 }
 
+HttpResponse DeviceApi::Repository(const Caller& caller, const HttpRequest& req,
+                                   std::string_view group_id) {
+  // SECURITY: like reports, the repository is for devices the service has certified (an
+  // unhealthy device's update certificate is enough, so it can update itself back to health).
+  if (caller.credential == Credential::kIdentity) {
+    return Refuse({403, "forbidden",
+                   "the update repository needs the device's client or update certificate "
+                   "(attest first)"});
+  }
+  const std::string prefix = fmt::format("/device/v1/repo/{}/", group_id);
+  const std::string_view path =
+      std::string_view(req.path).substr(std::min(prefix.size(), req.path.size()));
+  if (!req.path.starts_with(prefix) || !IsRepositoryPath(path)) {
+    return ProblemResponse(
+        404, "not-found",
+        fmt::format("no file {} in a repository (docs/formats/tuf.md lists the paths)",
+                    formats::QuoteForMessage(req.path.substr(0, 256))));
+  }
+  auto device = LookUpDevice(db_, caller.device_id);
+  if (auto* e = std::get_if<Error>(&device)) return ErrorResponse(*e);
+  if (auto* r = std::get_if<Refusal>(&device)) return Refuse(*r);
+  auto group = GroupOf(db_, caller.device_id);
+  if (!group) return ErrorResponse(group.error());
+  // SECURITY: a device reads its own group's repository only; what another group runs is none
+  // of its business.
+  if (!*group) {
+    return Refuse({403, "forbidden",
+                   fmt::format("device {} is in no device group, so it has no update repository "
+                               "(an operator places it with moat device update {} "
+                               "--device-group PRODUCT/GROUP)",
+                               caller.device_id, caller.device_id)});
+  }
+  if ((*group)->id != group_id) {
+    return Refuse({403, "forbidden",
+                   fmt::format("device {} is in device group {} ({}/{}); the repository of "
+                               "device group {} is not its own",
+                               caller.device_id, (*group)->id, (*group)->product, (*group)->name,
+                               formats::QuoteForMessage(group_id.substr(0, 64)))});
+  }
+  const SystemTime now = clock_.Now();
+  NoteSeen(caller.device_id, store::UnixSeconds(now));
+  const std::string gid(group_id);
+  HttpResponse r;
+  r.status = 200;
+  r.content_type = "application/octet-stream";
+  if (std::string image_id = ImagePackageTarget(path); !image_id.empty()) {
+    // Only images a deployment of this group names: the image store holds every tenant's.
+    auto listed = db_.Query(
+        "SELECT 1 FROM deployment_images WHERE device_group_id = ? AND image_id = ? LIMIT 1",
+        {gid, image_id});
+    if (!listed) return ErrorResponse(listed.error());
+    if (listed->empty()) {
+      return ProblemResponse(404, "not-found",
+                             fmt::format("no target {} in this repository", path.substr(8)));
+    }
+    auto bytes = ReadFile(image_dir_ / image_id, FleetApi::kMaxImagePackageBytes);
+    if (!bytes) return ErrorResponse(bytes.error());
+    r.body = std::move(*bytes);
+    return r;
+  }
+  auto file = repositories_.ReadFile(gid, path);
+  if (!file) return ErrorResponse(file.error());
+  if (!*file) {
+    // A group from before repositories existed gets one on first use.
+    auto exists = db_.Query("SELECT 1 FROM tuf_repositories WHERE device_group_id = ?", {gid});
+    if (!exists) return ErrorResponse(exists.error());
+    if (exists->empty()) {
+      if (auto e = repositories_.Ensure(gid, now); !e) return ErrorResponse(e.error());
+      file = repositories_.ReadFile(gid, path);
+      if (!file) return ErrorResponse(file.error());
+    }
+  }
+  if (!*file) {
+    return ProblemResponse(404, "not-found",
+                           fmt::format("no file {} in this repository", std::string(path)));
+  }
+  if (!path.starts_with("targets/")) r.content_type = "application/json";
+  r.body = std::move(**file);
+  return r;
+}
+
+HttpResponse DeviceApi::Status(const Caller& caller, const HttpRequest& req) {
+  if (caller.credential == Credential::kIdentity) {
+    return Refuse({403, "forbidden",
+                   "status reports need the device's client or update certificate (attest "
+                   "first)"});
+  }
+  auto body = ParseBody(req, kMaxStatusBytes);
+  if (!body) return ErrorResponse(body.error());
+  struct Report {
+    std::string os_name, os_version;
+    Json installed = Json::array();
+    Json running = Json::array();
+    std::string result, detail;
+    std::optional<int64_t> at, targets_version;
+  } report;
+  auto parse = [&]() -> Result<void> {
+    formats::ObjectReader r(*body, "body");
+    MOAT_TRY(r.status());
+    auto member = [&](std::string_view key) -> Result<const Json*> {
+      const Json* m = r.Member(key);
+      if (m == nullptr) {
+        return Fail(ErrorCode::kInvalidArgument, "{}: missing field '{}'", r.PathOf(key), key);
+      }
+      return m;
+    };
+    MOAT_ASSIGN_OR_RETURN(const Json* os, member("os"));
+    formats::ObjectReader osr(*os, r.PathOf("os"));
+    MOAT_TRY(osr.status());
+    MOAT_ASSIGN_OR_RETURN(report.os_name, osr.RequiredString("name", 128));
+    MOAT_ASSIGN_OR_RETURN(report.os_version, osr.RequiredString("version", 128));
+    MOAT_TRY(osr.NoOtherFields());
+
+    MOAT_ASSIGN_OR_RETURN(const Json* installed, member("installed"));
+    MOAT_TRY(formats::ExpectType(*installed, Json::value_t::array, r.PathOf("installed")));
+    if (installed->size() > kMaxStatusListItems) {
+      return Fail(ErrorCode::kInvalidArgument, "{}: at most {} images", r.PathOf("installed"),
+                  kMaxStatusListItems);
+    }
+    for (size_t i = 0; i < installed->size(); ++i) {
+      const std::string path = fmt::format("{}[{}]", r.PathOf("installed"), i);
+      formats::ObjectReader ir((*installed)[i], path);
+      MOAT_TRY(ir.status());
+      MOAT_ASSIGN_OR_RETURN(std::string component, ir.RequiredString("component_id", 64));
+      if (auto g = formats::Guid::Parse(component); !g) {
+        return Fail(g.error().WithContext(ir.PathOf("component_id")));
+      }
+      MOAT_ASSIGN_OR_RETURN(std::string image_id, ir.RequiredString("image_id", 64));
+      if (!IsLowerHex64(image_id)) {
+        return Fail(ErrorCode::kInvalidArgument,
+                    "{}: expected 64 lowercase hexadecimal characters (the image ID)",
+                    ir.PathOf("image_id"));
+      }
+      MOAT_ASSIGN_OR_RETURN(std::string version, ir.RequiredString("version", 64));
+      if (formats::HasControlCharacter(version)) {
+        return Fail(ErrorCode::kInvalidArgument, "{}: must not hold control characters",
+                    ir.PathOf("version"));
+      }
+      MOAT_TRY(ir.NoOtherFields());
+      report.installed.push_back(
+          {{"component_id", component}, {"image_id", image_id}, {"version", version}});
+    }
+
+    MOAT_ASSIGN_OR_RETURN(const Json* running, member("running"));
+    MOAT_TRY(formats::ExpectType(*running, Json::value_t::array, r.PathOf("running")));
+    if (running->size() > kMaxStatusListItems) {
+      return Fail(ErrorCode::kInvalidArgument, "{}: at most {} components", r.PathOf("running"),
+                  kMaxStatusListItems);
+    }
+    for (size_t i = 0; i < running->size(); ++i) {
+      const std::string path = fmt::format("{}[{}]", r.PathOf("running"), i);
+      MOAT_TRY(formats::ExpectType((*running)[i], Json::value_t::string, path));
+      auto g = formats::Guid::Parse((*running)[i].get<std::string>());
+      if (!g) return Fail(g.error().WithContext(path));
+      report.running.push_back(g->ToString());
+    }
+
+    MOAT_ASSIGN_OR_RETURN(const Json* last, member("last_update"));
+    formats::ObjectReader lr(*last, r.PathOf("last_update"));
+    MOAT_TRY(lr.status());
+    MOAT_ASSIGN_OR_RETURN(report.result, lr.RequiredString("result", 16));
+    constexpr std::string_view kResults[] = {"ok", "failed", "rolled-back", "deferred", "none"};
+    if (std::find(std::begin(kResults), std::end(kResults), report.result) == std::end(kResults)) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "{}: {} is not one of ok, failed, rolled-back, deferred, none",
+                  lr.PathOf("result"), formats::QuoteForMessage(report.result));
+    }
+    if (const Json* at = lr.Member("at"); at != nullptr && !at->is_null()) {
+      MOAT_TRY(formats::ExpectType(*at, Json::value_t::string, lr.PathOf("at")));
+      auto t = ParseRfc3339(at->get<std::string>());
+      if (!t) return Fail(t.error().WithContext(lr.PathOf("at")));
+      report.at = store::UnixSeconds(*t);
+    }
+    MOAT_ASSIGN_OR_RETURN(report.detail, lr.OptionalString("detail", 1024));
+    if (const Json* v = lr.Member("targets_version"); v != nullptr && !v->is_null()) {
+      MOAT_ASSIGN_OR_RETURN(report.targets_version,
+                            lr.OptionalInt("targets_version", 0, formats::tuf::kMaxVersion));
+    }
+    MOAT_TRY(lr.NoOtherFields());
+    MOAT_TRY(r.NoOtherFields());
+    return Ok();
+  };
+  if (auto parsed = parse(); !parsed) return ErrorResponse(parsed.error());
+
+  auto device = LookUpDevice(db_, caller.device_id);
+  if (auto* e = std::get_if<Error>(&device)) return ErrorResponse(*e);
+  if (auto* r = std::get_if<Refusal>(&device)) return Refuse(*r);
+  const int64_t now = store::UnixSeconds(clock_.Now());
+  std::vector<store::Value> values;
+  values.reserve(10);
+  values.emplace_back(caller.device_id);
+  values.emplace_back(now);
+  values.emplace_back(report.os_name);
+  values.emplace_back(report.os_version);
+  values.emplace_back(DumpJson(report.installed));
+  values.emplace_back(DumpJson(report.running));
+  values.emplace_back(report.result);
+  if (report.at) {
+    values.emplace_back(*report.at);
+  } else {
+    values.emplace_back(store::kNull);
+  }
+  values.emplace_back(report.detail);
+  if (report.targets_version) {
+    values.emplace_back(*report.targets_version);
+  } else {
+    values.emplace_back(store::kNull);
+  }
+  auto saved = db_.Transact([&](store::Session& s) -> Result<void> {
+    MOAT_TRY(s.Execute(
+        "INSERT INTO device_status (device_id, reported_at, os_name, os_version, installed, "
+        "running, last_update_result, last_update_at, last_update_detail, "
+        "last_update_targets_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (device_id) DO UPDATE SET reported_at = excluded.reported_at, "
+        "os_name = excluded.os_name, os_version = excluded.os_version, installed = "
+        "excluded.installed, running = excluded.running, last_update_result = "
+        "excluded.last_update_result, last_update_at = excluded.last_update_at, "
+        "last_update_detail = excluded.last_update_detail, last_update_targets_version = "
+        "excluded.last_update_targets_version",
+        values));
+    MOAT_TRY(s.Execute("UPDATE devices SET last_seen = ? WHERE id = ?", {now, caller.device_id}));
+    return Ok();
+  });
+  if (!saved) return ErrorResponse(saved.error());
+  HttpResponse r;
+  r.status = 204;
+  r.content_type = "";
+  return r;
+}
+
 HttpResponse DeviceApi::WhoAmI(const Caller& caller) {
   auto device = LookUpDevice(db_, caller.device_id);
   if (auto* e = std::get_if<Error>(&device)) return ErrorResponse(*e);
   if (auto* r = std::get_if<Refusal>(&device)) return Refuse(*r);
   const auto& d = std::get<DeviceRecord>(device);
   NoteSeen(caller.device_id, store::UnixSeconds(clock_.Now()));
-  return JsonResponse(200,
-                      {{"device_id", caller.device_id},
-                       {"tenant", d.tenant_name},
-                       {"credential", CredentialName(caller.credential)},
-                       {"certificate_not_after", FormatRfc3339(caller.certificate.NotAfter())}});
+  auto group = GroupOf(db_, caller.device_id);
+  if (!group) return ErrorResponse(group.error());
+  Json group_json = nullptr, repository = nullptr;
+  if (*group) {
+    group_json = {{"id", (*group)->id}, {"name", (*group)->name}, {"product", (*group)->product}};
+    repository = fmt::format("/device/v1/repo/{}/", (*group)->id);
+  }
+  return JsonResponse(200, {{"device_id", caller.device_id},
+                            {"tenant", d.tenant_name},
+                            {"credential", CredentialName(caller.credential)},
+                            {"certificate_not_after", FormatRfc3339(caller.certificate.NotAfter())},
+                            {"device_group", group_json},
+                            {"repository", repository}});
 }
 
 HttpResponse DeviceApi::Challenge(const Caller& caller) {

@@ -13,10 +13,15 @@
 //   POST /device/v1/attestation/challenge    a single-use nonce (any credential)
 //   POST /device/v1/attestation              evidence + CSR -> certificates (any credential)
 //   POST /device/v1/reports                  a batch of failure events (client or update)
+//   GET  /device/v1/repo/<group id>/<path>   the device group's TUF repository (client or
+//                                            update; only the caller's own group)
+//   POST /device/v1/status                   what the device runs and its last update (client
+//                                            or update)
 //
 // Thread-safety: Handle() may be called from many I/O threads at once.
 #pragma once
 
+#include <filesystem>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -24,6 +29,7 @@
 #include "core/clock.h"
 #include "net/http.h"
 #include "service/pki.h"
+#include "service/repositories.h"
 #include "service/tenant_ca.h"
 #include "store/database.h"
 
@@ -31,7 +37,12 @@ namespace moat::service {
 
 class DeviceApi {
  public:
-  DeviceApi(store::Database& db, const ServicePki& pki, const Clock& clock);
+  // Repository targets that are image packages are read from `image_dir` (the image store).
+  DeviceApi(store::Database& db, const ServicePki& pki, const Clock& clock,
+            Repositories& repositories, std::filesystem::path image_dir);
+
+  // The largest POST /device/v1/status body.
+  static constexpr size_t kMaxStatusBytes = 64 * 1024;
 
   // For requests whose path starts with /device/.
   net::HttpResponse Handle(const net::HttpRequest& request);
@@ -43,12 +54,17 @@ class DeviceApi {
   net::HttpResponse Attest(const Caller& caller, const net::HttpRequest& request);
   net::HttpResponse WhoAmI(const Caller& caller);
   net::HttpResponse Reports(const Caller& caller, const net::HttpRequest& request);
+  net::HttpResponse Repository(const Caller& caller, const net::HttpRequest& request,
+                               std::string_view group_id);
+  net::HttpResponse Status(const Caller& caller, const net::HttpRequest& request);
   // Records `last_seen` at most every few minutes per device, so a busy device costs no writes.
   void NoteSeen(const std::string& device_id, int64_t now);
 
   store::Database& db_;
   const ServicePki& pki_;
   const Clock& clock_;
+  Repositories& repositories_;
+  std::filesystem::path image_dir_;
   TenantCaCache cas_;
   std::mutex seen_mu_;
   std::unordered_map<std::string, int64_t> seen_written_;  // guarded by seen_mu_

@@ -291,8 +291,12 @@ Json ImageJson(const store::Row& r) {
 }  // namespace
 
 FleetApi::FleetApi(store::Database& db, const Clock& clock, Random& random,
-                   std::filesystem::path image_dir)
-    : db_(db), clock_(clock), random_(random), image_dir_(std::move(image_dir)) {}
+                   std::filesystem::path image_dir, Repositories& repositories)
+    : db_(db),
+      clock_(clock),
+      random_(random),
+      image_dir_(std::move(image_dir)),
+      repositories_(repositories) {}
 
 bool FleetApi::Routes(const HttpRequest& req, std::span<const std::string_view> seg) {
   if (seg.size() < 5 || seg[2] != "tenants") return false;
@@ -367,7 +371,14 @@ HttpResponse FleetApi::Products(Context& c, std::span<const std::string_view> se
     }
     const std::string id = random_.NewUuid();
     std::vector<std::string> group_ids;
-    for (size_t i = 0; i < kDefaultGroups.size(); ++i) group_ids.push_back(random_.NewUuid());
+    // Each group's repository is signed here, outside the transaction that stores it.
+    std::vector<Repositories::Prepared> repositories;
+    for (size_t i = 0; i < kDefaultGroups.size(); ++i) {
+      group_ids.push_back(random_.NewUuid());
+      auto prepared = repositories_.Prepare(group_ids.back(), store::FromUnixSeconds(c.now));
+      if (!prepared) return ErrorResponse(prepared.error());
+      repositories.push_back(std::move(*prepared));
+    }
     auto created = db_.Transact([&](store::Session& s) -> Result<void> {
       MOAT_ASSIGN_OR_RETURN(
           int64_t n,
@@ -388,6 +399,7 @@ HttpResponse FleetApi::Products(Context& c, std::span<const std::string_view> se
             {group_ids[i], id, std::string(g.name), std::string(g.description),
              std::string(kOsFeeds[0]), std::string(g.app_update_policy), store::kNull, store::kNull,
              store::kNull, c.now}));
+        MOAT_TRY(Repositories::Store(s, repositories[i], c.now));
       }
       return AuditAs(s, c.now, &c.caller, c.tenant.id, "product.create", *name, "ok",
                      "with device groups Development, Field Test, Production");
@@ -493,6 +505,12 @@ HttpResponse FleetApi::Products(Context& c, std::span<const std::string_view> se
                     "PRODUCT/GROUP)",
                     *product, devices);
       }
+      MOAT_ASSIGN_OR_RETURN(auto groups,
+                            s.Query("SELECT id FROM device_groups WHERE product_id = ?", {id}));
+      for (const auto& g : groups) {
+        MOAT_ASSIGN_OR_RETURN(std::string group_id, g.Text(0));
+        MOAT_TRY(Repositories::DeleteForGroup(s, group_id));
+      }
       MOAT_TRY(s.Execute("DELETE FROM device_groups WHERE product_id = ?", {id}));
       MOAT_TRY(s.Execute("DELETE FROM products WHERE id = ?", {id}));
       return AuditAs(s, c.now, &c.caller, c.tenant.id, "product.delete", *product, "ok", "");
@@ -587,6 +605,8 @@ HttpResponse FleetApi::DeviceGroups(Context& c, std::span<const std::string_view
                        "creating device groups needs the Contributor or Administrator role");
     }
     const std::string id = random_.NewUuid();
+    auto repository = repositories_.Prepare(id, store::FromUnixSeconds(c.now));
+    if (!repository) return ErrorResponse(repository.error());
     auto created = db_.Transact([&](store::Session& s) -> Result<void> {
       MOAT_ASSIGN_OR_RETURN(std::string product_id, ProductId(s, c.tenant, *product));
       std::vector<store::Value> values;
@@ -610,6 +630,7 @@ HttpResponse FleetApi::DeviceGroups(Context& c, std::span<const std::string_view
         return Fail(ErrorCode::kAlreadyExists, "product '{}' already has a device group named '{}'",
                     *product, *settings->name);
       }
+      MOAT_TRY(Repositories::Store(s, *repository, c.now));
       return AuditAs(s, c.now, &c.caller, c.tenant.id, "device-group.create",
                      *product + "/" + *settings->name, "ok", "");
     });
@@ -690,6 +711,7 @@ HttpResponse FleetApi::DeviceGroups(Context& c, std::span<const std::string_view
                     "(moat device update ID --device-group PRODUCT/GROUP)",
                     target, devices);
       }
+      MOAT_TRY(Repositories::DeleteForGroup(s, id));
       MOAT_TRY(s.Execute("DELETE FROM device_groups WHERE id = ?", {id}));
       return AuditAs(s, c.now, &c.caller, c.tenant.id, "device-group.delete", target, "ok", "");
     });

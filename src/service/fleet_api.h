@@ -28,6 +28,7 @@
 #include "core/random.h"
 #include "net/http.h"
 #include "service/caller.h"
+#include "service/repositories.h"
 #include "store/database.h"
 
 namespace moat::service {
@@ -38,8 +39,9 @@ class FleetApi {
   // at least this (Service sets it to this).
   static constexpr size_t kMaxImagePackageBytes = size_t{64} << 20;
 
-  FleetApi(store::Database& db, const Clock& clock, Random& random,
-           std::filesystem::path image_dir);
+  // A device group is created with its TUF repository (in `repositories`) and deleted with it.
+  FleetApi(store::Database& db, const Clock& clock, Random& random, std::filesystem::path image_dir,
+           Repositories& repositories);
 
   // True if `request` (split into `seg`, see Segments()) is one of FleetApi's endpoints.
   static bool Routes(const net::HttpRequest& request, std::span<const std::string_view> seg);
@@ -65,6 +67,7 @@ class FleetApi {
   const Clock& clock_;
   Random& random_;
   std::filesystem::path image_dir_;
+  Repositories& repositories_;
 };
 
 }  // namespace moat::service

@@ -205,12 +205,84 @@ CREATE TABLE failure_events (
 CREATE INDEX failure_events_by_tenant ON failure_events (tenant_id, last_time);
 )sql";
 
+// Deployments: every device group is one TUF repository (docs/formats/tuf.md, "The service's
+// repositories"). tuf_repositories holds the versions of the current metadata; `generation`
+// counts changes, so a writer that signed from a stale state finds out and starts over.
+// tuf_keys holds each role's private keys sealed (AES-256-GCM) under the master key, like tenant
+// CA keys; a retired key (a rotated root key) keeps its row with retired_at set. tuf_files holds
+// every published metadata file and the small targets the service writes itself
+// (image-signing-keys.json); image packages stay in the image store. A deployment lists its
+// images in deployment_images; the newest deployment of a group decides what its devices are
+// targeted with. device_status is what a device last reported (POST /device/v1/status).
+constexpr std::string_view kV6 = R"sql(
+CREATE TABLE tuf_repositories (
+  device_group_id TEXT PRIMARY KEY REFERENCES device_groups(id),
+  generation BIGINT NOT NULL,
+  root_version BIGINT NOT NULL,
+  targets_version BIGINT NOT NULL,
+  snapshot_version BIGINT NOT NULL,
+  timestamp_version BIGINT NOT NULL,
+  timestamp_expires BIGINT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE INDEX tuf_repositories_by_expiry ON tuf_repositories (timestamp_expires);
+CREATE TABLE tuf_keys (
+  device_group_id TEXT NOT NULL REFERENCES device_groups(id),
+  key_id TEXT NOT NULL,
+  role TEXT NOT NULL,
+  key_type TEXT NOT NULL,
+  sealed_key BLOB NOT NULL,
+  created_at BIGINT NOT NULL,
+  retired_at BIGINT,
+  PRIMARY KEY (device_group_id, key_id)
+);
+CREATE TABLE tuf_files (
+  device_group_id TEXT NOT NULL REFERENCES device_groups(id),
+  path TEXT NOT NULL,
+  content BLOB NOT NULL,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (device_group_id, path)
+);
+CREATE TABLE deployments (
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  device_group_id TEXT NOT NULL REFERENCES device_groups(id),
+  targets_version BIGINT NOT NULL,
+  image_count BIGINT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL
+);
+CREATE INDEX deployments_by_group ON deployments (device_group_id, targets_version);
+CREATE INDEX deployments_by_tenant ON deployments (tenant_id, created_at);
+CREATE TABLE deployment_images (
+  deployment_id TEXT NOT NULL REFERENCES deployments(id),
+  device_group_id TEXT NOT NULL REFERENCES device_groups(id),
+  image_id TEXT NOT NULL,
+  PRIMARY KEY (deployment_id, image_id)
+);
+CREATE INDEX deployment_images_by_group ON deployment_images (device_group_id, image_id);
+CREATE TABLE device_status (
+  device_id TEXT PRIMARY KEY REFERENCES devices(id),
+  reported_at BIGINT NOT NULL,
+  os_name TEXT NOT NULL,
+  os_version TEXT NOT NULL,
+  installed TEXT NOT NULL,
+  running TEXT NOT NULL,
+  last_update_result TEXT NOT NULL,
+  last_update_at BIGINT,
+  last_update_detail TEXT NOT NULL,
+  last_update_targets_version BIGINT
+);
+)sql";
+
 constexpr store::Migration kMigrations[] = {
     {1, "operators, tenants, tenant CAs, audit log", kV1},
     {2, "devices and ownership transfers", kV2},
     {3, "attestation: reference values, challenges, security events", kV3},
     {4, "products, device groups, images, image-signing keys", kV4},
     {5, "failure reports and crash buckets", kV5},
+    {6, "device group TUF repositories, deployments, device status", kV6},
 };
 
 }  // namespace

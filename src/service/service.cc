@@ -16,6 +16,7 @@
 #include "formats/operator_config.h"
 #include "net/https_server.h"
 #include "service/api.h"
+#include "service/repositories.h"
 #include "service/schema.h"
 #include "service/tenant_ca_rotation.h"
 #include "store/sqlite.h"
@@ -142,6 +143,8 @@ Result<void> InitDataDir(const InitOptions& o, const Clock& clock, Random& rando
 struct Service::State {
   std::unique_ptr<store::Database> db;
   std::unique_ptr<ServicePki> pki;
+  std::unique_ptr<Repositories> repositories;  // for housekeeping
+  const Clock* clock = nullptr;
   std::shared_ptr<crypto::TlsServerContext> tls;
   std::unique_ptr<Api> api;
   std::unique_ptr<net::HttpsServer> server;
@@ -170,7 +173,7 @@ void RunHousekeeping(Service::State& state, const Clock& clock) {
   auto issued = IssueDueTenantCaSuccessors(*state.db, *state.pki, clock);
   if (!issued) {
     log::Error("tenant CA succession failed (will retry): {}", issued.error().message());
-    return;
+    issued = std::vector<IssuedSuccessor>();
   }
   for (const auto& s : *issued) {
     log::Info("issued a successor CA for tenant '{}' (serial {}, valid until {})", s.tenant_name,
@@ -178,6 +181,14 @@ void RunHousekeeping(Service::State& state, const Clock& clock) {
     if (auto r = state.tls->AddClientIntermediate(s.certificate); !r) {
       log::Error("trusting the successor CA failed: {}", r.error().message());
     }
+  }
+  // Device group repositories: timestamps re-signed before they expire, even with no deployment.
+  auto refreshed = state.repositories->Housekeep(clock.Now());
+  if (!refreshed) {
+    log::Error("repository housekeeping failed (will retry): {}", refreshed.error().message());
+  } else if (*refreshed > 0) {
+    log::Info("re-signed the timestamp of {} device group repositor{}", *refreshed,
+              *refreshed == 1 ? "y" : "ies");
   }
 }
 
@@ -192,6 +203,8 @@ Service::~Service() {
 
 uint16_t Service::port() const { return state_->server->port(); }
 
+void Service::RunHousekeeping() { moat::service::RunHousekeeping(*state_, *state_->clock); }
+
 void Service::Shutdown(std::chrono::milliseconds grace) {
   state_->StopHousekeeping();
   state_->server->Shutdown(grace);
@@ -205,6 +218,8 @@ Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock
   MOAT_ASSIGN_OR_RETURN(ServicePki pki, ServicePki::Load(layout));
   state->pki = std::make_unique<ServicePki>(std::move(pki));
   MOAT_ASSIGN_OR_RETURN(state->db, OpenDatabase(layout, clock));
+  state->repositories = std::make_unique<Repositories>(*state->db, *state->pki);
+  state->clock = &clock;
 
   crypto::TlsServerConfig tls{.certificate = state->pki->server().certificate,
                               .chain = {},
@@ -260,13 +275,13 @@ Result<std::unique_ptr<Service>> Service::Start(const RunOptions& o, const Clock
                                                                   return api->Handle(r);
                                                                 }));
   // Successors due while the service was down are issued before the first request.
-  RunHousekeeping(*state, clock);
+  moat::service::RunHousekeeping(*state, clock);
   State* raw = state.get();
   state->housekeeping = std::thread([raw, &clock] {
     std::unique_lock lock(raw->mu);
     while (!raw->wake.wait_for(lock, kHousekeepingInterval, [raw] { return raw->stopping; })) {
       lock.unlock();
-      RunHousekeeping(*raw, clock);
+      moat::service::RunHousekeeping(*raw, clock);
       lock.lock();
     }
   });

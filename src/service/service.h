@@ -52,6 +52,12 @@ class Service {
   // Graceful: stop accepting, finish requests in flight (up to `grace`), close.
   void Shutdown(std::chrono::milliseconds grace);
 
+  // Runs one housekeeping pass now, at the injected clock's time: tenant CA successors that are
+  // due, repositories device groups lack, and device group timestamps with less than half their
+  // lifetime left (re-signed). The service does this on start and every hour by itself; tests
+  // call it after moving a FakeClock.
+  void RunHousekeeping();
+
   struct State;  // public so housekeeping helpers in service.cc can name it
 
  private:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Starts a real moat-service on a free loopback port and drives it with our CLI and with
 # third-party clients (curl, openssl s_client), checking exit codes, statuses and messages.
-#   service_test.sh MOAT MOAT_SERVICE
+#   service_test.sh MOAT MOAT_SERVICE MOAT_TEST_DEVICE
 set -uo pipefail
-moat=$1 service=$2
+moat=$1 service=$2 test_device=$3
 work=$(mktemp -d /tmp/moat-service-test-XXXXXX)
 pid=""
 cleanup() {
@@ -338,6 +338,107 @@ expect 1 "an image signed by a revoked key" -- "$moat" --config "$cfg" image add
 contains "which was revoked" "revoked key message"
 expect 0 "audit records images" -- "$moat" --config "$cfg" audit list --tenant acme
 contains "image.add" "image additions are audited"
+
+# --- deployments: every device group is a TUF repository (formats: src/service/deployment_test)
+img101=$(sha256sum "$work/hello-101.pkg" | cut -d' ' -f1)
+expect 0 "keygen signer2" -- "$moat" keygen --destination "$work/signer2"
+expect 0 "image-signing-key add release2" -- "$moat" --config "$cfg" image-signing-key add --tenant acme \
+  --public-key "$work/signer2.pub" --name release2
+pack "$work/signer2.key" 2.0.0 "$work/hello-200.pkg"
+img2=$(sha256sum "$work/hello-200.pkg" | cut -d' ' -f1)
+expect 0 "image add 2.0.0" -- "$moat" --config "$cfg" image add "$work/hello-200.pkg" --tenant acme
+expect 1 "deployment of an image signed by a revoked key" -- "$moat" --config "$cfg" deployment create \
+  --tenant acme --device-group "Thermostat/Production" --images "$img_id"
+contains "which is revoked" "revoked signer message"
+expect 1 "deployment of an unknown image" -- "$moat" --config "$cfg" deployment create \
+  --tenant acme --device-group "Thermostat/Production" --images "$(printf 'a%.0s' {1..64})"
+contains "no image aaaa" "unknown image message"
+expect 1 "deployment of two images of one component" -- "$moat" --config "$cfg" deployment create \
+  --tenant acme --device-group "Thermostat/Production" --images "$img2" "$img101"
+contains "a deployment holds one image per component" "one image per component message"
+expect 1 "an app deployment to Development" -- "$moat" --config "$cfg" deployment create \
+  --tenant acme --device-group "Thermostat/Development" --images "$img2"
+contains "no-third-party-app-updates" "app update policy message"
+expect 1 "deployment to a missing group" -- "$moat" --config "$cfg" deployment create \
+  --tenant acme --device-group "Thermostat/Nope" --images "$img2"
+contains "no device group 'Nope'" "missing group message"
+expect 0 "deployment create" -- "$moat" --config "$cfg" deployment create \
+  --tenant acme --device-group "Thermostat/Field Test" --images "$img2"
+contains "targets version 2, 1 image(s)" "deployment create output"
+dep_id=$(sed -n 's/^Created deployment \([0-9a-f-]*\) .*/\1/p' "$work/out")
+expect 0 "deployment list" -- "$moat" --config "$cfg" deployment list --tenant acme --device-group "Thermostat/Field Test"
+contains "$dep_id" "deployment list shows it"
+expect 0 "deployment show" -- "$moat" --config "$cfg" deployment show "$dep_id" --tenant acme
+contains "$img2" "deployment show lists the image"
+expect 0 "device-group rotate-root" -- "$moat" --config "$cfg" device-group rotate-root "Field Test" \
+  --product Thermostat --tenant acme
+contains "root version 2 is signed by the retired key" "rotate-root output"
+expect 0 "audit records deployments and root rotations" -- "$moat" --config "$cfg" audit list --tenant acme
+contains "deployment.create" "deployment audited"
+contains "device-group.rotate-root" "rotation audited"
+
+# A device of that group, attested by moat-test-device, reads the repository with curl.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/device2.key" 2>/dev/null
+openssl pkey -in "$work/device2.key" -pubout -out "$work/device2.pub"
+device2=$(openssl pkey -pubin -in "$work/device2.pub" -outform DER | sha256sum | cut -d' ' -f1)
+expect 0 "device2 register" -- "$moat" --config "$factory" device register --public-key "$work/device2.pub"
+expect 0 "device2 claim" -- "$moat" --config "$cfg" device claim "$device2" --tenant acme
+expect 0 "device2 to Field Test" -- "$moat" --config "$cfg" device update "$device2" --tenant acme \
+  --device-group "Thermostat/Field Test"
+expect 0 "reference value of moat-test-device's OS" -- "$moat" --config "$cfg" reference-value add \
+  --tenant acme --kind os --name moat-linux --sha256 "$(printf 'moat-test-device os 1.0' | sha256sum | cut -d' ' -f1)"
+expect 0 "device2 attests" -- "$test_device" enroll "$url" "$work/root.pem" "$work/device2.key" "$work/dev2"
+contains "attestation passed" "device2 gets a client certificate"
+dcurl() {  # dcurl PATH [curl args...] -> status in $work/status, body in $work/out
+  local path=$1; shift
+  curl -s --cacert "$work/root.pem" --cert "$work/dev2.crt" --key "$work/dev2.key" -o "$work/out" \
+    -w '%{http_code}' "$@" "$url$path" > "$work/status"
+}
+dcurl /device/v1/whoami
+repo=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["repository"])' "$work/out")
+contains '"product":"Thermostat"' "whoami names the device group"
+[[ $repo == /device/v1/repo/*/ ]] && pass || fail "whoami repository is '$repo'"
+for f in 1.root.json 2.root.json timestamp.json; do
+  dcurl "$repo$f"; [[ $(cat "$work/status") == 200 ]] && pass || fail "GET $f: HTTP $(cat "$work/status")"
+  cp "$work/out" "$work/repo-$f"
+done
+python3 - "$work" "$img2" <<'PY3'
+import json, sys
+w, img = sys.argv[1], sys.argv[2]
+r1 = json.load(open(f"{w}/repo-1.root.json")); r2 = json.load(open(f"{w}/repo-2.root.json"))
+old = set(r1["signed"]["roles"]["root"]["keyids"]); new = set(r2["signed"]["roles"]["root"]["keyids"])
+signers = {s["keyid"] for s in r2["signatures"]}
+assert old != new and old <= signers and new <= signers, ("2.root.json signers", signers, old, new)
+ts = json.load(open(f"{w}/repo-timestamp.json"))
+assert ts["signed"]["_type"] == "timestamp"
+print("ok")
+PY3
+[[ $? -eq 0 ]] && pass || fail "2.root.json is signed by the old and the new root key"
+production=$("$moat" --config "$cfg" -o json device-group show Production --product Thermostat --tenant acme |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+dcurl "/device/v1/repo/$production/timestamp.json"
+[[ $(cat "$work/status") == 403 ]] && pass || fail "another group's repository: HTTP $(cat "$work/status")"
+contains "is not its own" "another group's repository message"
+dcurl "${repo}secret.txt"
+[[ $(cat "$work/status") == 404 ]] && pass || fail "unknown repository path: HTTP $(cat "$work/status")"
+dcurl "${repo}targets/$img2.$img2.imagepackage"
+cmp -s "$work/out" "$work/hello-200.pkg" && pass || fail "the deployed package downloads from the repository"
+expect 0 "device show before a status report" -- "$moat" --config "$cfg" device show "$device2" --tenant acme
+contains "pending" "targeted image not installed yet"
+printf '{"os":{"name":"moat-linux","version":"1.0"},"installed":[{"component_id":"6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10","image_id":"%s","version":"2.0.0"}],"running":["6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10"],"last_update":{"result":"ok","at":"2026-12-06T12:00:00Z","detail":"","targets_version":2}}' \
+  "$img2" > "$work/status.json"
+dcurl /device/v1/status -X POST -H 'Content-Type: application/json' --data-binary @"$work/status.json"
+[[ $(cat "$work/status") == 204 ]] && pass || fail "status report: HTTP $(cat "$work/status")"
+sed 's/"image_id":"[0-9a-f]*"/"image_id":"XYZ"/' "$work/status.json" > "$work/bad-status.json"
+dcurl /device/v1/status -X POST -H 'Content-Type: application/json' --data-binary @"$work/bad-status.json"
+[[ $(cat "$work/status") == 400 ]] && pass || fail "bad status report: HTTP $(cat "$work/status")"
+contains "body.installed[0].image_id" "bad status names the field"
+expect 0 "device show after the report" -- "$moat" --config "$cfg" device show "$device2" --tenant acme
+contains "up_to_date:                    true" "device show: installed matches targeted"
+contains "installed" "device show lists the installed image"
+expect 0 "device show-deployment-status" -- "$moat" --config "$cfg" device show-deployment-status "$device2" --tenant acme
+contains "last_update:                   ok" "deployment status shows the last update"
+contains "$img2" "deployment status names the image"
 
 # --- graceful stop
 kill -TERM "$pid"
