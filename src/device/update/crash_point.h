@@ -4,7 +4,7 @@
 //
 // It is honoured in every build (documented in docs/moatd.md, "Test hooks"): it can only kill the
 // process, which anyone able to set moatd's environment can do anyway, and it never skips a
-// check. The variable is read once per process.
+// check. The variable is read at every call.
 #pragma once
 
 #include <string_view>
