@@ -149,6 +149,9 @@ Result<void> Agent::StartApps() {
   options.os_version = config_.os_version;
   update::UpdateHooks hooks;
   hooks.on_app_changed = [this](const update::InstalledApp& app) { return RunApp(app); };
+  hooks.stop_app = [this](const formats::Guid& component) {
+    if (runner_) runner_->Stop(component);
+  };
   hooks.running = [this] {
     return runner_ ? runner_->Running() : std::vector<formats::Guid>();
   };

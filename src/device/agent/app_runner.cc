@@ -123,6 +123,15 @@ Result<void> AppRunner::Run(const update::InstalledApp& app) {
   return Ok();
 }
 
+void AppRunner::Stop(const formats::Guid& component) {
+  auto r = supervisor_->Remove(component);
+  if (!r && r.error().code() != ErrorCode::kNotFound) {
+    log::Warn("stopping app {}: {}", component.ToString(), r.error().message());
+  }
+  std::lock_guard lock(mu_);
+  running_versions_.erase(component);
+}
+
 std::vector<formats::Guid> AppRunner::Running() const {
   std::vector<formats::Guid> out;
   std::lock_guard lock(mu_);

@@ -35,6 +35,8 @@ class AppRunner {
 
   // Starts `app`'s current image, replacing whatever version of the component ran before.
   Result<void> Run(const update::InstalledApp& app);
+  // Stops `component`'s app (waits until its sandbox is gone); no-op if it is not supervised.
+  void Stop(const formats::Guid& component);
   std::vector<formats::Guid> Running() const;
   Json Status() const;
   // Stops every app (Supervisor::Shutdown).

@@ -98,6 +98,7 @@ TEST(AppRunner, CrashLoopAfterUpdateRollsBackToTheRunningPreviousVersion) {
   transport.repos["g1"] = &repo;
   update::UpdateHooks hooks;
   hooks.on_app_changed = [&](const update::InstalledApp& app) { return (*runner)->Run(app); };
+  hooks.stop_app = [&](const formats::Guid& c) { (*runner)->Stop(c); };
   hooks.running = [&] { return (*runner)->Running(); };
   auto agent = update::UpdateAgent::Open(config.state_dir, *store, &transport, hooks, clock, {});
   ASSERT_TRUE(agent);

@@ -451,6 +451,7 @@ UpdateOutcome UpdateAgent::HandleCrashLoop(const formats::Guid& component) {
     log::Warn("{}", out.detail);
     return out;
   }
+  if (hooks_.stop_app) hooks_.stop_app(component);
   auto abandoned = store_.Rollback(component);
   if (!abandoned) {
     out.result = "failed";

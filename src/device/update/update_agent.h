@@ -84,6 +84,8 @@ struct UpdateHooks {
   // An app's current image changed (installed or rolled back): run that version now. An error is
   // reported in the check's result (the image stays installed).
   std::function<Result<void>(const InstalledApp&)> on_app_changed;
+  // Stops `component`'s app before a rollback deletes the image it runs from (may be empty).
+  std::function<void(const formats::Guid& component)> stop_app;
   // Component IDs of the apps running now (for the status report).
   std::function<std::vector<formats::Guid>()> running;
 };
