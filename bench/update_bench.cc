@@ -44,9 +44,13 @@ std::string Package(const crypto::PrivateKey& key, std::string_view version, siz
   crypto::OpenSslRandom().Fill(data);  // incompressible: the worst case for the payload
   std::vector<formats::FileTreeEntry> files = {
       {.kind = formats::FileTreeEntry::Kind::kDirectory, .path = "bin", .mode = 0755},
-      {.kind = formats::FileTreeEntry::Kind::kFile, .path = "bin/app", .mode = 0755,
+      {.kind = formats::FileTreeEntry::Kind::kFile,
+       .path = "bin/app",
+       .mode = 0755,
        .data = std::vector<uint8_t>{'x'}},
-      {.kind = formats::FileTreeEntry::Kind::kFile, .path = "data.bin", .mode = 0644,
+      {.kind = formats::FileTreeEntry::Kind::kFile,
+       .path = "data.bin",
+       .mode = 0644,
        .data = std::move(data)},
   };
   std::string manifest = fmt::format(
@@ -97,9 +101,9 @@ int main(int argc, char** argv) {
   SystemClock clock;
   auto signer = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
   auto k = [] { return *crypto::PrivateKey::Generate(crypto::KeyType::kEd25519); };
-  auto writer = *tuf::RepositoryWriter::Create({{*crypto::PrivateKey::Generate(
-                                                   crypto::KeyType::kEcdsaP256)}},
-                                               {{k()}}, {{k()}}, {{k()}}, clock.Now());
+  auto writer =
+      *tuf::RepositoryWriter::Create({{*crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256)}},
+                                     {{k()}}, {{k()}}, {{k()}}, clock.Now());
   Repo repo;
   std::cout << "building a " << mib << " MiB image package...\n";
   const std::string package = Package(signer, "1.0", mib << 20);

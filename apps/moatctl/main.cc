@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
   auto* update = app.add_subcommand("update", "Updates");
   update->require_subcommand(1);
   bool ignore_window = false;
-  auto* update_now = update->add_subcommand(
-      "now", "Check for updates now and install them; prints what happened");
+  auto* update_now =
+      update->add_subcommand("now", "Check for updates now and install them; prints what happened");
   update_now->add_flag("--ignore-window", ignore_window, "Install even outside the update window");
   std::string bundle_path;
   auto* update_apply = update->add_subcommand(
@@ -59,14 +59,16 @@ int main(int argc, char** argv) {
   update_apply->add_option("BUNDLE", bundle_path, "The bundle file")
       ->required()
       ->check(CLI::ExistingFile);
-  update_apply->add_flag("--ignore-window", ignore_window, "Install even outside the update window");
+  update_apply->add_flag("--ignore-window", ignore_window,
+                         "Install even outside the update window");
   std::string defer_component;
   int defer_minutes = 0;
   auto* update_defer = update->add_subcommand(
       "defer", "Defer an app's pending update (apps with SoftwareUpdateDeferral; bounded)");
   update_defer->add_option("COMPONENT", defer_component, "The app's component ID")->required();
-  update_defer->add_option("MINUTES", defer_minutes, "How long")->required()->check(
-      CLI::Range(1, 7 * 24 * 60));
+  update_defer->add_option("MINUTES", defer_minutes, "How long")
+      ->required()
+      ->check(CLI::Range(1, 7 * 24 * 60));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -95,9 +97,8 @@ int main(int argc, char** argv) {
     }
     timeout = std::chrono::minutes(30);  // downloads and installs
   } else if (update_defer->parsed()) {
-    request = {{"command", "update-defer"},
-               {"component_id", defer_component},
-               {"minutes", defer_minutes}};
+    request = {
+        {"command", "update-defer"}, {"component_id", defer_component}, {"minutes", defer_minutes}};
   }
   auto answer = moat::device::agent::ControlCall(socket, request, timeout);
   if (!answer) {

@@ -16,8 +16,8 @@ bool PathChar(char c) {
 
 Result<void> ValidateBundlePath(std::string_view path, size_t max_path_bytes) {
   if (path.empty() || path.size() > max_path_bytes) {
-    return Fail(ErrorCode::kInvalidArgument, "bundle path of {} bytes (1..{} allowed)",
-                path.size(), max_path_bytes);
+    return Fail(ErrorCode::kInvalidArgument, "bundle path of {} bytes (1..{} allowed)", path.size(),
+                max_path_bytes);
   }
   std::string_view name = path;
   if (name.starts_with("targets/")) name.remove_prefix(8);
@@ -93,8 +93,7 @@ Result<UpdateBundleView> ParseUpdateBundle(std::span<const uint8_t> bytes,
     MOAT_ASSIGN_OR_RETURN(uint64_t data_len, r.ReadBigEndian<uint64_t>("data length"));
     MOAT_ASSIGN_OR_RETURN(auto data, r.ReadBytes(data_len, "data"));
     auto [it, inserted] = view.files.emplace(
-        std::move(path),
-        std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
+        std::move(path), std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
     if (!inserted) {
       return Fail(ErrorCode::kInvalidArgument, "update bundle entry {}: duplicate path '{}'", i,
                   it->first);

@@ -44,8 +44,8 @@ Result<void> ValidateBundlePath(std::string_view path, size_t max_path_bytes = 5
 
 // Writes a bundle (files in path order). kInvalidArgument for an empty or overlong group ID or
 // an invalid path.
-Result<std::vector<uint8_t>> SerializeUpdateBundle(
-    std::string_view group_id, const std::map<std::string, std::string>& files);
+Result<std::vector<uint8_t>> SerializeUpdateBundle(std::string_view group_id,
+                                                   const std::map<std::string, std::string>& files);
 
 // Splits a bundle. Errors (kInvalidArgument, kLimitExceeded for a limit) name the field and the
 // entry: a wrong magic, a truncated entry, a duplicate or invalid path, trailing bytes.

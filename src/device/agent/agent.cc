@@ -106,20 +106,22 @@ Result<void> Agent::StartApps() {
   MOAT_ASSIGN_OR_RETURN(auto store, update::AppStore::Open(layout.apps(), clock_));
   apps_.emplace(std::move(store));
   MOAT_ASSIGN_OR_RETURN(std::vector<update::InstalledApp> installed, apps_->List());
-  auto runner = AppRunner::Create(
-      config_, {.on_failure =
-                    [this](const formats::FailureEvent& e) {
-                      auto r = failures_->Push(e);
-                      if (!r) log::Warn("failure event not queued: {}", r.error().message());
-                      wake_.notify_all();
-                    },
-                .on_crash_loop =
-                    [this](const formats::Guid& component) {
-                      // Handled on the update thread: the supervisor's callback must not wait.
-                      std::lock_guard lock(mu_);
-                      crash_loops_.push_back(component);
-                      wake_.notify_all();
-                    }});
+  auto runner = AppRunner::Create(config_, {.on_failure =
+                                                [this](const formats::FailureEvent& e) {
+                                                  auto r = failures_->Push(e);
+                                                  if (!r)
+                                                    log::Warn("failure event not queued: {}",
+                                                              r.error().message());
+                                                  wake_.notify_all();
+                                                },
+                                            .on_crash_loop =
+                                                [this](const formats::Guid& component) {
+                                                  // Handled on the update thread: the supervisor's
+                                                  // callback must not wait.
+                                                  std::lock_guard lock(mu_);
+                                                  crash_loops_.push_back(component);
+                                                  wake_.notify_all();
+                                                }});
   if (runner) {
     runner_ = std::move(*runner);
   } else {
@@ -128,9 +130,10 @@ Result<void> Agent::StartApps() {
       return Fail(ErrorCode::kFailedPrecondition, "{} app(s) installed but they cannot run: {}",
                   installed.size(), runner_error_);
     }
-    log::Warn("apps cannot run on this device: {} (none installed; updates will fail to start "
-              "them)",
-              runner_error_);
+    log::Warn(
+        "apps cannot run on this device: {} (none installed; updates will fail to start "
+        "them)",
+        runner_error_);
   }
   for (const auto& app : installed) {
     if (auto r = runner_->Run(app); !r) {
@@ -152,12 +155,10 @@ Result<void> Agent::StartApps() {
   hooks.stop_app = [this](const formats::Guid& component) {
     if (runner_) runner_->Stop(component);
   };
-  hooks.running = [this] {
-    return runner_ ? runner_->Running() : std::vector<formats::Guid>();
-  };
-  MOAT_ASSIGN_OR_RETURN(update_, update::UpdateAgent::Open(config_.state_dir, *apps_,
-                                                           transport_.get(), std::move(hooks),
-                                                           clock_, std::move(options)));
+  hooks.running = [this] { return runner_ ? runner_->Running() : std::vector<formats::Guid>(); };
+  MOAT_ASSIGN_OR_RETURN(update_,
+                        update::UpdateAgent::Open(config_.state_dir, *apps_, transport_.get(),
+                                                  std::move(hooks), clock_, std::move(options)));
   return Ok();
 }
 
@@ -215,17 +216,19 @@ void Agent::UpdateLoop() {
       for (int i = 1; i < check_failures_ && delay < cap; ++i) delay *= 2;
       delay = std::min(delay, cap);
       const int64_t half = delay.count() / 2;
-      next_check_ = now + milliseconds(half + static_cast<int64_t>(random_.Uniform(
-                                                  static_cast<uint64_t>(delay.count() - half + 1))));
+      next_check_ =
+          now + milliseconds(half + static_cast<int64_t>(random_.Uniform(
+                                        static_cast<uint64_t>(delay.count() - half + 1))));
     } else {
       check_failures_ = 0;
       const auto interval = std::chrono::duration_cast<milliseconds>(config_.update.interval);
-      const auto spread = static_cast<int64_t>(static_cast<double>(interval.count()) *
-                                               config_.update.jitter);
+      const auto spread =
+          static_cast<int64_t>(static_cast<double>(interval.count()) * config_.update.jitter);
       const int64_t offset =
-          spread > 0 ? static_cast<int64_t>(random_.Uniform(static_cast<uint64_t>(2 * spread + 1))) -
-                           spread
-                     : 0;
+          spread > 0
+              ? static_cast<int64_t>(random_.Uniform(static_cast<uint64_t>(2 * spread + 1))) -
+                    spread
+              : 0;
       next_check_ = now + interval + milliseconds(offset);
     }
     log::Info("next update check at {}", FormatRfc3339(next_check_));

@@ -86,13 +86,12 @@ Result<void> AppRunner::Run(const update::InstalledApp& app) {
   MOAT_ASSIGN_OR_RETURN(formats::AppManifest manifest,
                         formats::ParseAppManifest(image.manifest_json));
   MOAT_ASSIGN_OR_RETURN(supervisor::AppIds ids, IdsFor(image.component_id));
-  supervisor::AppInstall install{
-      .instance_id = config_.supervisor.instance_id,
-      .root_image = image.root,
-      .storage_image = {},
-      .log_dir = layout_.app_logs() / image.component_id.ToString(),
-      .ids = ids,
-      .runtime_binds = {}};
+  supervisor::AppInstall install{.instance_id = config_.supervisor.instance_id,
+                                 .root_image = image.root,
+                                 .storage_image = {},
+                                 .log_dir = layout_.app_logs() / image.component_id.ToString(),
+                                 .ids = ids,
+                                 .runtime_binds = {}};
   MOAT_TRY(MakeDirectories(install.log_dir, 0700));
   if (manifest.capabilities.mutable_storage) {
     MOAT_TRY(MakeDirectories(layout_.app_storage(), 0700));

@@ -53,8 +53,8 @@ class AppRunner {
   supervisor::DevicePolicy policy_;
   std::unique_ptr<supervisor::Supervisor> supervisor_;
   mutable std::mutex mu_;
-  std::map<formats::Guid, supervisor::AppIds> ids_;          // guarded by mu_
-  std::map<formats::Guid, std::string> running_versions_;    // guarded by mu_
+  std::map<formats::Guid, supervisor::AppIds> ids_;        // guarded by mu_
+  std::map<formats::Guid, std::string> running_versions_;  // guarded by mu_
 };
 
 // The board's hardware definition from `path`, its imports read from the same directory.

@@ -36,7 +36,9 @@ std::string AppPackage(const crypto::PrivateKey& key, std::string_view version,
   EXPECT_TRUE(binary);
   std::vector<formats::FileTreeEntry> files = {
       {.kind = formats::FileTreeEntry::Kind::kDirectory, .path = "bin", .mode = 0755},
-      {.kind = formats::FileTreeEntry::Kind::kFile, .path = "bin/test_app", .mode = 0755,
+      {.kind = formats::FileTreeEntry::Kind::kFile,
+       .path = "bin/test_app",
+       .mode = 0755,
        .data = *binary},
   };
   std::string manifest = fmt::format(
@@ -54,7 +56,8 @@ TEST(AppRunner, RefusesToRunAppsWithoutRootOrBoard) {
   auto r = AppRunner::Create(config, {});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kFailedPrecondition);
-  EXPECT_NE(r.error().message().find(::geteuid() == 0 ? "config.supervisor.board" : "not running as root"),
+  EXPECT_NE(r.error().message().find(::geteuid() == 0 ? "config.supervisor.board"
+                                                      : "not running as root"),
             std::string::npos)
       << r.error().message();
 }
@@ -75,18 +78,17 @@ TEST(AppRunner, CrashLoopAfterUpdateRollsBackToTheRunningPreviousVersion) {
   std::condition_variable cv;
   std::vector<formats::Guid> loops;
   size_t failures = 0;
-  auto runner = AppRunner::Create(
-      config, {.on_failure =
-                   [&](const formats::FailureEvent&) {
-                     std::lock_guard lock(mu);
-                     ++failures;
-                   },
-               .on_crash_loop =
-                   [&](const formats::Guid& c) {
-                     std::lock_guard lock(mu);
-                     loops.push_back(c);
-                     cv.notify_all();
-                   }});
+  auto runner = AppRunner::Create(config, {.on_failure =
+                                               [&](const formats::FailureEvent&) {
+                                                 std::lock_guard lock(mu);
+                                                 ++failures;
+                                               },
+                                           .on_crash_loop =
+                                               [&](const formats::Guid& c) {
+                                                 std::lock_guard lock(mu);
+                                                 loops.push_back(c);
+                                                 cv.notify_all();
+                                               }});
   ASSERT_TRUE(runner) << runner.error().message();
 
   SystemClock clock;
@@ -133,8 +135,7 @@ TEST(AppRunner, CrashLoopAfterUpdateRollsBackToTheRunningPreviousVersion) {
   EXPECT_EQ(o.result, "rolled-back") << o.detail;
   EXPECT_TRUE(o.reported);
   EXPECT_EQ(transport.statuses.back()["last_update"]["result"], "rolled-back");
-  EXPECT_TRUE(wait_until([&] { return running_version() == "1.0"; }))
-      << (*runner)->Status().dump();
+  EXPECT_TRUE(wait_until([&] { return running_version() == "1.0"; })) << (*runner)->Status().dump();
   EXPECT_EQ((*(*store).Get(kComponent))->current.version, "1.0");
   // Not reinstalled by the next check against the same targets.
   o = (*agent)->Check(false);

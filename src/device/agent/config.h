@@ -51,9 +51,9 @@ struct UpdateSettings {
 
 // Running apps (docs/moatd.md, "Apps").
 struct SupervisorSettings {
-  std::filesystem::path board;       // the board's hardware definition (JSON); empty: none
+  std::filesystem::path board;        // the board's hardware definition (JSON); empty: none
   std::string instance_id = "moatd";  // names the cgroups and network of this moatd's apps
-  uint32_t crash_loop_crashes = 5;   // N crashes ...
+  uint32_t crash_loop_crashes = 5;    // N crashes ...
   std::chrono::seconds crash_loop_window{600};  // ... within T make a crash loop
 };
 

@@ -43,7 +43,8 @@ Result<std::string> ReadLine(int fd, int timeout_ms = kIoTimeoutMs) {
   std::string line;
   char buf[512];
   for (;;) {
-    if (!WaitFor(fd, POLLIN, timeout_ms)) return Fail(ErrorCode::kUnavailable, "control socket: timed out");
+    if (!WaitFor(fd, POLLIN, timeout_ms))
+      return Fail(ErrorCode::kUnavailable, "control socket: timed out");
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -229,8 +229,7 @@ Result<InstalledApp> AppStore::Install(std::span<const uint8_t> package,
   }
   if (expect.version && *expect.version != header.version) {
     return Fail(ErrorCode::kInvalidArgument,
-                "{}: package version differs from the update metadata's {}", what,
-                *expect.version);
+                "{}: package version differs from the update metadata's {}", what, *expect.version);
   }
   MOAT_ASSIGN_OR_RETURN(formats::AppManifest manifest,
                         formats::ParseAppManifest(verified.manifest_json()));

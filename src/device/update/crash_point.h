@@ -16,12 +16,12 @@ void CrashPoint(std::string_view step);
 // Every step name the install, rollback and trusted-metadata code passes to CrashPoint, in the
 // order an install reaches them (for tests that iterate over all of them).
 inline constexpr std::string_view kInstallCrashPoints[] = {
-    "install-unpacked",          // tree written into the staging directory, not yet synced
-    "install-synced",            // staging files and directories fsync'ed
-    "install-renamed",           // staging directory renamed to apps/<c>/<image-id>
-    "install-previous-switched", // `previous` now names the old current image
-    "install-current-switched",  // `current` now names the new image
-    "install-cleaned",           // images neither current nor previous removed
+    "install-unpacked",           // tree written into the staging directory, not yet synced
+    "install-synced",             // staging files and directories fsync'ed
+    "install-renamed",            // staging directory renamed to apps/<c>/<image-id>
+    "install-previous-switched",  // `previous` now names the old current image
+    "install-current-switched",   // `current` now names the new image
+    "install-cleaned",            // images neither current nor previous removed
 };
 inline constexpr std::string_view kRollbackCrashPoints[] = {
     "rollback-current-switched",  // `current` names the previous image again

@@ -21,7 +21,8 @@
 
 namespace moat::device::update::testing {
 
-inline const formats::Guid kComponent = *formats::Guid::Parse("a60a27ff-8936-4a49-b73f-70861db03d43");
+inline const formats::Guid kComponent =
+    *formats::Guid::Parse("a60a27ff-8936-4a49-b73f-70861db03d43");
 
 inline std::string Manifest(const formats::Guid& component, bool deferral = false) {
   return fmt::format(
@@ -47,16 +48,22 @@ inline std::string Package(const crypto::PrivateKey& key, std::string_view versi
   auto bytes = [](std::string_view s) { return std::vector<uint8_t>(s.begin(), s.end()); };
   std::vector<formats::FileTreeEntry> files = {
       {.kind = formats::FileTreeEntry::Kind::kDirectory, .path = "bin", .mode = 0755},
-      {.kind = formats::FileTreeEntry::Kind::kFile, .path = "bin/app", .mode = 0755,
+      {.kind = formats::FileTreeEntry::Kind::kFile,
+       .path = "bin/app",
+       .mode = 0755,
        .data = bytes(AppContent(version))},
-      {.kind = formats::FileTreeEntry::Kind::kSymlink, .path = "bin/app.link", .mode = 0777,
+      {.kind = formats::FileTreeEntry::Kind::kSymlink,
+       .path = "bin/app.link",
+       .mode = 0777,
        .link_target = "app"},
   };
   if (extra_bytes > 0) {
     std::vector<uint8_t> big(extra_bytes);
     for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
-    files.push_back({.kind = formats::FileTreeEntry::Kind::kFile, .path = "data.bin",
-                     .mode = 0644, .data = std::move(big)});
+    files.push_back({.kind = formats::FileTreeEntry::Kind::kFile,
+                     .path = "data.bin",
+                     .mode = 0644,
+                     .data = std::move(big)});
   }
   auto p = formats::BuildImagePackage(h, Manifest(component, deferral), files, key, 1);
   EXPECT_TRUE(p) << p.error().message();

@@ -26,8 +26,8 @@ constexpr size_t kMaxDetailBytes = 2000;
 
 bool ValidGroupId(std::string_view g) {
   return !g.empty() && g.size() <= 64 && std::all_of(g.begin(), g.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
   });
 }
 
@@ -95,7 +95,8 @@ Result<std::vector<AppTarget>> AppTargets(const tuf::Targets& targets,
       continue;
     }
     MOAT_ASSIGN_OR_RETURN(formats::Guid id, formats::Guid::Parse(component));
-    if (std::any_of(out.begin(), out.end(), [&](const AppTarget& t) { return t.component_id == id; })) {
+    if (std::any_of(out.begin(), out.end(),
+                    [&](const AppTarget& t) { return t.component_id == id; })) {
       return Fail(ErrorCode::kInvalidArgument,
                   "targets list two images for component {}; refusing to choose", component);
     }
@@ -136,8 +137,11 @@ Result<UpdateWindow> ParseUpdateWindow(std::string_view text) {
 }
 
 Json UpdateOutcome::ToJson() const {
-  Json j = {{"result", result}, {"at", FormatRfc3339(at)}, {"detail", detail},
-            {"installed", installed}, {"reported", reported}};
+  Json j = {{"result", result},
+            {"at", FormatRfc3339(at)},
+            {"detail", detail},
+            {"installed", installed},
+            {"reported", reported}};
   j["targets_version"] = targets_version ? Json(*targets_version) : Json();
   return j;
 }
@@ -232,9 +236,11 @@ Result<void> UpdateAgent::SwitchGroup(const std::string& group) {
   for (const auto& entry : fs::directory_iterator(dir_ / "tuf", ec)) {
     if (entry.path().filename() == group) continue;
     fs::remove_all(entry.path(), ec);
-    if (ec) return Fail(ErrorCode::kInternal, "removing {}: {}", entry.path().string(), ec.message());
+    if (ec)
+      return Fail(ErrorCode::kInternal, "removing {}: {}", entry.path().string(), ec.message());
   }
-  if (ec) return Fail(ErrorCode::kInternal, "listing {}: {}", (dir_ / "tuf").string(), ec.message());
+  if (ec)
+    return Fail(ErrorCode::kInternal, "listing {}: {}", (dir_ / "tuf").string(), ec.message());
   MOAT_TRY(SyncDirectory(dir_ / "tuf"));
   group_ = group;
   targets_version_ = 0;
@@ -302,9 +308,9 @@ UpdateOutcome UpdateAgent::ApplyBundle(std::span<const uint8_t> bytes, bool igno
   }
   if (view->group_id != group_) {
     out.result = "failed";
-    out.detail = Truncate(fmt::format(
-        "the bundle is for device group '{}', but the device is in group '{}'", view->group_id,
-        group_));
+    out.detail =
+        Truncate(fmt::format("the bundle is for device group '{}', but the device is in group '{}'",
+                             view->group_id, group_));
     return Finish(std::move(out));
   }
   auto files = std::make_shared<formats::UpdateBundleView>(std::move(*view));
@@ -335,7 +341,8 @@ Result<void> UpdateAgent::RunInto(UpdateOutcome& out, Fetcher fetcher, const std
                   "no trusted root for group '{}': the device must check online first", group);
     }
     // Trust on enrolment: 1.root.json over the authenticated channel (docs/formats/tuf.md).
-    MOAT_ASSIGN_OR_RETURN(std::string bytes, fetcher("1.root.json", TufClientOptions{}.max_root_bytes));
+    MOAT_ASSIGN_OR_RETURN(std::string bytes,
+                          fetcher("1.root.json", TufClientOptions{}.max_root_bytes));
     MOAT_ASSIGN_OR_RETURN(auto parsed, tuf::ParseRoot(bytes));
     if (parsed.signed_.version != 1) {
       return Fail(ErrorCode::kVerificationFailed, "1.root.json holds version {}",
@@ -375,7 +382,8 @@ Result<void> UpdateAgent::RunInto(UpdateOutcome& out, Fetcher fetcher, const std
   });
   if (pending.empty()) {
     out.result = "none";
-    out.detail = notes.empty() ? "up to date" : fmt::format("up to date; {}", fmt::join(notes, "; "));
+    out.detail =
+        notes.empty() ? "up to date" : fmt::format("up to date; {}", fmt::join(notes, "; "));
     return Ok();
   }
   if (!ignore_window && options_.window && !options_.window->Contains(out.at)) {
@@ -425,7 +433,8 @@ Result<void> UpdateAgent::RunInto(UpdateOutcome& out, Fetcher fetcher, const std
     }
   }
   std::vector<std::string> parts;
-  if (!out.installed.empty()) parts.push_back(fmt::format("installed {}", fmt::join(out.installed, ", ")));
+  if (!out.installed.empty())
+    parts.push_back(fmt::format("installed {}", fmt::join(out.installed, ", ")));
   for (auto& d : deferred) parts.push_back(d);
   for (auto& f : failures) parts.push_back(f);
   out.result = !failures.empty() ? "failed" : !out.installed.empty() ? "ok" : "deferred";
@@ -440,14 +449,15 @@ UpdateOutcome UpdateAgent::HandleCrashLoop(const formats::Guid& component) {
   out.targets_version = targets_version_ ? std::optional(targets_version_) : std::nullopt;
   auto app = store_.Get(component);
   if (!app || !*app) {
-    out.detail = fmt::format("crash loop of {}, which is not installed by moatd", component.ToString());
+    out.detail =
+        fmt::format("crash loop of {}, which is not installed by moatd", component.ToString());
     return out;  // not an update outcome: nothing recorded
   }
   const InstalledImage& current = (*app)->current;
   if (!(*app)->previous || out.at - current.installed_at > options_.rollback_window) {
-    out.detail = fmt::format("crash loop of '{}' {}: {}; not rolled back", current.name,
-                             current.version,
-                             (*app)->previous ? "installed too long ago" : "no previous version");
+    out.detail =
+        fmt::format("crash loop of '{}' {}: {}; not rolled back", current.name, current.version,
+                    (*app)->previous ? "installed too long ago" : "no previous version");
     log::Warn("{}", out.detail);
     return out;
   }
@@ -455,14 +465,15 @@ UpdateOutcome UpdateAgent::HandleCrashLoop(const formats::Guid& component) {
   auto abandoned = store_.Rollback(component);
   if (!abandoned) {
     out.result = "failed";
-    out.detail = Truncate(fmt::format("rollback of '{}': {}", current.name, abandoned.error().message()));
+    out.detail =
+        Truncate(fmt::format("rollback of '{}': {}", current.name, abandoned.error().message()));
     return Finish(std::move(out));
   }
   bad_[abandoned->image_id] = {component.ToString(), targets_version_,
                                fmt::format("'{}' {} crash-looped", current.name, current.version)};
   out.result = "rolled-back";
-  out.detail = fmt::format("'{}' {} crash-looped after its update; rolled back to {}",
-                           current.name, current.version, (*app)->previous->version);
+  out.detail = fmt::format("'{}' {} crash-looped after its update; rolled back to {}", current.name,
+                           current.version, (*app)->previous->version);
   if (hooks_.on_app_changed) {
     auto now_app = store_.Get(component);
     if (now_app && *now_app) {
@@ -501,8 +512,8 @@ UpdateOutcome UpdateAgent::Finish(UpdateOutcome out) {
   }
   last_ = out;
   if (auto s = SaveState(); !s) log::Warn("update state not saved: {}", s.error().message());
-  const auto level = out.result == "failed" || out.result == "rolled-back" ? log::Level::kWarn
-                                                                           : log::Level::kInfo;
+  const auto level =
+      out.result == "failed" || out.result == "rolled-back" ? log::Level::kWarn : log::Level::kInfo;
   if (level == log::Level::kWarn) {
     log::Warn("update: {}: {}", out.result, out.detail);
   } else {
@@ -524,8 +535,7 @@ Json UpdateAgent::ReportBodyLocked() const {
   if (hooks_.running) {
     for (const auto& c : hooks_.running()) running.push_back(c.ToString());
   }
-  Json last = {{"result", last_.result}, {"at", FormatRfc3339(last_.at)},
-               {"detail", last_.detail}};
+  Json last = {{"result", last_.result}, {"at", FormatRfc3339(last_.at)}, {"detail", last_.detail}};
   if (last_.targets_version) last["targets_version"] = *last_.targets_version;
   return {{"os", {{"name", options_.os_name}, {"version", options_.os_version}}},
           {"installed", installed},
@@ -542,8 +552,10 @@ Json UpdateAgent::Status() const {
   std::lock_guard lock(mu_);
   Json bad = Json::array();
   for (const auto& [image, b] : bad_) {
-    bad.push_back({{"image_id", image}, {"component_id", b.component_id},
-                   {"targets_version", b.targets_version}, {"reason", b.reason}});
+    bad.push_back({{"image_id", image},
+                   {"component_id", b.component_id},
+                   {"targets_version", b.targets_version},
+                   {"reason", b.reason}});
   }
   Json report = ReportBodyLocked();
   return {{"group", group_.empty() ? Json() : Json(group_)},

@@ -104,10 +104,9 @@ struct UpdateOutcome {
 class UpdateAgent {
  public:
   // `transport` may be null (no service: bundles only). `store` and `transport` are borrowed.
-  static Result<std::unique_ptr<UpdateAgent>> Open(std::filesystem::path state_dir,
-                                                   AppStore& store, UpdateTransport* transport,
-                                                   UpdateHooks hooks, const Clock& clock,
-                                                   UpdateAgentOptions options);
+  static Result<std::unique_ptr<UpdateAgent>> Open(std::filesystem::path state_dir, AppStore& store,
+                                                   UpdateTransport* transport, UpdateHooks hooks,
+                                                   const Clock& clock, UpdateAgentOptions options);
 
   // One online check (see the file comment); then reports the installed state.
   UpdateOutcome Check(bool ignore_window);
@@ -117,8 +116,7 @@ class UpdateAgent {
   UpdateOutcome HandleCrashLoop(const formats::Guid& component);
   // An app asks to defer its pending update by `duration`. kPermissionDenied unless its manifest
   // has SoftwareUpdateDeferral; kNotFound for an unknown app. Returns the time granted.
-  Result<SystemTime> RequestDeferral(const formats::Guid& component,
-                                     std::chrono::seconds duration);
+  Result<SystemTime> RequestDeferral(const formats::Guid& component, std::chrono::seconds duration);
 
   // The last outcome, the group, bad images (for moatctl status).
   Json Status() const;
@@ -159,9 +157,9 @@ class UpdateAgent {
   mutable std::mutex mu_;
   std::string group_;  // the group last seen online; "" when none
   int64_t targets_version_ = 0;
-  std::map<std::string, BadImage> bad_;               // by image id
-  std::map<std::string, SystemTime> first_offered_;   // pending image id -> first seen
-  std::map<formats::Guid, SystemTime> deferrals_;     // component -> deferred until
+  std::map<std::string, BadImage> bad_;              // by image id
+  std::map<std::string, SystemTime> first_offered_;  // pending image id -> first seen
+  std::map<formats::Guid, SystemTime> deferrals_;    // component -> deferred until
   UpdateOutcome last_;
 };
 

@@ -129,8 +129,8 @@ TEST_F(UpdateAgentTest, RefusesAPackageNotSignedByTheTenantsImageKeys) {
 
 TEST_F(UpdateAgentTest, RefusesAnArbitraryPackageServedInPlaceOfTheTarget) {
   repo_.Publish({v1_}, {signer_.public_key()});
-  const std::string path = tuf::TargetPath(ImageIdOf(v1_) + ".imagepackage",
-                                           crypto::Sha256(v1_), true);
+  const std::string path =
+      tuf::TargetPath(ImageIdOf(v1_) + ".imagepackage", crypto::Sha256(v1_), true);
   std::string evil = Package(signer_, "1.0", kComponent, false, 10);  // validly signed, but other
   evil.resize(std::min(evil.size(), v1_.size()));
   evil.resize(v1_.size(), 'x');
@@ -335,11 +335,11 @@ TEST_F(UpdateAgentTest, KillAtEveryStepOfACheckThenRestart) {
     auto version = Installed();
     ASSERT_TRUE(version);
     EXPECT_TRUE(*version == "1.0" || *version == "2.0") << *version;
-    for (auto role : {tuf::Role::kRoot, tuf::Role::kTimestamp, tuf::Role::kSnapshot,
-                      tuf::Role::kTargets}) {
-      auto text = ReadFile(dir_->path() / "update" / "tuf" / "g1" /
-                               fmt::format("{}.json", tuf::RoleName(role)),
-                           1 << 20);
+    for (auto role :
+         {tuf::Role::kRoot, tuf::Role::kTimestamp, tuf::Role::kSnapshot, tuf::Role::kTargets}) {
+      auto text = ReadFile(
+          dir_->path() / "update" / "tuf" / "g1" / fmt::format("{}.json", tuf::RoleName(role)),
+          1 << 20);
       if (!text) continue;  // not yet saved is fine; half-written is not
       EXPECT_TRUE(ParseJson(*text, "trusted")) << tuf::RoleName(role);
     }
