@@ -224,7 +224,15 @@ Result<void> UpdateAgent::SaveState() {
             {"first_offered", offered},
             {"deferrals", deferrals},
             {"last_update", last_.ToJson()}};
-  return AtomicWriteFile(dir_ / "state.json", DumpJson(j), {.mode = 0600});
+  // An unchanged check changes only the outcome's time: not worth an fsync (the time is still
+  // reported to the service, and persisted with the next real change).
+  Json essence = j;
+  essence["last_update"].erase("at");
+  std::string key = DumpJson(essence);
+  if (key == saved_essence_) return Ok();
+  MOAT_TRY(AtomicWriteFile(dir_ / "state.json", DumpJson(j), {.mode = 0600}));
+  saved_essence_ = std::move(key);
+  return Ok();
 }
 
 Result<void> UpdateAgent::SwitchGroup(const std::string& group) {

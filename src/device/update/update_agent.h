@@ -161,6 +161,7 @@ class UpdateAgent {
   std::map<std::string, SystemTime> first_offered_;  // pending image id -> first seen
   std::map<formats::Guid, SystemTime> deferrals_;    // component -> deferred until
   UpdateOutcome last_;
+  std::string saved_essence_;  // state.json as last written, without the outcome's time
 };
 
 }  // namespace moat::device::update
