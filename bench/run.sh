@@ -57,3 +57,15 @@ else
   "$build/bench/moat-sandbox-coldstart" --runs 50 --cpu 1 \
     --json "$out/sandbox_coldstart.json" | tee "$out/sandbox_coldstart.txt"
 fi
+
+echo
+echo "== moat-update-bench: an unchanged update check; a 64 MiB install beside sha256sum"
+$pin "$build/bench/moat-update-bench" --checks 200 | tee "$out/update_bench.txt"
+
+echo
+echo "== moatd idle resident memory (goal <= 4 MiB)"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "skipped: needs root"
+else
+  bash "$(dirname "$0")/moatd_idle_rss.sh" "$build" 5 | tee "$out/moatd_idle_rss.txt"
+fi

@@ -1,6 +1,8 @@
 // moatctl: local control of moatd over its root-only Unix socket.
 #include <CLI/CLI.hpp>
 
+#include <chrono>
+#include <filesystem>
 #include <iostream>
 
 #include "core/json.h"
@@ -45,6 +47,28 @@ int main(int argc, char** argv) {
   auto* attest = app.add_subcommand("attest", "Attestation");
   attest->require_subcommand(1);
   auto* attest_now = attest->add_subcommand("now", "Attest now instead of at the scheduled time");
+  auto* update = app.add_subcommand("update", "Updates");
+  update->require_subcommand(1);
+  bool ignore_window = false;
+  auto* update_now =
+      update->add_subcommand("now", "Check for updates now and install them; prints what happened");
+  update_now->add_flag("--ignore-window", ignore_window, "Install even outside the update window");
+  std::string bundle_path;
+  auto* update_apply = update->add_subcommand(
+      "apply", "Install an offline update bundle (same checks as an online update)");
+  update_apply->add_option("BUNDLE", bundle_path, "The bundle file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  update_apply->add_flag("--ignore-window", ignore_window,
+                         "Install even outside the update window");
+  std::string defer_component;
+  int defer_minutes = 0;
+  auto* update_defer = update->add_subcommand(
+      "defer", "Defer an app's pending update (apps with SoftwareUpdateDeferral; bounded)");
+  update_defer->add_option("COMPONENT", defer_component, "The app's component ID")->required();
+  update_defer->add_option("MINUTES", defer_minutes, "How long")
+      ->required()
+      ->check(CLI::Range(1, 7 * 24 * 60));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -63,7 +87,20 @@ int main(int argc, char** argv) {
                         : identity->parsed()                    ? "identity"
                         : attest_now->parsed()                  ? "attest"
                                                                 : "status";
-  auto answer = moat::device::agent::ControlCall(socket, {{"command", command}});
+  moat::Json request = {{"command", command}};
+  auto timeout = std::chrono::milliseconds(2000);
+  if (update_now->parsed() || update_apply->parsed()) {
+    request = {{"command", update_now->parsed() ? "update-now" : "update-apply"},
+               {"ignore_window", ignore_window}};
+    if (update_apply->parsed()) {
+      request["path"] = std::filesystem::absolute(bundle_path).string();
+    }
+    timeout = std::chrono::minutes(30);  // downloads and installs
+  } else if (update_defer->parsed()) {
+    request = {
+        {"command", "update-defer"}, {"component_id", defer_component}, {"minutes", defer_minutes}};
+  }
+  auto answer = moat::device::agent::ControlCall(socket, request, timeout);
   if (!answer) {
     std::cerr << "moatctl: " << answer.error().message() << "\n";
     return kExitFailure;
@@ -71,6 +108,17 @@ int main(int argc, char** argv) {
   const moat::Json& j = *answer;
   if (json) {
     std::cout << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  if (update_now->parsed() || update_apply->parsed()) {
+    std::cout << fmt::format("{:<18} {}\n", "result:", Str(j, "result"));
+    std::cout << fmt::format("{:<18} {}\n", "targets version:", Str(j, "targets_version"));
+    std::cout << fmt::format("{:<18} {}\n", "detail:", Str(j, "detail"));
+    std::cout << fmt::format("{:<18} {}\n", "reported:", Str(j, "reported"));
+    return j.value("result", "") == "failed" ? kExitFailure : kExitOk;
+  }
+  if (update_defer->parsed()) {
+    std::cout << "deferred until " << Str(j, "deferred_until") << "\n";
     return kExitOk;
   }
   if (identity->parsed()) {
@@ -103,6 +151,26 @@ int main(int argc, char** argv) {
                                "last error:", Str(j, "last_error"), Str(j, "consecutive_failures"));
     }
     std::cout << fmt::format("{:<22} {}\n", "next attestation:", Str(j, "next_attestation"));
+    const moat::Json& u = j["update"];
+    if (u.is_object()) {
+      std::cout << fmt::format("{:<22} {}\n", "device group:", Str(u, "group"));
+      const moat::Json& last_update = u["last_update"];
+      std::cout << fmt::format("{:<22} {} at {}: {}\n", "last update:", Str(last_update, "result"),
+                               Str(last_update, "at"), Str(last_update, "detail"));
+      std::cout << fmt::format("{:<22} {}\n", "next update check:", Str(j, "next_update_check"));
+      for (const auto& a : u["installed"]) {
+        std::cout << fmt::format("  installed {} {} ({})\n", Str(a, "component_id"),
+                                 Str(a, "version"), Str(a, "image_id").substr(0, 12));
+      }
+    }
+    for (const auto& a : j["apps"]) {
+      std::cout << fmt::format("  app {} {}: {} (launches {}, failures {})\n",
+                               Str(a, "component_id"), Str(a, "version"), Str(a, "state"),
+                               Str(a, "launches"), Str(a, "failures"));
+    }
+    if (!j["apps_error"].is_null()) {
+      std::cout << fmt::format("{:<22} {}\n", "apps cannot run:", Str(j, "apps_error"));
+    }
   }
   return kExitOk;
 }

@@ -169,6 +169,16 @@ start_service
 expect 0 "attest now once back" -- "$moatctl" --socket "$sock" attest now
 wait_for 15 "recovers" -- status_is "$sock" '.consecutive_failures == 0 and .last_attestation.result == "passed"'
 
+# --- updates through moatctl: a device in no device group has nothing to install (the service's
+# repositories and groups come with the deploy work), and a bundle is checked by moatd
+expect 0 "moatctl update now" -- "$moatctl" --socket "$sock" update now
+contains "in no device group" "update now says why nothing was installed"
+expect 0 "update state in status" -- "$moatctl" --socket "$sock" --json status
+contains '"last_update"' "status carries the last update"
+printf 'not a bundle' > "$work/junk.bundle"
+expect 1 "moatctl update apply refuses junk" -- "$moatctl" --socket "$sock" update apply "$work/junk.bundle"
+contains "not a Moat update bundle" "apply names the problem"
+
 # --- a device whose OS nobody vouched for
 odd_id=$("$moatd" --config "$work/odd/moatd.json" identity --public-key-out "$work/odd/key.pem" 2>/dev/null)
 "$moat" --config "$cfg" device register --public-key "$work/odd/key.pem" >/dev/null

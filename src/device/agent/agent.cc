@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/unique_fd.h"
 #include "crypto/digest.h"
+#include "device/agent/update_transport.h"
 #include "rot/software_key_store.h"
 
 namespace moat::device::agent {
@@ -89,10 +90,149 @@ Result<std::unique_ptr<Agent>> Agent::Start(const Config& config, const Clock& c
       *agent->failures_,
       [raw](std::span<const formats::FailureEvent> events) { return raw->SendReports(events); },
       clock, random);
+  MOAT_TRY(agent->StartApps());
   agent->next_attempt_ = clock.Now();
+  agent->next_check_ = clock.Now();
   agent->thread_ = std::thread([raw] { raw->Loop(); });
   agent->upload_thread_ = std::thread([raw] { raw->UploadLoop(); });
+  if (agent->config_.update.enabled) {
+    agent->update_thread_ = std::thread([raw] { raw->UpdateLoop(); });
+  }
   return agent;
+}
+
+Result<void> Agent::StartApps() {
+  const StateLayout layout(config_.state_dir);
+  MOAT_ASSIGN_OR_RETURN(auto store, update::AppStore::Open(layout.apps(), clock_));
+  apps_.emplace(std::move(store));
+  MOAT_ASSIGN_OR_RETURN(std::vector<update::InstalledApp> installed, apps_->List());
+  auto runner = AppRunner::Create(config_, {.on_failure =
+                                                [this](const formats::FailureEvent& e) {
+                                                  auto r = failures_->Push(e);
+                                                  if (!r)
+                                                    log::Warn("failure event not queued: {}",
+                                                              r.error().message());
+                                                  wake_.notify_all();
+                                                },
+                                            .on_crash_loop =
+                                                [this](const formats::Guid& component) {
+                                                  // Handled on the update thread: the supervisor's
+                                                  // callback must not wait.
+                                                  std::lock_guard lock(mu_);
+                                                  crash_loops_.push_back(component);
+                                                  wake_.notify_all();
+                                                }});
+  if (runner) {
+    runner_ = std::move(*runner);
+  } else {
+    runner_error_ = runner.error().message();
+    if (!installed.empty()) {
+      return Fail(ErrorCode::kFailedPrecondition, "{} app(s) installed but they cannot run: {}",
+                  installed.size(), runner_error_);
+    }
+    log::Warn(
+        "apps cannot run on this device: {} (none installed; updates will fail to start "
+        "them)",
+        runner_error_);
+  }
+  for (const auto& app : installed) {
+    if (auto r = runner_->Run(app); !r) {
+      log::Error("app '{}' {} not started: {}", app.current.name, app.current.version,
+                 r.error().message());
+    }
+  }
+  transport_ = std::make_unique<HttpsUpdateTransport>(*attestor_);
+  update::UpdateAgentOptions options;
+  if (!config_.update.window.empty()) {
+    MOAT_ASSIGN_OR_RETURN(options.window, update::ParseUpdateWindow(config_.update.window));
+  }
+  options.max_deferral = config_.update.max_deferral;
+  options.rollback_window = config_.update.rollback_window;
+  options.os_name = config_.os_name;
+  options.os_version = config_.os_version;
+  update::UpdateHooks hooks;
+  hooks.on_app_changed = [this](const update::InstalledApp& app) { return RunApp(app); };
+  hooks.stop_app = [this](const formats::Guid& component) {
+    if (runner_) runner_->Stop(component);
+  };
+  hooks.running = [this] { return runner_ ? runner_->Running() : std::vector<formats::Guid>(); };
+  MOAT_ASSIGN_OR_RETURN(update_,
+                        update::UpdateAgent::Open(config_.state_dir, *apps_, transport_.get(),
+                                                  std::move(hooks), clock_, std::move(options)));
+  return Ok();
+}
+
+Result<void> Agent::RunApp(const update::InstalledApp& app) {
+  if (!runner_) return Fail(ErrorCode::kFailedPrecondition, "{}", runner_error_);
+  return runner_->Run(app);
+}
+
+update::UpdateOutcome Agent::UpdateNow(bool ignore_window) {
+  update::UpdateOutcome out = update_->Check(ignore_window);
+  std::lock_guard lock(mu_);
+  if (out.result != "failed") {
+    check_failures_ = 0;
+  }
+  return out;
+}
+
+update::UpdateOutcome Agent::ApplyBundle(const std::filesystem::path& path, bool ignore_window) {
+  auto bytes = ReadFileBytes(path, size_t{1} << 30);
+  if (!bytes) {
+    update::UpdateOutcome out;
+    out.result = "failed";
+    out.at = clock_.Now();
+    out.detail = fmt::format("reading the bundle: {}", bytes.error().message());
+    return out;
+  }
+  return update_->ApplyBundle(*bytes, ignore_window);
+}
+
+void Agent::UpdateLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    while (!stopping_ && !check_now_ && crash_loops_.empty() && clock_.Now() < next_check_) {
+      wake_.wait_for(lock, std::chrono::milliseconds(500));
+    }
+    if (stopping_) return;
+    if (!crash_loops_.empty()) {
+      const formats::Guid component = crash_loops_.front();
+      crash_loops_.erase(crash_loops_.begin());
+      lock.unlock();
+      update_->HandleCrashLoop(component);
+      lock.lock();
+      continue;
+    }
+    check_now_ = false;
+    lock.unlock();
+    const update::UpdateOutcome out = update_->Check(/*ignore_window=*/false);
+    lock.lock();
+    const SystemTime now = clock_.Now();
+    using std::chrono::milliseconds;
+    if (out.result == "failed") {
+      ++check_failures_;
+      auto delay = std::chrono::duration_cast<milliseconds>(config_.update.retry_initial);
+      const auto cap = std::chrono::duration_cast<milliseconds>(config_.update.retry_max);
+      for (int i = 1; i < check_failures_ && delay < cap; ++i) delay *= 2;
+      delay = std::min(delay, cap);
+      const int64_t half = delay.count() / 2;
+      next_check_ =
+          now + milliseconds(half + static_cast<int64_t>(random_.Uniform(
+                                        static_cast<uint64_t>(delay.count() - half + 1))));
+    } else {
+      check_failures_ = 0;
+      const auto interval = std::chrono::duration_cast<milliseconds>(config_.update.interval);
+      const auto spread =
+          static_cast<int64_t>(static_cast<double>(interval.count()) * config_.update.jitter);
+      const int64_t offset =
+          spread > 0
+              ? static_cast<int64_t>(random_.Uniform(static_cast<uint64_t>(2 * spread + 1))) -
+                    spread
+              : 0;
+      next_check_ = now + interval + milliseconds(offset);
+    }
+    log::Info("next update check at {}", FormatRfc3339(next_check_));
+  }
 }
 
 Agent::~Agent() { Stop(); }
@@ -105,7 +245,9 @@ void Agent::Stop() {
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (upload_thread_.joinable()) upload_thread_.join();
+  if (update_thread_.joinable()) update_thread_.join();
   control_.reset();
+  if (runner_) runner_->Shutdown();
 }
 
 Result<void> Agent::SendReports(std::span<const formats::FailureEvent> events) {
@@ -214,6 +356,10 @@ Json Agent::Status() const {
           {"consecutive_failures", scheduler_.consecutive_failures()},
           {"next_attestation", FormatRfc3339(next_attempt_)},
           {"failure_queue", {{"events", queue.events}, {"dropped", queue.dropped}}},
+          {"update", update_ ? update_->Status() : Json()},
+          {"next_update_check", FormatRfc3339(next_check_)},
+          {"apps", runner_ ? runner_->Status() : Json::array()},
+          {"apps_error", runner_error_.empty() ? Json() : Json(runner_error_)},
           {"measurements", log}};
 }
 
@@ -225,8 +371,30 @@ Json Agent::HandleControl(const Json& request) {
     AttestNow();
     return {{"ok", true}, {"message", "attestation requested"}};
   }
-  return {{"error",
-           fmt::format("unknown command '{}' (status, identity, attest)", command.substr(0, 32))}};
+  if (command == "update-now") {
+    return UpdateNow(request.value("ignore_window", false)).ToJson();
+  }
+  if (command == "update-apply") {
+    auto it = request.find("path");
+    if (it == request.end() || !it->is_string() || it->get<std::string>().empty() ||
+        it->get<std::string>().front() != '/') {
+      return {{"error", "update-apply needs an absolute \"path\""}};
+    }
+    return ApplyBundle(it->get<std::string>(), request.value("ignore_window", false)).ToJson();
+  }
+  if (command == "update-defer") {
+    auto component = formats::Guid::Parse(request.value("component_id", ""));
+    const int64_t minutes = request.value("minutes", int64_t{0});
+    if (!component || minutes <= 0) {
+      return {{"error", "update-defer needs \"component_id\" and positive \"minutes\""}};
+    }
+    auto until = update_->RequestDeferral(*component, std::chrono::minutes(minutes));
+    if (!until) return {{"error", until.error().message()}};
+    return {{"ok", true}, {"deferred_until", FormatRfc3339(*until)}};
+  }
+  return {{"error", fmt::format("unknown command '{}' (status, identity, attest, update-now, "
+                                "update-apply, update-defer)",
+                                command.substr(0, 32))}};
 }
 
 }  // namespace moat::device::agent

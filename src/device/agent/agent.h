@@ -1,6 +1,7 @@
-// moatd's core: the device's identity in its key store, its measurements, and the
-// attestation loop that keeps its certificates fresh; moatctl talks to it over the control
-// socket (control.h). docs/moatd.md describes the behaviour and the state directory.
+// moatd's core: the device's identity in its key store, its measurements, the attestation loop
+// that keeps its certificates fresh, the installed apps run by the supervisor (app_runner.h), and
+// the update loop (device/update/update_agent.h); moatctl talks to it over the control socket
+// (control.h). docs/moatd.md describes the behaviour and the state directory.
 //
 // Thread-safety: Start/Stop from one thread; Status() and AttestNow() from any.
 #pragma once
@@ -14,12 +15,15 @@
 #include "core/clock.h"
 #include "core/json.h"
 #include "core/random.h"
+#include "device/agent/app_runner.h"
 #include "device/agent/attestor.h"
 #include "device/agent/config.h"
 #include "device/agent/control.h"
 #include "device/agent/schedule.h"
 #include "device/reporting/failure_queue.h"
 #include "device/reporting/uploader.h"
+#include "device/update/app_store.h"
+#include "device/update/update_agent.h"
 #include "formats/attestation.h"
 #include "rot/key_store.h"
 
@@ -50,11 +54,19 @@ class Agent {
   // Where the supervisor puts failure events; uploaded in batches by the agent.
   reporting::FailureQueue& failure_queue() { return *failures_; }
 
+  // One update check now, on the caller's thread (moatctl update now).
+  update::UpdateOutcome UpdateNow(bool ignore_window);
+  // Installs an offline bundle file (moatctl update apply).
+  update::UpdateOutcome ApplyBundle(const std::filesystem::path& path, bool ignore_window);
+
  private:
   Agent(const Config& config, const Clock& clock, Random& random);
   Random& random_;
   void Loop();
   void UploadLoop();
+  void UpdateLoop();
+  Result<void> StartApps();
+  Result<void> RunApp(const update::InstalledApp& app);
   Result<void> SendReports(std::span<const formats::FailureEvent> events);
   Json HandleControl(const Json& request);
 
@@ -69,6 +81,12 @@ class Agent {
   std::unique_ptr<reporting::FailureQueue> failures_;
   std::unique_ptr<reporting::Uploader> uploader_;  // used by upload_thread_ only
   std::thread upload_thread_;
+  std::optional<update::AppStore> apps_;
+  std::unique_ptr<update::UpdateTransport> transport_;
+  std::unique_ptr<update::UpdateAgent> update_;
+  std::unique_ptr<AppRunner> runner_;  // null when apps cannot run here (runner_error_ says why)
+  std::string runner_error_;
+  std::thread update_thread_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
@@ -78,6 +96,10 @@ class Agent {
   std::optional<AttestationOutcome> last_outcome_;  // guarded by mu_
   std::string last_error_;                          // guarded by mu_
   std::optional<SystemTime> last_error_at_;         // guarded by mu_
+  bool check_now_ = false;                          // guarded by mu_
+  SystemTime next_check_{};                         // guarded by mu_
+  int check_failures_ = 0;                          // guarded by mu_
+  std::vector<formats::Guid> crash_loops_;          // guarded by mu_
   std::thread thread_;
 };
 

@@ -85,11 +85,14 @@ Attestor::Attestor(const Config& config, rot::KeyStore& keys, const Clock& clock
       service_root_(std::move(service_root)),
       layout_(config.state_dir) {}
 
-Result<std::unique_ptr<net::HttpsClient>> Attestor::Connect(bool certified_only) const {
+Result<std::unique_ptr<net::HttpsClient>> Attestor::Connect(bool certified_only,
+                                                            size_t max_response_bytes,
+                                                            std::chrono::seconds timeout) const {
   const SystemTime now = clock_.Now();
   net::HttpsClientConfig http{.base_url = config_.service_url};
   http.tls.server_roots = {service_root_};
-  http.timeout = std::chrono::seconds(30);
+  http.timeout = timeout;
+  http.max_response_bytes = max_response_bytes;
   const CredentialKind kind = BestCredential();
   if (kind == CredentialKind::kIdentity) {
     if (certified_only) {

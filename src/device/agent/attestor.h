@@ -60,7 +60,10 @@ class Attestor {
 
   // A connection to the service with the best credential; with `certified_only`, the identity
   // credential does not count (kFailedPrecondition: attest first).
-  Result<std::unique_ptr<net::HttpsClient>> Connect(bool certified_only) const;
+  // `max_response_bytes` bounds every response body; `timeout` a whole request.
+  Result<std::unique_ptr<net::HttpsClient>> Connect(
+      bool certified_only, size_t max_response_bytes = size_t{64} << 20,
+      std::chrono::seconds timeout = std::chrono::seconds(30)) const;
 
  private:
   const Config& config_;

@@ -1,5 +1,7 @@
 #include "device/agent/config.h"
 
+#include "device/update/update_agent.h"
+
 #include <fstream>
 
 #include "core/file.h"
@@ -106,6 +108,46 @@ Result<Config> ParseConfig(std::string_view text, const std::filesystem::path& b
       return Fail(ErrorCode::kInvalidArgument,
                   "config.attestation: retry_max_seconds is less than retry_initial_seconds");
     }
+    MOAT_TRY(o.NoOtherFields());
+  }
+  if (const Json* u = r.Member("update")) {
+    formats::ObjectReader o(*u, "config.update");
+    MOAT_TRY(o.status());
+    MOAT_ASSIGN_OR_RETURN(c.update.enabled, o.OptionalBool("enabled", true));
+    MOAT_ASSIGN_OR_RETURN(auto hours, o.OptionalInt("interval_hours", 1, 24 * 30));
+    if (hours) c.update.interval = std::chrono::hours(*hours);
+    MOAT_ASSIGN_OR_RETURN(c.update.jitter,
+                          Fraction(o.Member("jitter"), "config.update.jitter", 0.1, 0.0, 0.5));
+    MOAT_ASSIGN_OR_RETURN(c.update.window, o.OptionalString("window", 32));
+    if (!c.update.window.empty()) {
+      auto w = update::ParseUpdateWindow(c.update.window);
+      if (!w) return Fail(w.error().WithContext("config.update.window"));
+    }
+    MOAT_ASSIGN_OR_RETURN(auto deferral, o.OptionalInt("max_deferral_hours", 0, 24 * 7));
+    if (deferral) c.update.max_deferral = std::chrono::hours(*deferral);
+    MOAT_ASSIGN_OR_RETURN(auto rollback, o.OptionalInt("rollback_window_minutes", 1, 24 * 60 * 7));
+    if (rollback) c.update.rollback_window = std::chrono::minutes(*rollback);
+    MOAT_ASSIGN_OR_RETURN(auto initial, o.OptionalInt("retry_initial_seconds", 1, 3600));
+    MOAT_ASSIGN_OR_RETURN(auto max, o.OptionalInt("retry_max_seconds", 1, 86400));
+    if (initial) c.update.retry_initial = std::chrono::seconds(*initial);
+    if (max) c.update.retry_max = std::chrono::seconds(*max);
+    if (c.update.retry_max < c.update.retry_initial) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "config.update: retry_max_seconds is less than retry_initial_seconds");
+    }
+    MOAT_TRY(o.NoOtherFields());
+  }
+  if (const Json* s = r.Member("supervisor")) {
+    formats::ObjectReader o(*s, "config.supervisor");
+    MOAT_TRY(o.status());
+    MOAT_ASSIGN_OR_RETURN(std::string board, o.OptionalString("board", 4096));
+    if (!board.empty()) c.supervisor.board = Resolve(base, board);
+    MOAT_ASSIGN_OR_RETURN(std::string instance, o.OptionalString("instance_id", 32));
+    if (!instance.empty()) c.supervisor.instance_id = instance;
+    MOAT_ASSIGN_OR_RETURN(auto crashes, o.OptionalInt("crash_loop_crashes", 1, 1000));
+    if (crashes) c.supervisor.crash_loop_crashes = static_cast<uint32_t>(*crashes);
+    MOAT_ASSIGN_OR_RETURN(auto window, o.OptionalInt("crash_loop_window_seconds", 1, 86400));
+    if (window) c.supervisor.crash_loop_window = std::chrono::seconds(*window);
     MOAT_TRY(o.NoOtherFields());
   }
   MOAT_TRY(r.NoOtherFields());

@@ -8,7 +8,11 @@
 //     "os": {"name": "moat-linux", "version": "1.4", "image": "/boot/os.img"},
 //     "control_socket": "/run/moat/moatctl.sock",
 //     "attestation": {"renew_at": 0.8, "jitter": 0.1, "retry_initial_seconds": 5,
-//                     "retry_max_seconds": 3600}
+//                     "retry_max_seconds": 3600},
+//     "update": {"interval_hours": 20, "jitter": 0.1, "window": "02:00-04:00",
+//                "max_deferral_hours": 24, "rollback_window_minutes": 60},
+//     "supervisor": {"board": "/etc/moat/board.json", "crash_loop_crashes": 5,
+//                    "crash_loop_window_seconds": 600}
 //   }
 //
 // Only service_url, service_root_certificate and state_dir are required; docs/moatd.md lists
@@ -16,6 +20,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -32,6 +37,26 @@ struct AttestationSchedule {
   std::chrono::seconds retry_max{3600};
 };
 
+// The update agent (docs/moatd.md, "Updates").
+struct UpdateSettings {
+  bool enabled = true;
+  std::chrono::seconds interval{20 * 3600};  // between checks
+  double jitter = 0.1;                       // +- this fraction of the interval
+  std::string window;                        // "HH:MM-HH:MM" UTC; empty: any time
+  std::chrono::seconds max_deferral{24 * 3600};
+  std::chrono::seconds rollback_window{3600};  // a crash loop this soon after an update rolls back
+  std::chrono::seconds retry_initial{60};
+  std::chrono::seconds retry_max{3600};
+};
+
+// Running apps (docs/moatd.md, "Apps").
+struct SupervisorSettings {
+  std::filesystem::path board;        // the board's hardware definition (JSON); empty: none
+  std::string instance_id = "moatd";  // names the cgroups and network of this moatd's apps
+  uint32_t crash_loop_crashes = 5;    // N crashes ...
+  std::chrono::seconds crash_loop_window{600};  // ... within T make a crash loop
+};
+
 struct Config {
   std::string service_url;
   std::filesystem::path service_root_certificate;
@@ -43,6 +68,8 @@ struct Config {
   std::filesystem::path os_image;        // measured at start; default: none (see docs)
   std::filesystem::path control_socket;  // default: <state_dir>/moatctl.sock
   AttestationSchedule attestation;
+  UpdateSettings update;
+  SupervisorSettings supervisor;
 };
 
 Result<Config> ParseConfig(std::string_view json, const std::filesystem::path& base_dir);
@@ -58,6 +85,12 @@ struct StateLayout {
   std::filesystem::path update_certificate() const { return certificates() / "update.pem"; }
   // The last attestation's outcome, for moatctl status after a restart.
   std::filesystem::path attestation_record() const { return root / "attestation.json"; }
+  // Installed apps (device/update/app_store.h) and their update state.
+  std::filesystem::path apps() const { return root / "apps"; }
+  // Each app's uid/gid, kept across updates.
+  std::filesystem::path app_ids() const { return root / "app-ids.json"; }
+  std::filesystem::path app_logs() const { return root / "logs"; }
+  std::filesystem::path app_storage() const { return root / "storage"; }
 };
 
 }  // namespace moat::device::agent

@@ -64,5 +64,44 @@ TEST(ConfigTest, BadConfigsNameTheProblem) {
   }
 }
 
+TEST(ConfigTest, UpdateAndSupervisorSections) {
+  auto c = ParseConfig(
+      R"({"service_url":"https://moat.example:8443","service_root_certificate":"/r.pem",
+          "state_dir":"/var/lib/moat",
+          "update":{"interval_hours":6,"jitter":0.2,"window":"23:00-01:30",
+                    "max_deferral_hours":48,"rollback_window_minutes":30},
+          "supervisor":{"board":"board.json","crash_loop_crashes":3,
+                        "crash_loop_window_seconds":120}})",
+      "/etc/moat");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_EQ(c->update.interval, std::chrono::hours(6));
+  EXPECT_DOUBLE_EQ(c->update.jitter, 0.2);
+  EXPECT_EQ(c->update.window, "23:00-01:30");
+  EXPECT_EQ(c->update.max_deferral, std::chrono::hours(48));
+  EXPECT_EQ(c->update.rollback_window, std::chrono::minutes(30));
+  EXPECT_EQ(c->supervisor.board, "/etc/moat/board.json");
+  EXPECT_EQ(c->supervisor.crash_loop_crashes, 3u);
+  EXPECT_EQ(c->supervisor.crash_loop_window, std::chrono::seconds(120));
+
+  auto defaults = ParseConfig(
+      R"({"service_url":"https://m:1","service_root_certificate":"/r","state_dir":"/s"})", "/");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->update.interval, std::chrono::hours(20));
+  EXPECT_TRUE(defaults->update.window.empty());
+  EXPECT_EQ(defaults->supervisor.crash_loop_crashes, 5u);
+
+  auto bad = ParseConfig(
+      R"({"service_url":"https://m:1","service_root_certificate":"/r","state_dir":"/s",
+          "update":{"window":"2am-4am"}})",
+      "/");
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(bad.error().message(), HasSubstr("config.update.window"));
+  bad = ParseConfig(
+      R"({"service_url":"https://m:1","service_root_certificate":"/r","state_dir":"/s",
+          "supervisor":{"crash_loop_crashes":0}})",
+      "/");
+  ASSERT_FALSE(bad);
+}
+
 }  // namespace
 }  // namespace moat::device::agent

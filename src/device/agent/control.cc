@@ -29,21 +29,22 @@ Result<sockaddr_un> Address(const std::filesystem::path& path) {
 }
 
 // Waits until `fd` is ready for `events`, at most kIoTimeoutMs.
-bool WaitFor(int fd, short events) {
+bool WaitFor(int fd, short events, int timeout_ms = kIoTimeoutMs) {
   pollfd p{.fd = fd, .events = events, .revents = 0};
   for (;;) {
-    int n = ::poll(&p, 1, kIoTimeoutMs);
+    int n = ::poll(&p, 1, timeout_ms);
     if (n < 0 && errno == EINTR) continue;
     return n == 1 && (p.revents & events) != 0;
   }
 }
 
 // Reads one line (without the '\n'), at most kMaxControlRequestBytes.
-Result<std::string> ReadLine(int fd) {
+Result<std::string> ReadLine(int fd, int timeout_ms = kIoTimeoutMs) {
   std::string line;
   char buf[512];
   for (;;) {
-    if (!WaitFor(fd, POLLIN)) return Fail(ErrorCode::kUnavailable, "control socket: timed out");
+    if (!WaitFor(fd, POLLIN, timeout_ms))
+      return Fail(ErrorCode::kUnavailable, "control socket: timed out");
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -167,7 +168,8 @@ void ControlServer::ServeOne(int fd) {
   }
 }
 
-Result<Json> ControlCall(const std::filesystem::path& path, const Json& request) {
+Result<Json> ControlCall(const std::filesystem::path& path, const Json& request,
+                         std::chrono::milliseconds timeout) {
   MOAT_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return Fail(ErrnoError("socket", path, errno));
@@ -179,7 +181,7 @@ Result<Json> ControlCall(const std::filesystem::path& path, const Json& request)
     return Fail(ErrnoError("connect", path, e));
   }
   MOAT_TRY(WriteAll(fd.get(), DumpJson(request) + "\n"));
-  MOAT_ASSIGN_OR_RETURN(std::string line, ReadLine(fd.get()));
+  MOAT_ASSIGN_OR_RETURN(std::string line, ReadLine(fd.get(), static_cast<int>(timeout.count())));
   MOAT_ASSIGN_OR_RETURN(Json answer,
                         ParseJson(line, "moatd's answer", JsonLimits{.max_bytes = 1 << 20}));
   if (answer.is_object() && answer.contains("error") && answer["error"].is_string()) {

@@ -7,6 +7,7 @@
 // {"error":"..."}. moatctl is the client.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -43,7 +44,9 @@ class ControlServer {
   std::thread thread_;
 };
 
-// The client side (moatctl): sends `request`, returns the answer.
-Result<Json> ControlCall(const std::filesystem::path& path, const Json& request);
+// The client side (moatctl): sends `request`, returns the answer, waiting at most `timeout` for
+// it (an update check or a bundle install may take minutes).
+Result<Json> ControlCall(const std::filesystem::path& path, const Json& request,
+                         std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
 
 }  // namespace moat::device::agent

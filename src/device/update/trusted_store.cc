@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "core/file.h"
+#include "device/update/crash_point.h"
 
 namespace moat::device::update {
 
@@ -33,7 +34,10 @@ Result<std::optional<std::string>> DirectoryTrustedStore::Load(Role role) {
 }
 
 Result<void> DirectoryTrustedStore::Save(Role role, std::string_view bytes) {
-  return AtomicWriteFile(PathOf(role), bytes, {.mode = 0600});
+  CrashPoint("trusted-save-before");
+  MOAT_TRY(AtomicWriteFile(PathOf(role), bytes, {.mode = 0600}));
+  CrashPoint("trusted-save-after");
+  return Ok();
 }
 
 Result<void> DirectoryTrustedStore::Remove(Role role) {

@@ -492,6 +492,51 @@ TEST_F(TufClientTest, ThresholdTwoRootRefusesMissingSignature) {
   ExpectRefreshFails(client, ErrorCode::kVerificationFailed, "1 valid signature(s)");
 }
 
+// Issue 5's "root rotation chain with a missing link": root 2 is withheld, root 3 is served. The
+// client must not jump from 1 to 3; it stays at root 1, whose keys do not sign the new
+// timestamp, and refuses.
+TEST_F(TufClientTest, RootChainWithAMissingLinkIsRefused) {
+  PrivateKey a = NewKey(), new_timestamp = NewKey();
+  ASSERT_TRUE(writer->RotateKeys(Role::kRoot, {{a}, 1}, clock.Now()));
+  ASSERT_TRUE(writer->RotateKeys(Role::kTimestamp, {{new_timestamp}, 1}, clock.Now()));
+  Serve();
+  server.files.erase("2.root.json");
+  TufClient client = NewClient();
+  ExpectRefreshFails(client, ErrorCode::kVerificationFailed,
+                     "timestamp.json: 0 valid signature(s) from the timestamp role's keys");
+  EXPECT_EQ(client.trusted_root().version, 1);
+  EXPECT_EQ(server.Count("3.root.json"), 0u);
+  // Offered in place of version 2, root 3 is refused: root 1's keys did not sign it.
+  server.files["2.root.json"] = writer->files().at("3.root.json");
+  ExpectRefreshFails(client, ErrorCode::kVerificationFailed,
+                     "2.root.json (signatures by the trusted root's keys): 0 valid signature(s)");
+  // With the link back, the chain verifies.
+  server.files["2.root.json"] = writer->files().at("2.root.json");
+  auto r = client.Refresh();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(client.trusted_root().version, 3);
+}
+
+// Threshold for a non-root role: targets needing 2 of 2 keys, signed by one.
+TEST_F(TufClientTest, TargetsBelowThresholdAreRefused) {
+  PrivateKey t1 = NewKey(), t2 = NewKey();
+  ASSERT_TRUE(writer->RotateKeys(Role::kTargets, {{t1, t2}, 2}, clock.Now()));
+  Serve();
+  TufClient client = NewClient();
+  ASSERT_TRUE(client.Refresh());
+  Json targets = SignedOf(Served(TargetsPath()));
+  targets["version"] = 50;
+  ServeChain(Resign(targets, {t1}), 50);
+  ExpectRefreshFails(client, ErrorCode::kVerificationFailed,
+                     "50.targets.json: 1 valid signature(s) from the targets role's keys, "
+                     "threshold is 2");
+  ServeChain(Resign(targets, {t1, t1}), 50);
+  ExpectRefreshFails(client, ErrorCode::kVerificationFailed, "1 valid signature(s)");
+  ServeChain(Resign(targets, {t2, t1}), 50);
+  auto r = client.Refresh();
+  ASSERT_TRUE(r) << r.error().message();
+}
+
 TEST_F(TufClientTest, MaxRootRotationsPerRefresh) {
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(writer->RotateKeys(Role::kRoot, {{NewKey()}, 1}, clock.Now()));

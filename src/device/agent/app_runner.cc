@@ -1,0 +1,160 @@
+#include "device/agent/app_runner.h"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "core/file.h"
+#include "core/log.h"
+#include "device/sandbox/storage.h"
+#include "device/supervisor/install_checks.h"
+#include "formats/app_manifest.h"
+
+namespace moat::device::agent {
+namespace fs = std::filesystem;
+
+Result<formats::Board> LoadBoardFile(const fs::path& path) {
+  MOAT_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 1 << 20));
+  const fs::path dir = path.parent_path();
+  auto loader = [dir](std::string_view import_path) -> Result<std::string> {
+    if (import_path.find("..") != std::string_view::npos || import_path.starts_with("/")) {
+      return Fail(ErrorCode::kInvalidArgument, "board import '{}' leaves the board's directory",
+                  import_path);
+    }
+    return ReadFile(dir / import_path, 1 << 20);
+  };
+  auto board = formats::Board::Load(text, path.filename().string(), loader);
+  if (!board) return Fail(board.error().WithContext(path.string()));
+  return board;
+}
+
+Result<std::unique_ptr<AppRunner>> AppRunner::Create(const Config& config, Callbacks callbacks) {
+  if (::geteuid() != 0) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "moatd is not running as root, so it cannot sandbox apps (namespaces, cgroups, "
+                "mounts and nftables need root); run it as root to run apps");
+  }
+  if (config.supervisor.board.empty()) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "config.supervisor.board is not set: apps need the board's hardware definition");
+  }
+  MOAT_ASSIGN_OR_RETURN(formats::Board board, LoadBoardFile(config.supervisor.board));
+  auto runner = std::unique_ptr<AppRunner>(new AppRunner(config, std::move(board)));
+  // app-ids.json: {"<component>": {"uid": n, "gid": n}}
+  auto text = ReadFile(runner->layout_.app_ids(), 1 << 20);
+  if (text) {
+    MOAT_ASSIGN_OR_RETURN(Json j, ParseJson(*text, runner->layout_.app_ids().string()));
+    if (j.is_object()) {
+      for (const auto& [k, v] : j.items()) {
+        auto id = formats::Guid::Parse(k);
+        if (!id || !v.is_object() || !v.contains("uid") || !v.contains("gid")) continue;
+        runner->ids_[*id] = {.uid = v["uid"].get<uid_t>(), .gid = v["gid"].get<gid_t>()};
+      }
+    }
+  } else if (text.error().code() != ErrorCode::kNotFound) {
+    return Fail(text.error());
+  }
+  supervisor::SupervisorOptions options;
+  options.restart.crash_loop_crashes = config.supervisor.crash_loop_crashes;
+  options.restart.crash_loop_window = config.supervisor.crash_loop_window;
+  options.on_failure = std::move(callbacks.on_failure);
+  options.on_crash_loop = std::move(callbacks.on_crash_loop);
+  MOAT_ASSIGN_OR_RETURN(runner->supervisor_, supervisor::Supervisor::Create(std::move(options)));
+  return runner;
+}
+
+AppRunner::~AppRunner() { Shutdown(); }
+
+void AppRunner::Shutdown() {
+  if (supervisor_) supervisor_->Shutdown();
+}
+
+Result<supervisor::AppIds> AppRunner::IdsFor(const formats::Guid& component) {
+  std::lock_guard lock(mu_);
+  MOAT_ASSIGN_OR_RETURN(supervisor::AppIds ids, supervisor::AllocateAppIds(ids_, component));
+  if (!ids_.contains(component)) {
+    ids_[component] = ids;
+    Json j = Json::object();
+    for (const auto& [c, i] : ids_) j[c.ToString()] = {{"uid", i.uid}, {"gid", i.gid}};
+    MOAT_TRY(AtomicWriteFile(layout_.app_ids(), DumpJson(j), {.mode = 0600}));
+  }
+  return ids;
+}
+
+Result<void> AppRunner::Run(const update::InstalledApp& app) {
+  const update::InstalledImage& image = app.current;
+  MOAT_ASSIGN_OR_RETURN(formats::AppManifest manifest,
+                        formats::ParseAppManifest(image.manifest_json));
+  MOAT_ASSIGN_OR_RETURN(supervisor::AppIds ids, IdsFor(image.component_id));
+  supervisor::AppInstall install{.instance_id = config_.supervisor.instance_id,
+                                 .root_image = image.root,
+                                 .storage_image = {},
+                                 .log_dir = layout_.app_logs() / image.component_id.ToString(),
+                                 .ids = ids,
+                                 .runtime_binds = {}};
+  MOAT_TRY(MakeDirectories(install.log_dir, 0700));
+  if (manifest.capabilities.mutable_storage) {
+    MOAT_TRY(MakeDirectories(layout_.app_storage(), 0700));
+    install.storage_image = layout_.app_storage() / (image.component_id.ToString() + ".img");
+    if (!fs::exists(install.storage_image)) {
+      MOAT_TRY(sandbox::CreateStorageImage(
+          install.storage_image,
+          supervisor::StorageImageKb(manifest.capabilities.mutable_storage->size_kb),
+          {.owner_uid = ids.uid, .owner_gid = ids.gid}));
+    }
+  }
+  supervisor::SupervisedApp supervised;
+  MOAT_ASSIGN_OR_RETURN(supervised.spec,
+                        supervisor::BuildSandboxSpec(install, manifest, board_, policy_));
+  // No resolver yet: a manifest naming hosts is refused rather than run with holes.
+  MOAT_ASSIGN_OR_RETURN(supervised.network_policy,
+                        supervisor::BuildNetworkPolicy(manifest, supervisor::HostResolver()));
+  supervised.component_id = image.component_id;
+  supervised.image_id = image.package_image_id;
+  auto removed = supervisor_->Remove(image.component_id);
+  if (!removed && removed.error().code() != ErrorCode::kNotFound) return Fail(removed.error());
+  MOAT_TRY(supervisor_->Add(std::move(supervised)));
+  {
+    std::lock_guard lock(mu_);
+    running_versions_[image.component_id] = image.version;
+  }
+  log::Info("running app '{}' {} ({})", image.name, image.version, image.component_id.ToString());
+  return Ok();
+}
+
+void AppRunner::Stop(const formats::Guid& component) {
+  auto r = supervisor_->Remove(component);
+  if (!r && r.error().code() != ErrorCode::kNotFound) {
+    log::Warn("stopping app {}: {}", component.ToString(), r.error().message());
+  }
+  std::lock_guard lock(mu_);
+  running_versions_.erase(component);
+}
+
+std::vector<formats::Guid> AppRunner::Running() const {
+  std::vector<formats::Guid> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [c, v] : running_versions_) {
+    auto s = supervisor_->Status(c);
+    if (s && s->state == supervisor::AppState::kRunning) out.push_back(c);
+  }
+  return out;
+}
+
+Json AppRunner::Status() const {
+  Json out = Json::array();
+  std::lock_guard lock(mu_);
+  for (const auto& [c, v] : running_versions_) {
+    auto s = supervisor_->Status(c);
+    if (!s) continue;
+    out.push_back({{"component_id", c.ToString()},
+                   {"version", v},
+                   {"state", supervisor::AppStateName(s->state)},
+                   {"launches", s->launches},
+                   {"failures", s->failures},
+                   {"last_error", s->last_error}});
+  }
+  return out;
+}
+
+}  // namespace moat::device::agent
