@@ -255,8 +255,11 @@ Result<PrivateKey> PrivateKey::FromProvider(const ProviderKeySpec& spec) {
     if (!EVP_PKEY_is_a(key, "EC")) {
       return Fail(ErrorCode::kInvalidArgument, "'{}' is not an EC key", spec.uri);
     }
-    return FromNativeOwned(std::shared_ptr<EVP_PKEY>(owned.release(), EVP_PKEY_free),
-                           KeyType::kEcdsaP256);
+    MOAT_ASSIGN_OR_RETURN(PrivateKey out,
+                          FromNativeOwned(std::shared_ptr<EVP_PKEY>(owned.release(), EVP_PKEY_free),
+                                          KeyType::kEcdsaP256));
+    out.property_query_ = propq;
+    return out;
   }
   return Fail(OpenSslError(ErrorCode::kNotFound, "'" + spec.uri + "' holds no private key that "
                                                      "provider " + spec.provider + " can load"));

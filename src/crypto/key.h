@@ -142,6 +142,10 @@ class PrivateKey {
  private:
   PrivateKey(std::shared_ptr<EVP_PKEY> key, KeyType type, PublicKey public_key)
       : key_(std::move(key)), type_(type), public_key_(std::move(public_key)) {}
+  // OpenSSL 3.0 picks a signature implementation from any provider and hands it an export of
+  // the key; a provider key exports only its public half. Signing with such a key must ask
+  // for its own provider's implementation ("?provider=tpm2"). Empty for ordinary keys.
+  std::string property_query_;
   // Completes a private key with a public-only copy of its public half.
   static Result<PrivateKey> FromNativeOwned(std::shared_ptr<EVP_PKEY> key, KeyType type);
   std::shared_ptr<EVP_PKEY> key_;

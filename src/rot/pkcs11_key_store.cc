@@ -135,10 +135,9 @@ struct Pkcs11KeyStore::Session {
   CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
 
   ~Session() {
-    if (handle != CK_INVALID_HANDLE) {
-      module->fl->C_Logout(handle);
-      module->fl->C_CloseSession(handle);
-    }
+    // No C_Logout: login state belongs to the token, shared by every session of the process
+    // (another store may still use it); closing the last session logs out.
+    if (handle != CK_INVALID_HANDLE) module->fl->C_CloseSession(handle);
   }
 
   CK_FUNCTION_LIST* fl() const { return module->fl; }

@@ -180,6 +180,7 @@ struct Tpm2KeyStore::Context {
   TSS2_TCTI_CONTEXT* tcti = nullptr;
   ESYS_CONTEXT* esys = nullptr;
   ESYS_TR srk = ESYS_TR_NONE;
+  std::vector<uint8_t> srk_name;  // TPM name of the SRK: changes when the TPM is cleared
 
   ~Context() {
     if (esys != nullptr) {
@@ -304,9 +305,34 @@ struct Tpm2KeyStore::Context {
 
 namespace {
 
+Result<void> RecordSrkName(Tpm2KeyStore::Context& c) {
+  TPM2B_NAME* name_raw = nullptr;
+  if (TSS2_RC rc = Esys_TR_GetName(c.esys, c.srk, &name_raw); rc != TSS2_RC_SUCCESS) {
+    return Fail(TssError("Esys_TR_GetName (SRK)", rc));
+  }
+  EsysPtr<TPM2B_NAME> name(name_raw);
+  c.srk_name.assign(name->name, name->name + name->size);
+  return Ok();
+}
+
+// True if `handle` is a persistent object in the TPM (asking first keeps ESAPI from logging
+// an error for a handle that is simply not there yet).
+Result<bool> PersistentExists(Tpm2KeyStore::Context& c, uint32_t handle) {
+  TPMS_CAPABILITY_DATA* cap_raw = nullptr;
+  if (TSS2_RC rc = Esys_GetCapability(c.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                      TPM2_CAP_HANDLES, handle, 1, nullptr, &cap_raw);
+      rc != TSS2_RC_SUCCESS) {
+    return Fail(TssError("Esys_GetCapability (handles)", rc));
+  }
+  EsysPtr<TPMS_CAPABILITY_DATA> cap(cap_raw);
+  return cap->data.handles.count > 0 && cap->data.handles.handle[0] == handle;
+}
+
 Result<void> EnsureSrk(Tpm2KeyStore::Context& c, uint32_t handle) {
-  TSS2_RC rc = Esys_TR_FromTPMPublic(c.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                     &c.srk);
+  MOAT_ASSIGN_OR_RETURN(bool exists, PersistentExists(c, handle));
+  TSS2_RC rc = exists ? Esys_TR_FromTPMPublic(c.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE,
+                                              ESYS_TR_NONE, &c.srk)
+                      : TPM2_RC_HANDLE;
   if (rc == TSS2_RC_SUCCESS) {
     TPM2B_PUBLIC* pub_raw = nullptr;
     if (rc = Esys_ReadPublic(c.esys, c.srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub_raw,
@@ -324,7 +350,7 @@ Result<void> EnsureSrk(Tpm2KeyStore::Context& c, uint32_t handle) {
                   "configure another key_store.srk_handle",
                   handle);
     }
-    return Ok();
+    return RecordSrkName(c);
   }
   c.srk = ESYS_TR_NONE;
   // Not there: create the primary from the template and make it persistent.
@@ -347,7 +373,7 @@ Result<void> EnsureSrk(Tpm2KeyStore::Context& c, uint32_t handle) {
     return Fail(TssError(fmt::format("Esys_EvictControl (persisting the SRK at 0x{:08x})", handle),
                          rc));
   }
-  return Ok();
+  return RecordSrkName(c);
 }
 
 }  // namespace
@@ -390,7 +416,18 @@ Result<std::unique_ptr<Tpm2KeyStore>> Tpm2KeyStore::Open(const Tpm2Options& opti
     return Fail(TssError("Esys_Startup", rc));
   }
   MOAT_TRY(EnsureSrk(*context, options.srk_handle));
-  return std::unique_ptr<Tpm2KeyStore>(new Tpm2KeyStore(options, std::move(context)));
+  // Keys live in a subdirectory named after the SRK: blobs wrapped by another TPM (or by this
+  // one before it was cleared) cannot load, so after a TPM reset the keys are simply absent and
+  // the device gets a new identity.
+  Tpm2Options effective = options;
+  if (context->srk_name.size() != 34) {
+    return Fail(ErrorCode::kInternal, "TPM: unexpected SRK name of {} bytes",
+                context->srk_name.size());
+  }
+  effective.dir = options.dir / ("srk-" + HexEncode(std::span<const uint8_t>(
+                                              context->srk_name).subspan(2, 8)));
+  MOAT_TRY(internal::OpenPrivateDir(effective.dir, {".pub", ".priv", ".pem"}));
+  return std::unique_ptr<Tpm2KeyStore>(new Tpm2KeyStore(effective, std::move(context)));
 }
 
 std::filesystem::path Tpm2KeyStore::KeyFile(std::string_view label) const {

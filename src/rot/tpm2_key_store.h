@@ -3,7 +3,8 @@
 // Keys. Every key is an ECC P-256 signing key (fixedTPM, fixedParent, sensitiveDataOrigin)
 // created under a persistent storage primary key, the SRK (ECC P-256, restricted decrypt,
 // created and made persistent at `srk_handle` if missing). The TPM returns the key wrapped
-// by the SRK; the store keeps it in its directory (0700), per label:
+// by the SRK; the store keeps it in <dir>/srk-<first 8 bytes of the SRK's name, hex>/ (0700;
+// a cleared or replaced TPM has another SRK, so its store starts empty), per label:
 //   <label>.pub    TPM2B_PUBLIC, TPM wire format (the public area: P-256 point, attributes)
 //   <label>.priv   TPM2B_PRIVATE, TPM wire format: the private part encrypted and integrity
 //                  protected under the SRK's seed; useless without this TPM's owner hierarchy
