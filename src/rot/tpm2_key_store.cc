@@ -640,6 +640,73 @@ Result<AttestationProof> Tpm2KeyStore::Attest(std::span<const uint8_t> signing_i
   return proof;
 }
 
+Result<std::vector<uint8_t>> Tpm2KeyStore::AttestationKeyName() {
+  MOAT_TRY(EnsureAttestationKey());
+  MOAT_ASSIGN_OR_RETURN(Blobs b, ReadBlobs(options_.dir, kAkFile));
+  std::lock_guard lock(context_->mu);
+  MOAT_ASSIGN_OR_RETURN(auto loaded, context_->Load(b.pub, b.priv));
+  TPM2B_NAME* name_raw = nullptr;
+  if (TSS2_RC rc = Esys_TR_GetName(context_->esys, loaded->handle, &name_raw);
+      rc != TSS2_RC_SUCCESS) {
+    return Fail(TssError("Esys_TR_GetName (AK)", rc));
+  }
+  EsysPtr<TPM2B_NAME> name(name_raw);
+  return std::vector<uint8_t>(name->name, name->name + name->size);
+}
+
+Result<std::vector<uint8_t>> Tpm2KeyStore::ActivateCredential(
+    std::span<const uint8_t> credential_blob, std::span<const uint8_t> encrypted_secret) {
+  MOAT_ASSIGN_OR_RETURN(auto blob, (UnmarshalFrom<TPM2B_ID_OBJECT, Tss2_MU_TPM2B_ID_OBJECT_Unmarshal>(
+                                       credential_blob, "credential blob")));
+  MOAT_ASSIGN_OR_RETURN(auto secret,
+                        (UnmarshalFrom<TPM2B_ENCRYPTED_SECRET,
+                                       Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal>(
+                            encrypted_secret, "encrypted secret")));
+  MOAT_TRY(EnsureAttestationKey());
+  MOAT_ASSIGN_OR_RETURN(Blobs b, ReadBlobs(options_.dir, kAkFile));
+  std::lock_guard lock(context_->mu);
+  ESYS_CONTEXT* esys = context_->esys;
+  MOAT_ASSIGN_OR_RETURN(auto ak, context_->Load(b.pub, b.priv));
+  ESYS_TR ek = ESYS_TR_NONE;
+  if (TSS2_RC rc = Esys_TR_FromTPMPublic(esys, options_.ek_handle, ESYS_TR_NONE, ESYS_TR_NONE,
+                                         ESYS_TR_NONE, &ek);
+      rc != TSS2_RC_SUCCESS) {
+    return Fail(ErrorCode::kNotFound, "TPM: no endorsement key at persistent handle 0x{:08x}: {}",
+                options_.ek_handle, Tss2_RC_Decode(rc));
+  }
+  // The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT): satisfy it in a policy session.
+  TPMT_SYM_DEF symmetric{};
+  symmetric.algorithm = TPM2_ALG_NULL;
+  ESYS_TR session = ESYS_TR_NONE;
+  TSS2_RC rc = Esys_StartAuthSession(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                     ESYS_TR_NONE, nullptr, TPM2_SE_POLICY, &symmetric,
+                                     TPM2_ALG_SHA256, &session);
+  if (rc != TSS2_RC_SUCCESS) {
+    Esys_TR_Close(esys, &ek);
+    return Fail(TssError("Esys_StartAuthSession (policy)", rc));
+  }
+  TPM2B_NONCE nonce_tpm{};
+  TPM2B_DIGEST cp_hash{};
+  TPM2B_NONCE policy_ref{};
+  rc = Esys_PolicySecret(esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                         ESYS_TR_NONE, &nonce_tpm, &cp_hash, &policy_ref, 0, nullptr, nullptr);
+  TPM2B_DIGEST* cert_info_raw = nullptr;
+  if (rc == TSS2_RC_SUCCESS) {
+    rc = Esys_ActivateCredential(esys, ak->handle, ek, ESYS_TR_PASSWORD, session, ESYS_TR_NONE,
+                                 &blob, &secret, &cert_info_raw);
+  }
+  Esys_FlushContext(esys, session);  // harmless if the TPM already ended it
+  Esys_TR_Close(esys, &ek);
+  if (rc != TSS2_RC_SUCCESS) {
+    if ((rc & 0xFF0000) == TSS2_TCTI_RC_LAYER) return Fail(TssError("ActivateCredential", rc));
+    return Fail(ErrorCode::kVerificationFailed,
+                "TPM: credential activation refused (not made for this TPM's EK and AK?): {}",
+                Tss2_RC_Decode(rc));
+  }
+  EsysPtr<TPM2B_DIGEST> cert_info(cert_info_raw);
+  return std::vector<uint8_t>(cert_info->buffer, cert_info->buffer + cert_info->size);
+}
+
 Result<EndorsementKey> Tpm2KeyStore::GetEndorsementKey() const {
   std::lock_guard lock(context_->mu);
   ESYS_CONTEXT* esys = context_->esys;

@@ -86,6 +86,17 @@ class Tpm2KeyStore final : public KeyStore {
 
   // The attestation key's public key (created with the first Attest if missing).
   Result<crypto::PublicKey> EnsureAttestationKey();
+  // The AK's TPM name (0x000b || SHA-256(TPMT_PUBLIC)): what MakeCredential binds to.
+  Result<std::vector<uint8_t>> AttestationKeyName();
+
+  // TPM2_ActivateCredential: the verifier ran MakeCredential(EK public, AK name, secret) and
+  // sent `credential_blob` (TPM2B_ID_OBJECT) and `encrypted_secret` (TPM2B_ENCRYPTED_SECRET),
+  // both in TPM wire format. Only this TPM, holding that EK's private key and this AK, can
+  // recover the secret, which the device returns to prove both. The EK is authorised by its
+  // standard policy (PolicySecret of the endorsement hierarchy, empty auth).
+  // kVerificationFailed if the TPM refuses (another EK, another AK, tampered blob).
+  Result<std::vector<uint8_t>> ActivateCredential(std::span<const uint8_t> credential_blob,
+                                                  std::span<const uint8_t> encrypted_secret);
 
   // Path of `label`'s TSS2 PRIVATE KEY PEM (for tpm2-openssl / tpm2-tools).
   std::filesystem::path KeyFile(std::string_view label) const;

@@ -3,9 +3,12 @@
 // the key files' compatibility with OpenSSL's tpm2 provider.
 #include <gtest/gtest.h>
 
+#include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
+#include <tss2/tss2_tctildr.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "core/encoding.h"
 #include "core/file.h"
@@ -206,6 +209,94 @@ TEST_F(Tpm2KeyStoreTest, KeyFilesLoadThroughOpenSslsTpm2Provider) {
   auto sig = key->Sign(std::string_view("via provider"));
   ASSERT_TRUE(sig) << sig.error().message();
   EXPECT_TRUE(pub.Verify("via provider", *sig));
+}
+
+// The verifier's half of credential activation, done here with a TPM's own MakeCredential on
+// a separate connection (the store must be closed: swtpm serves one connection at a time).
+struct Credential {
+  std::vector<uint8_t> blob, secret;
+};
+Result<Credential> MakeCredential(const std::string& tcti, const std::vector<uint8_t>& ek_public,
+                                  const std::vector<uint8_t>& ak_name,
+                                  const std::vector<uint8_t>& secret) {
+  TSS2_TCTI_CONTEXT* tcti_ctx = nullptr;
+  ESYS_CONTEXT* esys = nullptr;
+  if (Tss2_TctiLdr_Initialize(tcti.c_str(), &tcti_ctx) != TSS2_RC_SUCCESS ||
+      Esys_Initialize(&esys, tcti_ctx, nullptr) != TSS2_RC_SUCCESS) {
+    return Fail(ErrorCode::kUnavailable, "cannot connect to {}", tcti);
+  }
+  TPM2B_PUBLIC pub{};
+  size_t offset = 0;
+  Tss2_MU_TPM2B_PUBLIC_Unmarshal(ek_public.data(), ek_public.size(), &offset, &pub);
+  ESYS_TR handle = ESYS_TR_NONE;
+  TSS2_RC rc = Esys_LoadExternal(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, nullptr, &pub,
+                                 ESYS_TR_RH_NULL, &handle);
+  Credential out;
+  if (rc == TSS2_RC_SUCCESS) {
+    TPM2B_DIGEST credential{};
+    credential.size = static_cast<UINT16>(secret.size());
+    std::memcpy(credential.buffer, secret.data(), secret.size());
+    TPM2B_NAME name{};
+    name.size = static_cast<UINT16>(ak_name.size());
+    std::memcpy(name.name, ak_name.data(), ak_name.size());
+    TPM2B_ID_OBJECT* blob = nullptr;
+    TPM2B_ENCRYPTED_SECRET* enc = nullptr;
+    rc = Esys_MakeCredential(esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &credential,
+                             &name, &blob, &enc);
+    if (rc == TSS2_RC_SUCCESS) {
+      out.blob.resize(sizeof *blob + 8);
+      out.secret.resize(sizeof *enc + 8);
+      size_t n1 = 0, n2 = 0;
+      Tss2_MU_TPM2B_ID_OBJECT_Marshal(blob, out.blob.data(), out.blob.size(), &n1);
+      Tss2_MU_TPM2B_ENCRYPTED_SECRET_Marshal(enc, out.secret.data(), out.secret.size(), &n2);
+      out.blob.resize(n1);
+      out.secret.resize(n2);
+      Esys_Free(blob);
+      Esys_Free(enc);
+    }
+    Esys_FlushContext(esys, handle);
+  }
+  Esys_Finalize(&esys);
+  Tss2_TctiLdr_Finalize(&tcti_ctx);
+  if (rc != TSS2_RC_SUCCESS) return Fail(ErrorCode::kInternal, "MakeCredential: 0x{:x}", rc);
+  return out;
+}
+
+TEST_F(Tpm2KeyStoreTest, CredentialActivationProvesTheEkAndTheAk) {
+  std::vector<uint8_t> ek_public, ak_name;
+  {
+    auto store = *Open();
+    ek_public = store->GetEndorsementKey()->tpm_public;
+    auto name = store->AttestationKeyName();
+    ASSERT_TRUE(name) << name.error().message();
+    ak_name = *name;
+  }
+  const std::vector<uint8_t> secret = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  auto credential = MakeCredential(tpm_->tcti(), ek_public, ak_name, secret);
+  ASSERT_TRUE(credential) << credential.error().message();
+  {
+    auto store = *Open();
+    auto recovered = store->ActivateCredential(credential->blob, credential->secret);
+    ASSERT_TRUE(recovered) << recovered.error().message();
+    EXPECT_EQ(*recovered, secret);
+  }
+
+  // Another device claiming this TPM's EK (its certificate is public) cannot activate a
+  // credential made for it: its own TPM lacks that EK's private key.
+  auto other_tpm = testing::Swtpm::Start(tmp_->path() / "other-swtpm");
+  ASSERT_TRUE(other_tpm) << other_tpm.error().message();
+  auto other = *Tpm2KeyStore::Open({.dir = tmp_->path() / "other", .tcti = other_tpm->tcti()});
+  auto other_ak = *other->AttestationKeyName();
+  other.reset();
+  auto for_claimed_ek = MakeCredential(other_tpm->tcti(), ek_public, other_ak, secret);
+  ASSERT_TRUE(for_claimed_ek) << for_claimed_ek.error().message();
+  other = *Tpm2KeyStore::Open({.dir = tmp_->path() / "other", .tcti = other_tpm->tcti()});
+  auto refused = other->ActivateCredential(for_claimed_ek->blob, for_claimed_ek->secret);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kVerificationFailed) << refused.error().message();
+  // A refusal, not a broken TPM: the store still works.
+  EXPECT_TRUE(other->EnsureKey(kIdentityKeyLabel));
+  EXPECT_TRUE(other->Sign(kIdentityKeyLabel, AsBytes("still fine")));
 }
 
 TEST_F(Tpm2KeyStoreTest, RefusesBadOptions) {
