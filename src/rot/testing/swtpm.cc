@@ -156,8 +156,19 @@ Swtpm::Swtpm(Swtpm&& other) noexcept
 
 void Swtpm::Stop() {
   if (pid_ <= 0) return;
+  // swtpm acts on SIGTERM only between commands: one blocked reading a client connection that
+  // is still open (a TLS key outliving its store) needs SIGKILL. NV state is saved by each
+  // command it completed, so either way it is consistent.
   ::kill(pid_, SIGTERM);
   int status = 0;
+  for (int i = 0; i < 200; ++i) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
 }
