@@ -30,17 +30,21 @@ struct World {
 
 World* g_world = nullptr;
 
-// Stops swtpm and s_server when the program ends (they would outlive it otherwise).
+}  // namespace
+
+// Stops swtpm and s_server (they would outlive the program otherwise) and closes the stores.
+// Called from main, not atexit: SoftHSM2 tears itself down in exit handlers of its own.
 void DestroyWorld() {
   delete g_world;
   g_world = nullptr;
 }
 
+namespace {
+
 World& TheWorld() {
   static World* w = [] {
     auto* world = new World();
     g_world = world;
-    std::atexit(&DestroyWorld);
     auto fail = [world](const Error& e) {
       world->error = e.message();
       return world;
@@ -149,4 +153,11 @@ BENCHMARK(BM_TlsHandshake_Pkcs11)->Unit(benchmark::kMillisecond)->MinTime(2.0)->
 }  // namespace
 }  // namespace moat::rot
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  moat::rot::DestroyWorld();
+  benchmark::Shutdown();
+  return 0;
+}
