@@ -21,8 +21,10 @@ PACKAGES=(
   # hardware roots of trust (docs/rot.md): tpm2-tss ESAPI + TCTI loader, the swtpm simulator
   # the tests start, tpm2-tools for inspection, the OpenSSL 3 TPM provider (TLS keys that stay
   # in the TPM), SoftHSM2 as the PKCS#11 token in tests, pkcs11-tool, and libp11's PKCS#11
-  # engine (OpenSSL's PKCS#11 path on Debian 12: pkcs11-provider is not packaged for bookworm)
-  libtss2-dev swtpm swtpm-tools tpm2-tools tpm2-openssl softhsm2 opensc libengine-pkcs11-openssl
+  # engine for operators and the openssl CLI (pkcs11-provider is not packaged for bookworm;
+  # Moat itself signs through the store, docs/rot.md), p11-kit for pkcs11.h
+  libtss2-dev libp11-kit-dev swtpm swtpm-tools tpm2-tools tpm2-openssl softhsm2 opensc
+  libengine-pkcs11-openssl
   # fuzzing and sanitizers (GCC 12's clang-14 sibling cannot compile std::expected)
   clang-19 libclang-rt-19-dev
 )

@@ -640,6 +640,83 @@ Result<AttestationProof> Tpm2KeyStore::Attest(std::span<const uint8_t> signing_i
   return proof;
 }
 
+namespace {
+
+// The TCG EK Credential Profile's default RSA 2048 EK (template L-1): what a manufacturer's EK
+// certificate at 0x01c00002 certifies. The policy is PolicySecret(TPM_RH_ENDORSEMENT).
+TPM2B_PUBLIC EkTemplateRsa2048() {
+  static constexpr uint8_t kPolicy[] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8,
+                                        0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
+                                        0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64,
+                                        0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+  TPM2B_PUBLIC t{};
+  t.publicArea.type = TPM2_ALG_RSA;
+  t.publicArea.nameAlg = TPM2_ALG_SHA256;
+  t.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                                  TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
+                                  TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+  t.publicArea.authPolicy.size = sizeof kPolicy;
+  std::memcpy(t.publicArea.authPolicy.buffer, kPolicy, sizeof kPolicy);
+  auto& rsa = t.publicArea.parameters.rsaDetail;
+  rsa.symmetric.algorithm = TPM2_ALG_AES;
+  rsa.symmetric.keyBits.aes = 128;
+  rsa.symmetric.mode.aes = TPM2_ALG_CFB;
+  rsa.scheme.scheme = TPM2_ALG_NULL;
+  rsa.keyBits = 2048;
+  rsa.exponent = 0;
+  t.publicArea.unique.rsa.size = 256;  // zeros
+  return t;
+}
+
+// The EK: the persistent one at `handle` if there is one, else the default RSA EK recreated
+// from its template (deterministic: the same key every time, until the TPM is reset).
+struct EkRef {
+  ESYS_CONTEXT* esys;
+  ESYS_TR handle = ESYS_TR_NONE;
+  bool transient = false;
+  ~EkRef() {
+    if (handle == ESYS_TR_NONE) return;
+    if (transient) {
+      Esys_FlushContext(esys, handle);
+    } else {
+      Esys_TR_Close(esys, &handle);
+    }
+  }
+};
+
+Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle) {
+  auto ek = std::make_unique<EkRef>(EkRef{c.esys});
+  MOAT_ASSIGN_OR_RETURN(bool exists, PersistentExists(c, handle));
+  if (exists) {
+    if (TSS2_RC rc = Esys_TR_FromTPMPublic(c.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE,
+                                           ESYS_TR_NONE, &ek->handle);
+        rc != TSS2_RC_SUCCESS) {
+      ek->handle = ESYS_TR_NONE;
+      return Fail(TssError(fmt::format("reading the EK at 0x{:08x}", handle), rc));
+    }
+    return ek;
+  }
+  TPM2B_SENSITIVE_CREATE sensitive{};
+  TPM2B_PUBLIC in_public = EkTemplateRsa2048();
+  TPM2B_DATA outside{};
+  TPML_PCR_SELECTION creation_pcr{};
+  if (TSS2_RC rc = Esys_CreatePrimary(c.esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD,
+                                      ESYS_TR_NONE, ESYS_TR_NONE, &sensitive, &in_public,
+                                      &outside, &creation_pcr, &ek->handle, nullptr, nullptr,
+                                      nullptr, nullptr);
+      rc != TSS2_RC_SUCCESS) {
+    ek->handle = ESYS_TR_NONE;
+    return Fail(ErrorCode::kNotFound,
+                "TPM: no EK at persistent handle 0x{:08x}, and creating the default RSA EK "
+                "failed: {}",
+                handle, Tss2_RC_Decode(rc));
+  }
+  ek->transient = true;
+  return ek;
+}
+
+}  // namespace
+
 Result<std::vector<uint8_t>> Tpm2KeyStore::AttestationKeyName() {
   MOAT_TRY(EnsureAttestationKey());
   MOAT_ASSIGN_OR_RETURN(Blobs b, ReadBlobs(options_.dir, kAkFile));
@@ -667,13 +744,8 @@ Result<std::vector<uint8_t>> Tpm2KeyStore::ActivateCredential(
   std::lock_guard lock(context_->mu);
   ESYS_CONTEXT* esys = context_->esys;
   MOAT_ASSIGN_OR_RETURN(auto ak, context_->Load(b.pub, b.priv));
-  ESYS_TR ek = ESYS_TR_NONE;
-  if (TSS2_RC rc = Esys_TR_FromTPMPublic(esys, options_.ek_handle, ESYS_TR_NONE, ESYS_TR_NONE,
-                                         ESYS_TR_NONE, &ek);
-      rc != TSS2_RC_SUCCESS) {
-    return Fail(ErrorCode::kNotFound, "TPM: no endorsement key at persistent handle 0x{:08x}: {}",
-                options_.ek_handle, Tss2_RC_Decode(rc));
-  }
+  MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle));
+  ESYS_TR ek = ek_ref->handle;
   // The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT): satisfy it in a policy session.
   TPMT_SYM_DEF symmetric{};
   symmetric.algorithm = TPM2_ALG_NULL;
@@ -681,10 +753,7 @@ Result<std::vector<uint8_t>> Tpm2KeyStore::ActivateCredential(
   TSS2_RC rc = Esys_StartAuthSession(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                      ESYS_TR_NONE, nullptr, TPM2_SE_POLICY, &symmetric,
                                      TPM2_ALG_SHA256, &session);
-  if (rc != TSS2_RC_SUCCESS) {
-    Esys_TR_Close(esys, &ek);
-    return Fail(TssError("Esys_StartAuthSession (policy)", rc));
-  }
+  if (rc != TSS2_RC_SUCCESS) return Fail(TssError("Esys_StartAuthSession (policy)", rc));
   TPM2B_NONCE nonce_tpm{};
   TPM2B_DIGEST cp_hash{};
   TPM2B_NONCE policy_ref{};
@@ -696,7 +765,6 @@ Result<std::vector<uint8_t>> Tpm2KeyStore::ActivateCredential(
                                  &blob, &secret, &cert_info_raw);
   }
   Esys_FlushContext(esys, session);  // harmless if the TPM already ended it
-  Esys_TR_Close(esys, &ek);
   if (rc != TSS2_RC_SUCCESS) {
     if ((rc & 0xFF0000) == TSS2_TCTI_RC_LAYER) return Fail(TssError("ActivateCredential", rc));
     return Fail(ErrorCode::kVerificationFailed,
@@ -711,18 +779,14 @@ Result<EndorsementKey> Tpm2KeyStore::GetEndorsementKey() const {
   std::lock_guard lock(context_->mu);
   ESYS_CONTEXT* esys = context_->esys;
   EndorsementKey ek;
-  ESYS_TR handle = ESYS_TR_NONE;
-  if (TSS2_RC rc = Esys_TR_FromTPMPublic(esys, options_.ek_handle, ESYS_TR_NONE, ESYS_TR_NONE,
-                                         ESYS_TR_NONE, &handle);
-      rc != TSS2_RC_SUCCESS) {
-    return Fail(ErrorCode::kNotFound, "TPM: no endorsement key at persistent handle 0x{:08x}: {}",
-                options_.ek_handle, Tss2_RC_Decode(rc));
-  }
   TPM2B_PUBLIC* pub_raw = nullptr;
   TPM2B_NAME* name_raw = nullptr;
-  TSS2_RC rc = Esys_ReadPublic(esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub_raw,
-                               &name_raw, nullptr);
-  Esys_TR_Close(esys, &handle);
+  TSS2_RC rc;
+  {
+    MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle));
+    rc = Esys_ReadPublic(esys, ek_ref->handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                         &pub_raw, &name_raw, nullptr);
+  }
   if (rc != TSS2_RC_SUCCESS) return Fail(TssError("Esys_ReadPublic (EK)", rc));
   EsysPtr<TPM2B_PUBLIC> pub(pub_raw);
   EsysPtr<TPM2B_NAME> name(name_raw);

@@ -81,7 +81,9 @@ class Tpm2KeyStore final : public KeyStore {
   Result<std::map<uint32_t, crypto::Sha256Digest>> ReadRegisters() const override;
   Result<AttestationProof> Attest(std::span<const uint8_t> signing_input) override;
 
-  // The EK's public area and certificate. kNotFound if there is no EK at ek_handle.
+  // The EK's public area and certificate. Without a persistent EK at ek_handle, the default
+  // RSA 2048 EK (TCG template L-1) is recreated in the endorsement hierarchy (deterministic:
+  // same key until the TPM is reset); kNotFound if that fails too.
   Result<EndorsementKey> GetEndorsementKey() const;
 
   // The attestation key's public key (created with the first Attest if missing).

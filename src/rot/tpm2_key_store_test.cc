@@ -191,6 +191,22 @@ TEST_F(Tpm2KeyStoreTest, EndorsementKeyAndCertificate) {
   EXPECT_EQ(out, "Modulus=" + modulus + "\n");
 }
 
+TEST_F(Tpm2KeyStoreTest, WithoutAPersistentEkTheDefaultOneIsRecreated) {
+  std::vector<uint8_t> persisted;
+  {
+    auto store = *Open();
+    persisted = store->GetEndorsementKey()->tpm_public;
+  }
+  // 0x81010099 is empty: the store recreates the EK from the TCG default template, which
+  // must be the very key swtpm_setup persisted and certified.
+  auto store = *Tpm2KeyStore::Open(
+      {.dir = tmp_->path() / "store", .tcti = tpm_->tcti(), .ek_handle = 0x81010099});
+  auto ek = store->GetEndorsementKey();
+  ASSERT_TRUE(ek) << ek.error().message();
+  EXPECT_EQ(ek->tpm_public, persisted);
+  EXPECT_FALSE(ek->certificate.empty());
+}
+
 TEST_F(Tpm2KeyStoreTest, KeyFilesLoadThroughOpenSslsTpm2Provider) {
   crypto::PublicKey pub = [&] {
     auto store = *Open();
