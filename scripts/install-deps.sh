@@ -19,8 +19,8 @@ PACKAGES=(
   # benchmark peers (bench/sandbox_coldstart.cc launches the same binary through them)
   bubblewrap crun
   # hardware roots of trust (docs/rot.md): tpm2-tss ESAPI + TCTI loader, the swtpm simulator
-  # the tests start, tpm2-tools for inspection, the OpenSSL 3 TPM provider (TLS keys that stay
-  # in the TPM), SoftHSM2 as the PKCS#11 token in tests, pkcs11-tool, and libp11's PKCS#11
+  # the tests start, tpm2-tools for inspection, the OpenSSL 3 TPM provider (loads the store's
+  # TSS2 key files), SoftHSM2 as the PKCS#11 token in tests, pkcs11-tool, and libp11's PKCS#11
   # engine for operators and the openssl CLI (pkcs11-provider is not packaged for bookworm;
   # Moat itself signs through the store, docs/rot.md), p11-kit for pkcs11.h
   libtss2-dev libp11-kit-dev swtpm swtpm-tools tpm2-tools tpm2-openssl softhsm2 opensc
