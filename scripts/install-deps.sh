@@ -18,6 +18,13 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # benchmark peers (bench/sandbox_coldstart.cc launches the same binary through them)
   bubblewrap crun
+  # hardware roots of trust (docs/rot.md): tpm2-tss ESAPI + TCTI loader, the swtpm simulator
+  # the tests start, tpm2-tools for inspection, the OpenSSL 3 TPM provider (loads the store's
+  # TSS2 key files), SoftHSM2 as the PKCS#11 token in tests, pkcs11-tool, and libp11's PKCS#11
+  # engine for operators and the openssl CLI (pkcs11-provider is not packaged for bookworm;
+  # Moat itself signs through the store, docs/rot.md), p11-kit for pkcs11.h
+  libtss2-dev libp11-kit-dev swtpm swtpm-tools tpm2-tools tpm2-openssl softhsm2 opensc
+  libengine-pkcs11-openssl
   # fuzzing and sanitizers (GCC 12's clang-14 sibling cannot compile std::expected)
   clang-19 libclang-rt-19-dev
 )

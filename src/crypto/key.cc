@@ -276,7 +276,8 @@ Result<std::vector<uint8_t>> PrivateKey::Sign(std::span<const uint8_t> message) 
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx ||
       EVP_DigestSignInit_ex(ctx.get(), nullptr, type_ == KeyType::kEcdsaP256 ? "SHA256" : nullptr,
-                            nullptr, nullptr, key_.get(), nullptr) != 1) {
+                            nullptr, property_query_.empty() ? nullptr : property_query_.c_str(),
+                            key_.get(), nullptr) != 1) {
     return Fail(OpenSslError(ErrorCode::kInternal, "EVP_DigestSignInit"));
   }
   size_t len = 0;
@@ -300,7 +301,8 @@ Result<std::vector<uint8_t>> PrivateKey::SignDigest(const Sha256Digest& digest) 
     return Fail(ErrorCode::kInvalidArgument, "{} keys sign messages, not digests",
                 KeyTypeName(type_));
   }
-  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key_.get(), nullptr));
+  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(
+      nullptr, key_.get(), property_query_.empty() ? nullptr : property_query_.c_str()));
   size_t len = 0;
   if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1 ||
       EVP_PKEY_CTX_set_signature_md(ctx.get(), EVP_sha256()) != 1 ||

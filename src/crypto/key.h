@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -44,6 +45,14 @@ class SecretString {
   std::string value_;
 };
 
+// ECDSA signatures as TPMs and PKCS#11 tokens give them (r and s as big-endian integers,
+// PKCS#11 CKM_ECDSA output is r || s) to the DER ECDSA-Sig-Value OpenSSL and Moat use.
+// kInvalidArgument for empty or over-long (> 66 bytes) integers.
+Result<std::vector<uint8_t>> EcdsaSignatureFromRS(std::span<const uint8_t> r,
+                                                  std::span<const uint8_t> s);
+// DER ECDSA-Sig-Value -> r || s, each padded to `half` bytes (32 for P-256).
+Result<std::vector<uint8_t>> EcdsaSignatureToRS(std::span<const uint8_t> der, size_t half = 32);
+
 // A public key. Cheap to copy (shares the underlying OpenSSL object, which is immutable).
 class PublicKey {
  public:
@@ -80,13 +89,38 @@ class PublicKey {
   KeyType type_;
 };
 
+// Signs a SHA-256 digest with a P-256 key held elsewhere (a TPM, a PKCS#11 token) and returns
+// the DER ECDSA-Sig-Value. Called from inside OpenSSL (TLS handshakes): it must not throw.
+using DigestSigner = std::function<Result<std::vector<uint8_t>>(const Sha256Digest& digest)>;
+
+// Where OpenSSL finds a provider-held key (PrivateKey::FromProvider).
+struct ProviderKeySpec {
+  std::string provider;  // e.g. "tpm2" (Debian tpm2-openssl)
+  // Environment set before the provider is first loaded, e.g. {"TPM2OPENSSL_TCTI", "swtpm:..."}.
+  // A provider is loaded once per process: a later call asking for a different value fails.
+  std::vector<std::pair<std::string, std::string>> environment;
+  std::string uri;  // an OSSL_STORE URI or file path: "handle:0x81000002", "/x/key.pem"
+};
+
 // A private key held in process memory. Devices keep their identity keys in a KeyStore
 // (src/rot) instead; PrivateKey is for service CAs, signing tools and the development store.
+// A key whose secret lives elsewhere (FromSigner, FromProvider) is a PrivateKey too, so the TLS
+// contexts take it unchanged; its ToPem() fails because there are no private bytes to export.
 class PrivateKey {
  public:
   static Result<PrivateKey> Generate(KeyType type);
   // Unencrypted PKCS#8 ("BEGIN PRIVATE KEY") or SEC1 ("BEGIN EC PRIVATE KEY") PEM.
   static Result<PrivateKey> FromPem(std::string_view pem);
+
+  // A P-256 key whose every signature (Sign, SignDigest, TLS CertificateVerify) is made by
+  // `signer`; `public_key` must be the signer's public key (P-256). The process never holds the
+  // private scalar. `signer` must stay usable for as long as any copy of the key lives.
+  static Result<PrivateKey> FromSigner(const PublicKey& public_key, DigestSigner signer);
+
+  // Loads a key through an OpenSSL 3 provider (OSSL_PROVIDER_load + OSSL_STORE): the provider
+  // keeps the secret (for tpm2-openssl, inside the TPM). kNotFound if the URI holds no private
+  // key; kUnavailable if the provider cannot be loaded.
+  static Result<PrivateKey> FromProvider(const ProviderKeySpec& spec);
 
   KeyType type() const { return type_; }
   PublicKey public_key() const;
@@ -108,6 +142,10 @@ class PrivateKey {
  private:
   PrivateKey(std::shared_ptr<EVP_PKEY> key, KeyType type, PublicKey public_key)
       : key_(std::move(key)), type_(type), public_key_(std::move(public_key)) {}
+  // OpenSSL 3.0 picks a signature implementation from any provider and hands it an export of
+  // the key; a provider key exports only its public half. Signing with such a key must ask
+  // for its own provider's implementation ("?provider=tpm2"). Empty for ordinary keys.
+  std::string property_query_;
   // Completes a private key with a public-only copy of its public half.
   static Result<PrivateKey> FromNativeOwned(std::shared_ptr<EVP_PKEY> key, KeyType type);
   std::shared_ptr<EVP_PKEY> key_;

@@ -1,6 +1,6 @@
-// One conformance suite for every KeyStore backend. Each backend adds a factory to
-// kBackends (the TPM 2.0 and PKCS#11 stores join when they land); every test runs against
-// every backend.
+// One conformance suite for every KeyStore backend: software, TPM 2.0 (on a swtpm each test
+// starts for itself) and PKCS#11 (on a SoftHSM2 token each test initialises). Every test runs
+// against every backend; a backend whose simulator is not installed is skipped, saying so.
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
@@ -9,39 +9,119 @@
 
 #include "core/file.h"
 #include "rot/key_store.h"
+#include "rot/pkcs11_key_store.h"
 #include "rot/software_key_store.h"
+#include "rot/testing/swtpm.h"
+#include "rot/tpm2_key_store.h"
+#include "rot/tpm2_quote.h"
 
 namespace moat::rot {
 namespace {
 
-struct Backend {
-  std::string name;
-  // Opens a store over `dir` (a fresh private directory each test); reopening the same dir
-  // must give the same keys.
-  std::function<Result<std::unique_ptr<KeyStore>>(const std::filesystem::path& dir)> open;
+// What a backend needs besides its directory (a running swtpm, a token); lives for one test.
+class BackendEnv {
+ public:
+  virtual ~BackendEnv() = default;
+  // Opens a store over `dir`; reopening the same dir must give the same keys.
+  virtual Result<std::unique_ptr<KeyStore>> Open(const std::filesystem::path& dir) = 0;
 };
 
+class SoftwareEnv final : public BackendEnv {
+ public:
+  Result<std::unique_ptr<KeyStore>> Open(const std::filesystem::path& dir) override {
+    MOAT_ASSIGN_OR_RETURN(auto store, SoftwareKeyStore::Open(dir, WarningOutput::kSilent));
+    return std::unique_ptr<KeyStore>(std::move(store));
+  }
+};
+
+class Tpm2Env final : public BackendEnv {
+ public:
+  explicit Tpm2Env(testing::Swtpm tpm) : tpm_(std::move(tpm)) {}
+  Result<std::unique_ptr<KeyStore>> Open(const std::filesystem::path& dir) override {
+    MOAT_ASSIGN_OR_RETURN(auto store, Tpm2KeyStore::Open({.dir = dir, .tcti = tpm_.tcti()}));
+    return std::unique_ptr<KeyStore>(std::move(store));
+  }
+
+ private:
+  testing::Swtpm tpm_;
+};
+
+class Pkcs11Env final : public BackendEnv {
+ public:
+  explicit Pkcs11Env(testing::SoftHsmToken token) : token_(std::move(token)) {}
+  // A token has no directory: `dir` names nothing, the token holds the keys.
+  Result<std::unique_ptr<KeyStore>> Open(const std::filesystem::path&) override {
+    MOAT_ASSIGN_OR_RETURN(auto store,
+                          Pkcs11KeyStore::Open({.module = token_.module,
+                                                .token_label = token_.label,
+                                                .pin_file = token_.pin_file}));
+    return std::unique_ptr<KeyStore>(std::move(store));
+  }
+
+ private:
+  testing::SoftHsmToken token_;
+};
+
+struct Backend {
+  std::string name;
+  // Why the backend cannot run here (its simulator is not installed), or "".
+  std::function<std::string()> missing;
+  std::function<Result<std::unique_ptr<BackendEnv>>(const std::filesystem::path& tmp)> prepare;
+};
+
+void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
+
 const Backend kBackends[] = {
-    {"software",
-     [](const std::filesystem::path& dir) -> Result<std::unique_ptr<KeyStore>> {
-       MOAT_ASSIGN_OR_RETURN(auto store, SoftwareKeyStore::Open(dir, WarningOutput::kSilent));
-       return std::unique_ptr<KeyStore>(std::move(store));
+    {"software", [] { return std::string(); },
+     [](const std::filesystem::path&) -> Result<std::unique_ptr<BackendEnv>> {
+       return std::unique_ptr<BackendEnv>(new SoftwareEnv());
+     }},
+    {"tpm2",
+     [] {
+       return testing::Swtpm::Available()
+                  ? std::string()
+                  : std::string("swtpm/swtpm_setup not installed (scripts/install-deps.sh)");
+     },
+     [](const std::filesystem::path& tmp) -> Result<std::unique_ptr<BackendEnv>> {
+       MOAT_ASSIGN_OR_RETURN(auto tpm, testing::Swtpm::Start(tmp / "swtpm"));
+       return std::unique_ptr<BackendEnv>(new Tpm2Env(std::move(tpm)));
+     }},
+    {"pkcs11",
+     [] {
+       return testing::SoftHsmAvailable()
+                  ? std::string()
+                  : std::string("softhsm2 not installed (scripts/install-deps.sh)");
+     },
+     [](const std::filesystem::path& tmp) -> Result<std::unique_ptr<BackendEnv>> {
+       MOAT_ASSIGN_OR_RETURN(auto token, testing::InitSoftHsm(tmp / "softhsm"));
+       return std::unique_ptr<BackendEnv>(new Pkcs11Env(std::move(token)));
      }},
 };
 
 class KeyStoreConformanceTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
+    if (std::string missing = GetParam().missing(); !missing.empty()) {
+      GTEST_SKIP() << GetParam().name << " backend skipped: " << missing;
+    }
     auto tmp = TempDir::Create("moat-keystore");
     ASSERT_TRUE(tmp);
     tmp_ = std::make_unique<TempDir>(std::move(*tmp));
+    auto env = GetParam().prepare(tmp_->path());
+    ASSERT_TRUE(env) << env.error().message();
+    env_ = std::move(*env);
     dir_ = tmp_->path() / "store";
-    auto store = GetParam().open(dir_);
+    auto store = env_->Open(dir_);
     ASSERT_TRUE(store) << store.error().message();
     store_ = std::move(*store);
   }
+  void TearDown() override {
+    store_.reset();
+    env_.reset();
+  }
 
   std::unique_ptr<TempDir> tmp_;
+  std::unique_ptr<BackendEnv> env_;
   std::filesystem::path dir_;
   std::unique_ptr<KeyStore> store_;
 };
@@ -95,7 +175,7 @@ TEST_P(KeyStoreConformanceTest, IdentitySurvivesReopening) {
   std::string id = DeviceIdOf(created);
   EXPECT_EQ(id.size(), 64u);
   store_.reset();
-  auto reopened = GetParam().open(dir_);
+  auto reopened = env_->Open(dir_);
   ASSERT_TRUE(reopened) << reopened.error().message();
   auto key = (*reopened)->GetPublicKey(kIdentityKeyLabel);
   ASSERT_TRUE(key);
@@ -123,8 +203,15 @@ TEST_P(KeyStoreConformanceTest, AttestationIsSignedByTheIdentityKey) {
   auto proof = store_->Attest(input);
   ASSERT_TRUE(proof) << proof.error().message();
   EXPECT_TRUE(identity.Verify(input, proof->signature));
+  if (proof->tpm2_quote) {
+    EXPECT_TRUE(VerifyTpm2Quote(*proof->tpm2_quote, input));
+  }
   input[0] ^= 1;
   EXPECT_FALSE(identity.Verify(input, proof->signature));
+  if (proof->tpm2_quote) {
+    EXPECT_EQ(VerifyTpm2Quote(*proof->tpm2_quote, input).error().code(),
+              ErrorCode::kVerificationFailed);
+  }
 }
 
 TEST_P(KeyStoreConformanceTest, TlsKeyMatchesThePublicKey) {

@@ -7,37 +7,15 @@
 
 #include "core/file.h"
 #include "crypto/random.h"
+#include "rot/private_dir.h"
 
 namespace moat::rot {
 namespace {
 
+using internal::CheckPrivate;
+
 constexpr size_t kMaxKeyFileBytes = 16 * 1024;
 constexpr uint32_t kMaxRegister = 23;
-
-// SECURITY: the directory and every key file must be private to the owner, and the owner
-// must be us; otherwise another user could read or plant the device identity.
-Result<void> CheckPrivate(const std::filesystem::path& path, bool is_dir) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return Fail(ErrnoError("stat", path, errno));
-  if (is_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
-    return Fail(ErrorCode::kPermissionDenied, "{} is not a {}", path.string(),
-                is_dir ? "directory" : "regular file");
-  }
-  if (st.st_uid != ::geteuid()) {
-    return Fail(ErrorCode::kPermissionDenied,
-                "{} is owned by uid {}, not by this process (uid {}); refusing to use it as a "
-                "key store",
-                path.string(), st.st_uid, ::geteuid());
-  }
-  if ((st.st_mode & 077) != 0) {
-    return Fail(ErrorCode::kPermissionDenied,
-                "{} has mode {:04o}; a key store {} must not be accessible to group or others "
-                "(chmod {} it)",
-                path.string(), st.st_mode & 07777, is_dir ? "directory" : "file",
-                is_dir ? "0700" : "0600");
-  }
-  return Ok();
-}
 
 }  // namespace
 
