@@ -484,6 +484,16 @@ Result<SSL_CTX*> TlsClientContext::NewNative() const {
   return ctx.release();
 }
 
+Result<void> SetServerNameIndication(SSL* ssl, const std::string& host) {
+  if (ssl == nullptr) return Fail(ErrorCode::kInvalidArgument, "TLS client: no SSL");
+  if (host.empty() || IsIpAddress(host)) return Ok();
+  if (SSL_set_tlsext_host_name(ssl, host.c_str()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInvalidArgument,
+                             fmt::format("TLS client: server name indication '{}'", host)));
+  }
+  return Ok();
+}
+
 // ---- Peer certificate ----
 
 Result<Certificate> PeerCertificate(SSL* ssl) {

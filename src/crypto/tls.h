@@ -101,8 +101,8 @@ struct TlsClientConfig {
   std::string server_name;
 };
 
-// Client-side TLS settings, applied to an SSL_CTX made by us or by a library (libcurl's
-// CURLOPT_SSL_CTX_FUNCTION). Immutable; safe to use from several threads.
+// Client-side TLS settings, applied to an SSL_CTX made by us (NewNative) or by a library.
+// Immutable; safe to use from several threads.
 class TlsClientContext {
  public:
   // kInvalidArgument if the key is missing for or does not match the certificate, or
@@ -131,6 +131,11 @@ class TlsClientContext {
   const TlsClientConfig config_;
   void* roots_;  // STACK_OF(X509)* of server_roots, owned; copied into each configured SSL_CTX
 };
+
+// Sets the TLS server name indication on a client connection before its handshake. A DNS name
+// is sent; an IP address (which SNI may not carry) or an empty name sends nothing. Host name
+// verification is TlsClientConfig::server_name's job, not this.
+Result<void> SetServerNameIndication(SSL* ssl, const std::string& host);
 
 // The peer's certificate (leaf) on an established connection, as verified by the handshake.
 // kNotFound when the peer sent none; kVerificationFailed if the connection's verification did

@@ -1,33 +1,51 @@
 #include "net/https_client.h"
 
-#include <curl/curl.h>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include <algorithm>
 #include <cctype>
-#include <mutex>
+#include <charconv>
 #include <optional>
+
+#include "core/log.h"
+
+// Why Beast and not libcurl: the client runs in moatd, the device's trusted computing base.
+// libcurl brought GnuTLS, Kerberos, LDAP, SSH, RTMP and IDN into that process (and ~12 MiB of
+// mapped libraries into its resident set) for one job: HTTPS/1.1 to one server with one TLS
+// configuration. Beast over Asio is already the server's stack, speaks exactly that, and lets
+// the TLS context come straight from crypto::TlsClientContext.
 
 namespace moat::net {
 
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using ErrorCodeT = boost::system::error_code;
+
 namespace {
 
-// Response header bytes we keep; libcurl has its own (larger) limit per header line.
-constexpr size_t kMaxResponseHeaderBytes = 64 << 10;
+// Response header bytes we accept.
+constexpr uint32_t kMaxResponseHeaderBytes = 64 << 10;
 
-Result<void> GlobalInit() {
-  static std::once_flag once;
-  static CURLcode rc = CURLE_OK;
-  std::call_once(once, [] { rc = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (rc != CURLE_OK) {
-    return Fail(ErrorCode::kInternal, "https client: curl_global_init: {}", curl_easy_strerror(rc));
-  }
-  return Ok();
+bool IsMethod(std::string_view m) {
+  return !m.empty() && m.size() <= 16 &&
+         std::all_of(m.begin(), m.end(), [](unsigned char c) { return std::isupper(c) != 0; });
 }
 
-struct SlistDeleter {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
-using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
+// A path (with optional query) we are willing to put in a request line: no spaces, controls or
+// fragment.
+bool IsPath(std::string_view p) {
+  return !p.empty() && p.front() == '/' && std::all_of(p.begin(), p.end(), [](unsigned char c) {
+    return c > 0x20 && c < 0x7f && c != '#';
+  });
+}
 
 std::string Lowercase(std::string_view s) {
   std::string out(s);
@@ -36,76 +54,73 @@ std::string Lowercase(std::string_view s) {
   return out;
 }
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
-    s.remove_suffix(1);
+struct Url {
+  std::string host;       // without brackets
+  std::string port;       // decimal
+  std::string authority;  // for the Host header: host[:port] as written
+  std::string prefix;     // path prefix without a trailing '/', or ""
+};
+
+// "https://host[:port][/prefix]"; the host is a DNS name, an IPv4 address or "[IPv6]".
+Result<Url> ParseUrl(std::string_view url) {
+  auto bad = [&](std::string_view why) {
+    return Fail(ErrorCode::kInvalidArgument, "https client: base URL '{}' {}", url, why);
+  };
+  constexpr std::string_view kScheme = "https://";
+  if (!url.starts_with(kScheme)) return bad("is not https://...");
+  std::string_view rest = url.substr(kScheme.size());
+  const size_t slash = rest.find('/');
+  const std::string_view authority = rest.substr(0, slash);
+  Url out;
+  out.authority = std::string(authority);
+  if (slash != std::string_view::npos) out.prefix = std::string(rest.substr(slash));
+  while (out.prefix.ends_with('/')) out.prefix.pop_back();
+  std::string_view host = authority;
+  std::string_view port = "443";
+  if (authority.starts_with('[')) {
+    const size_t close = authority.find(']');
+    if (close == std::string_view::npos) return bad("has an unclosed '['");
+    host = authority.substr(1, close - 1);
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (!after.starts_with(':')) return bad("has text after ']'");
+      port = after.substr(1);
+    }
+  } else if (const size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
   }
-  return s;
+  if (host.empty()) return bad("has no host");
+  if (!std::all_of(host.begin(), host.end(), [](unsigned char c) {
+        return std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_';
+      })) {
+    return bad("has a host with characters outside [A-Za-z0-9.-_:]");
+  }
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value == 0 ||
+      value > 65535) {
+    return bad("has a bad port");
+  }
+  out.host = std::string(host);
+  out.port = std::to_string(value);
+  return out;
 }
 
-bool IsMethod(std::string_view m) {
-  return !m.empty() && m.size() <= 16 &&
-         std::all_of(m.begin(), m.end(), [](unsigned char c) { return std::isupper(c) != 0; });
-}
-
-// A path (with optional query) we are willing to put in a URL: no spaces, controls or fragment.
-bool IsPath(std::string_view p) {
-  return !p.empty() && p.front() == '/' && std::all_of(p.begin(), p.end(), [](unsigned char c) {
-    return c > 0x20 && c < 0x7f && c != '#';
-  });
+bool IsCertificateAlert(const std::string& detail) {
+  return detail.find("alert") != std::string::npos &&
+         (detail.find("certificate") != std::string::npos ||
+          detail.find("unknown ca") != std::string::npos);
 }
 
 }  // namespace
 
-// Sets a libcurl option on curl_, returning kInternal from the enclosing function on failure.
-#define MOAT_SETOPT(option, value)                                               \
-  do {                                                                           \
-    const CURLcode rc_ = curl_easy_setopt(curl_, option, value);                 \
-    if (rc_ != CURLE_OK) {                                                       \
-      return Fail(ErrorCode::kInternal, "https client: setting {}: {}", #option, \
-                  curl_easy_strerror(rc_));                                      \
-    }                                                                            \
-  } while (false)
-
 class HttpsClient::Impl {
  public:
-  Impl(HttpsClientConfig config, std::shared_ptr<crypto::TlsClientContext> tls, CURL* curl)
-      : config_(std::move(config)), tls_(std::move(tls)), curl_(curl) {}
-  ~Impl() { curl_easy_cleanup(curl_); }
+  Impl(HttpsClientConfig config, Url url, SSL_CTX* native)
+      : config_(std::move(config)), url_(std::move(url)), ssl_ctx_(native), resolver_(ioc_) {}
 
-  // Options that stay the same for every request.
-  Result<void> Setup() {
-    error_[0] = '\0';
-    MOAT_SETOPT(CURLOPT_ERRORBUFFER, error_);
-    MOAT_SETOPT(CURLOPT_NOSIGNAL, 1L);  // no SIGALRM for timeouts: we run in threads
-    MOAT_SETOPT(CURLOPT_PROTOCOLS_STR, "https");
-    MOAT_SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "https");
-    MOAT_SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-    MOAT_SETOPT(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
-    MOAT_SETOPT(CURLOPT_TIMEOUT_MS, static_cast<long>(config_.timeout.count() * 1000));
-    MOAT_SETOPT(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.timeout.count() * 1000));
-    MOAT_SETOPT(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(config_.max_response_bytes));
-    MOAT_SETOPT(CURLOPT_TCP_NODELAY, 1L);
-    MOAT_SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-    // TLS: 1.3 only, peer and host verified, everything else from crypto::TlsClientContext.
-    MOAT_SETOPT(CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_3) |
-                                        static_cast<long>(CURL_SSLVERSION_MAX_DEFAULT));
-    MOAT_SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
-    MOAT_SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
-    // SECURITY: no system CA bundle; the SSL_CTX callback installs server_roots as the only
-    // trust (and replaces the store, should libcurl have loaded one anyway).
-    MOAT_SETOPT(CURLOPT_CAINFO, static_cast<const char*>(nullptr));
-    MOAT_SETOPT(CURLOPT_CAPATH, static_cast<const char*>(nullptr));
-    MOAT_SETOPT(CURLOPT_SSL_CTX_FUNCTION, &Impl::SslContextCallback);
-    MOAT_SETOPT(CURLOPT_SSL_CTX_DATA, this);
-    MOAT_SETOPT(CURLOPT_WRITEFUNCTION, &Impl::WriteCallback);
-    MOAT_SETOPT(CURLOPT_WRITEDATA, this);
-    MOAT_SETOPT(CURLOPT_HEADERFUNCTION, &Impl::HeaderCallback);
-    MOAT_SETOPT(CURLOPT_HEADERDATA, this);
-    return Ok();
-  }
+  ~Impl() { Disconnect(); }
 
   Result<HttpResponse> Send(std::string_view method, std::string_view path, std::string_view body,
                             std::string_view content_type) {
@@ -118,183 +133,218 @@ class HttpsClient::Impl {
     if (content_type.find_first_of("\r\n") != std::string_view::npos) {
       return Fail(ErrorCode::kInvalidArgument, "https client: bad content type");
     }
-    const std::string url = config_.base_url + std::string(path);
-    const std::string method_string(method);
-    MOAT_SETOPT(CURLOPT_URL, url.c_str());
-    // Reset the method options a previous request may have set.
-    MOAT_SETOPT(CURLOPT_NOBODY, 0L);
-    MOAT_SETOPT(CURLOPT_HTTPGET, 1L);
-    MOAT_SETOPT(CURLOPT_CUSTOMREQUEST, static_cast<const char*>(nullptr));
+    const std::string target = url_.prefix + std::string(path);
+    const std::string what = fmt::format("https client: {} https://{}{}", method,
+                                         url_.authority, target);
+
+    http::request<http::string_body> request;
+    request.method_string(beast::string_view(method.data(), method.size()));
+    request.target(target);
+    request.version(11);
+    request.set(http::field::host, url_.authority);
+    request.set(http::field::accept, "application/json, application/problem+json");
+    request.keep_alive(true);
     const bool sends_body = !(method == "GET" || method == "HEAD") || !body.empty();
-    if (method == "HEAD") {
-      MOAT_SETOPT(CURLOPT_NOBODY, 1L);
-    } else if (sends_body) {
-      MOAT_SETOPT(CURLOPT_POST, 1L);
-      MOAT_SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-      // SECURITY: never NULL, which would make libcurl read the body from stdin.
-      MOAT_SETOPT(CURLOPT_POSTFIELDS, body.empty() ? "" : body.data());
-      if (method != "POST") MOAT_SETOPT(CURLOPT_CUSTOMREQUEST, method_string.c_str());
-    } else if (method != "GET") {
-      MOAT_SETOPT(CURLOPT_CUSTOMREQUEST, method_string.c_str());
+    if (sends_body) {
+      if (method != "DELETE" && !content_type.empty()) {
+        request.set(http::field::content_type,
+                    beast::string_view(content_type.data(), content_type.size()));
+      }
+      request.body() = std::string(body);
+      request.content_length(body.size());
     }
 
-    SlistPtr headers;
-    auto add = [&headers](const std::string& line) -> bool {
-      curl_slist* head = curl_slist_append(headers.get(), line.c_str());
-      if (head == nullptr) return false;  // the list is unchanged
-      headers.release();                  // the same list, now one longer
-      headers.reset(head);
-      return true;
-    };
-    bool ok = add("Accept: application/json, application/problem+json");
-    // No "Expect: 100-continue" round trip: our bodies are small and the server answers early
-    // anyway when a header is refused.
-    ok = ok && add("Expect:");
-    if (sends_body && method != "DELETE" && !content_type.empty()) {
-      ok = ok && add("Content-Type: " + std::string(content_type));
-    } else {
-      ok = ok && add("Content-Type:");  // libcurl would otherwise add a form content type
+    // One deadline for the whole request, connection included.
+    const auto deadline = std::chrono::steady_clock::now() + config_.timeout;
+    // A kept-alive connection the server has meanwhile closed fails before any response byte
+    // arrives: then (and only then) the request goes once more on a new connection.
+    for (int attempt = 0;; ++attempt) {
+      const bool reused = stream_.has_value();
+      if (!reused) MOAT_TRY(Connect(deadline, what));
+      beast::get_lowest_layer(*stream_).expires_at(deadline);
+      ErrorCodeT ec = Run([&](auto done) { http::async_write(*stream_, request, done); });
+      http::response_parser<http::string_body> parser;
+      parser.header_limit(kMaxResponseHeaderBytes);
+      parser.body_limit(config_.max_response_bytes);
+      if (method == "HEAD") parser.skip(true);
+      // The header first: Beast 1.74 does not apply body_limit to a Content-Length that arrives
+      // in the same read as the body, so the declared length is checked here (the server does
+      // the same); the limit then bounds chunked and close-delimited bodies as they arrive.
+      if (!ec) {
+        ec = Run([&](auto done) { http::async_read_header(*stream_, buffer_, parser, done); });
+      }
+      if (!ec) {
+        if (auto length = parser.content_length();
+            length && *length > config_.max_response_bytes) {
+          ec = http::error::body_limit;
+        }
+      }
+      if (!ec && !parser.is_done()) {
+        ec = Run([&](auto done) { http::async_read(*stream_, buffer_, parser, done); });
+      }
+      if (!ec && parser.get().body().size() > config_.max_response_bytes) {
+        ec = http::error::body_limit;
+      }
+      if (ec) {
+        Disconnect();
+        if (reused && attempt == 0 && !parser.got_some() && ec != beast::error::timeout) {
+          log::Debug("{}: kept-alive connection lost ({}); reconnecting", what, ec.message());
+          continue;
+        }
+        return Fail(MapError(ec, what));
+      }
+      http::response<http::string_body> message = parser.release();
+      HttpResponse response;
+      response.status = static_cast<int>(message.result_int());
+      for (const auto& field : message) {
+        response.headers.emplace_back(
+            Lowercase(std::string_view(field.name_string().data(), field.name_string().size())),
+            std::string(field.value()));
+      }
+      response.content_type = std::string(response.Header("content-type"));
+      response.body = std::move(message.body());
+      if (!message.keep_alive()) Disconnect();
+      return response;
     }
-    if (!ok) return Fail(ErrorCode::kInternal, "https client: curl_slist_append");
-    MOAT_SETOPT(CURLOPT_HTTPHEADER, headers.get());
-
-    response_ = HttpResponse{};
-    response_.content_type.clear();
-    header_bytes_ = 0;
-    over_limit_ = false;
-    configure_error_.reset();
-    error_[0] = '\0';
-
-    const CURLcode rc = curl_easy_perform(curl_);
-    MOAT_SETOPT(CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
-    if (rc != CURLE_OK) return Fail(MapError(rc, method, url));
-    long status = 0;
-    if (curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK) {
-      return Fail(ErrorCode::kInternal, "https client: no response code");
-    }
-    response_.status = static_cast<int>(status);
-    response_.content_type = std::string(response_.Header("content-type"));
-    return std::move(response_);
   }
 
  private:
-  Error MapError(CURLcode rc, std::string_view method, const std::string& url) const {
-    const std::string detail = error_[0] != '\0' ? std::string(error_) : curl_easy_strerror(rc);
-    const std::string what = fmt::format("https client: {} {}", method, url);
-    if (configure_error_) return configure_error_->WithContext(what);
-    if (over_limit_ || rc == CURLE_FILESIZE_EXCEEDED) {
+  using Stream = beast::ssl_stream<beast::tcp_stream>;
+
+  // Starts one asynchronous operation through `initiate(handler)` and runs the private
+  // io_context until it completes; returns its error code.
+  template <typename Initiate>
+  ErrorCodeT Run(Initiate&& initiate) {
+    ErrorCodeT result;
+    bool done = false;
+    initiate([&](ErrorCodeT ec, auto&&...) {
+      result = ec;
+      done = true;
+    });
+    ioc_.restart();
+    ioc_.run();
+    if (!done) return asio::error::operation_aborted;  // cannot happen: run() ends on completion
+    return result;
+  }
+
+  Result<void> Connect(std::chrono::steady_clock::time_point deadline, const std::string& what) {
+    ErrorCodeT ec;
+    tcp::resolver::results_type endpoints;
+    ioc_.restart();
+    resolver_.async_resolve(url_.host, url_.port,
+                            [&](ErrorCodeT resolve_ec, tcp::resolver::results_type results) {
+                              ec = resolve_ec;
+                              endpoints = std::move(results);
+                            });
+    ioc_.run();
+    if (ec) {
+      return Fail(ErrorCode::kUnavailable, "{}: cannot resolve {}: {}", what, url_.host,
+                  ec.message());
+    }
+    stream_.emplace(ioc_, ssl_ctx_);
+    beast::get_lowest_layer(*stream_).expires_at(deadline);
+    ec = Run([&](auto done) {
+      beast::get_lowest_layer(*stream_).async_connect(
+          endpoints, [done](ErrorCodeT connect_ec, const tcp::endpoint&) mutable {
+            done(connect_ec);
+          });
+    });
+    if (!ec) {
+      ErrorCodeT option_ec;
+      beast::get_lowest_layer(*stream_).socket().set_option(tcp::no_delay(true), option_ec);
+      if (auto sni = crypto::SetServerNameIndication(stream_->native_handle(), url_.host); !sni) {
+        Disconnect();
+        return Fail(sni.error().WithContext(what));
+      }
+      ec = Run([&](auto done) { stream_->async_handshake(asio::ssl::stream_base::client, done); });
+    }
+    if (ec) {
+      Disconnect();
+      return Fail(MapError(ec, what));
+    }
+    buffer_.clear();
+    return Ok();
+  }
+
+  void Disconnect() {
+    if (!stream_) return;
+    // No close_notify round trip: the server treats a closed socket the same way, and a
+    // device must not wait on an unresponsive peer to let go of a connection.
+    ErrorCodeT ignored;
+    beast::get_lowest_layer(*stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+    beast::get_lowest_layer(*stream_).close();
+    stream_.reset();
+    buffer_.clear();
+  }
+
+  Error MapError(const ErrorCodeT& ec, const std::string& what) const {
+    const std::string detail = ec.message();
+    if (ec == http::error::body_limit) {
       return Error(ErrorCode::kLimitExceeded,
                    fmt::format("{}: response over {} bytes", what, config_.max_response_bytes));
     }
+    if (ec == http::error::header_limit) {
+      return Error(ErrorCode::kLimitExceeded,
+                   fmt::format("{}: response headers over {} bytes", what, kMaxResponseHeaderBytes));
+    }
+    if (ec == beast::error::timeout) {
+      return Error(ErrorCode::kUnavailable,
+                   fmt::format("{}: timed out after {} s", what, config_.timeout.count()));
+    }
     ErrorCode code = ErrorCode::kUnavailable;
-    switch (rc) {
-      case CURLE_PEER_FAILED_VERIFICATION:
+    if (ec.category() == asio::error::get_ssl_category()) {
+      if (detail.find("certificate verify failed") != std::string::npos) {
         code = ErrorCode::kVerificationFailed;
-        break;
-      case CURLE_SSL_CONNECT_ERROR:
-      case CURLE_RECV_ERROR:
-      case CURLE_SEND_ERROR:
-        // In TLS 1.3 the server judges our certificate after our side of the handshake is done,
-        // so its refusal arrives as an alert on the first read.
-        if (detail.find("alert") != std::string::npos) {
-          code = detail.find("unknown ca") != std::string::npos ||
-                         detail.find("certificate") != std::string::npos
-                     ? ErrorCode::kUnauthenticated
-                     : ErrorCode::kUnavailable;
-        }
-        break;
-      case CURLE_URL_MALFORMAT:
-      case CURLE_UNSUPPORTED_PROTOCOL:
-        code = ErrorCode::kInvalidArgument;
-        break;
-      case CURLE_OUT_OF_MEMORY:
-      case CURLE_BAD_FUNCTION_ARGUMENT:
-        code = ErrorCode::kInternal;
-        break;
-      default:
-        break;
+      } else if (IsCertificateAlert(detail)) {
+        // In TLS 1.3 the server judges our certificate after our side of the handshake is
+        // done, so its refusal arrives as an alert on the first read.
+        code = ErrorCode::kUnauthenticated;
+      }
     }
     return Error(code, fmt::format("{}: {}", what, detail));
   }
 
-  static CURLcode SslContextCallback(CURL* /*curl*/, void* ssl_ctx, void* user) {
-    auto* self = static_cast<Impl*>(user);
-    auto configured = self->tls_->Configure(static_cast<SSL_CTX*>(ssl_ctx));
-    if (!configured) {
-      self->configure_error_ = configured.error();
-      return CURLE_SSL_CERTPROBLEM;
-    }
-    return CURLE_OK;
-  }
-
-  static size_t WriteCallback(char* data, size_t size, size_t count, void* user) {
-    auto* self = static_cast<Impl*>(user);
-    const size_t n = size * count;
-    if (self->response_.body.size() + n > self->config_.max_response_bytes) {
-      self->over_limit_ = true;
-      return 0;  // aborts the transfer
-    }
-    self->response_.body.append(data, n);
-    return n;
-  }
-
-  static size_t HeaderCallback(char* data, size_t size, size_t count, void* user) {
-    auto* self = static_cast<Impl*>(user);
-    const size_t n = size * count;
-    self->header_bytes_ += n;
-    if (self->header_bytes_ > kMaxResponseHeaderBytes) {
-      self->over_limit_ = true;
-      return 0;
-    }
-    const std::string_view line(data, n);
-    if (line.starts_with("HTTP/")) {
-      // A new status line (after a 100 Continue): only the final response's headers count.
-      self->response_.headers.clear();
-      return n;
-    }
-    const size_t colon = line.find(':');
-    if (colon == std::string_view::npos) return n;  // the blank line ending the header
-    self->response_.headers.emplace_back(Lowercase(Trim(line.substr(0, colon))),
-                                         std::string(Trim(line.substr(colon + 1))));
-    return n;
-  }
-
   const HttpsClientConfig config_;
-  const std::shared_ptr<crypto::TlsClientContext> tls_;
-  CURL* const curl_;
-  char error_[CURL_ERROR_SIZE];
-  // Per request:
-  HttpResponse response_;
-  size_t header_bytes_ = 0;
-  bool over_limit_ = false;
-  std::optional<Error> configure_error_;
+  const Url url_;
+  asio::io_context ioc_{1};
+  asio::ssl::context ssl_ctx_;  // owns the SSL_CTX configured by crypto::TlsClientContext
+  tcp::resolver resolver_;
+  std::optional<Stream> stream_;  // the kept-alive connection, if any
+  beast::flat_buffer buffer_;     // bytes read past the last response (none, normally)
 };
 
 HttpsClient::HttpsClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpsClient::~HttpsClient() = default;
 
 Result<std::unique_ptr<HttpsClient>> HttpsClient::Create(HttpsClientConfig config) {
-  if (!config.base_url.starts_with("https://") || config.base_url.size() <= 8 ||
-      config.base_url.find_first_of(" \r\n\t#?") != std::string::npos) {
+  if (config.base_url.find_first_of(" \r\n\t#?") != std::string::npos) {
     return Fail(ErrorCode::kInvalidArgument, "https client: base URL '{}' is not https://...",
                 config.base_url);
   }
-  while (config.base_url.ends_with('/')) config.base_url.pop_back();
+  MOAT_ASSIGN_OR_RETURN(Url url, ParseUrl(config.base_url));
   if (config.timeout.count() <= 0 || config.max_response_bytes == 0) {
     return Fail(ErrorCode::kInvalidArgument, "https client: bad timeout or response limit");
   }
-  MOAT_TRY(GlobalInit());
+  // The server's certificate must name the host we connect to (inside chain verification).
+  if (config.tls.server_name.empty()) config.tls.server_name = url.host;
   MOAT_ASSIGN_OR_RETURN(auto tls, crypto::TlsClientContext::Create(config.tls));
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) return Fail(ErrorCode::kInternal, "https client: curl_easy_init");
-  auto impl = std::make_unique<Impl>(std::move(config), std::move(tls), curl);
-  MOAT_TRY(impl->Setup());
+  MOAT_ASSIGN_OR_RETURN(SSL_CTX * native, tls->NewNative());
+  std::unique_ptr<Impl> impl;
+  try {
+    impl = std::make_unique<Impl>(std::move(config), std::move(url), native);
+  } catch (const std::exception& e) {
+    return Fail(ErrorCode::kInternal, "https client: {}", e.what());
+  }
   return std::unique_ptr<HttpsClient>(new HttpsClient(std::move(impl)));
 }
 
 Result<HttpResponse> HttpsClient::Send(std::string_view method, std::string_view path,
                                        std::string_view body, std::string_view content_type) {
-  return impl_->Send(method, path, body, content_type);
+  try {
+    return impl_->Send(method, path, body, content_type);
+  } catch (const std::exception& e) {
+    return Fail(ErrorCode::kInternal, "https client: {}", e.what());
+  }
 }
 
 }  // namespace moat::net

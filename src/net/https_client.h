@@ -1,13 +1,14 @@
-// An HTTPS/1.1 client with mutual TLS (libcurl).
+// An HTTPS/1.1 client with mutual TLS (Boost.Beast over Asio, as the server).
 //
-// TLS comes entirely from crypto::TlsClientContext, installed through libcurl's
-// CURLOPT_SSL_CTX_FUNCTION: TLS 1.3 only, the server verified against `tls.server_roots` only
-// (never the system store; libcurl also checks the URL's host name against the certificate), and
-// the client certificate and key taken as objects, so a key never needs to be in a file and may
-// live in a TPM or PKCS#11 token.
+// TLS comes entirely from crypto::TlsClientContext: TLS 1.3 only, the server verified against
+// `tls.server_roots` only (never the system store) and its certificate checked against the
+// URL's host (TlsClientConfig::server_name, set from the URL when empty), the client certificate
+// and key taken as objects, so a key never needs to be in a file and may live in a TPM or
+// PKCS#11 token.
 //
-// Thread-safety: an HttpsClient is NOT thread-safe; use one per thread. It keeps one libcurl
-// easy handle and so one keep-alive connection, reused by consecutive Send calls.
+// Thread-safety: an HttpsClient is NOT thread-safe; use one per thread. It keeps one keep-alive
+// connection, reused by consecutive Send calls (a request that finds it closed by the server
+// before any response byte arrives is sent once more on a new connection).
 #pragma once
 
 #include <chrono>
