@@ -14,7 +14,7 @@ PACKAGES=(
   curl jq iproute2 nftables util-linux e2fsprogs
   # the demo's relying party (an MQTT broker that requires device certificates) and the clock
   # the e2e test moves forward to see a device certificate expire
-  mosquitto mosquitto-clients faketime
+  mosquitto mosquitto-clients faketime libfaketime
   # node runs tuf-js, the independent TUF client of the interop test
   nodejs
   # tests and benchmarks

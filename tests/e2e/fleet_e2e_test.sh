@@ -15,6 +15,8 @@ if [[ $(id -u) -ne 0 ]]; then echo "fleet_e2e_test: needs root (sandboxes); skip
 for tool in mosquitto mosquitto_pub mosquitto_sub faketime openssl jq curl; do
   command -v "$tool" >/dev/null || { echo "fleet_e2e_test: $tool is missing (scripts/install-deps.sh)"; exit 1; }
 done
+faketime_lib=$(dpkg -L libfaketime 2>/dev/null | grep -m1 '/libfaketime\.so\.1$')
+[[ -f $faketime_lib ]] || { echo "fleet_e2e_test: libfaketime.so.1 not found (package libfaketime)"; exit 1; }
 work=$(mktemp -d /tmp/moat-e2e-XXXXXX)
 pids=() moatd_pids=()
 t0=$SECONDS
@@ -281,7 +283,9 @@ use_identity_as_username true
 CONF
 start_broker() {  # start_broker [faketime offset]
   if [[ -n ${1:-} ]]; then
-    faketime -f "$1" mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
+    # libfaketime preloaded into mosquitto itself: the faketime wrapper would fork, and killing
+    # it would orphan the broker.
+    LD_PRELOAD=$faketime_lib FAKETIME="$1" mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
   else
     mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
   fi
@@ -347,6 +351,7 @@ openssl verify -attime $(($(date +%s) + 25 * 3600)) -CAfile "$work/acme-chain.pe
   "$work/dev3/state/certificates/client.pem" > "$work/out" 2>&1
 contains "certificate has expired" "25 h on, openssl calls dev3's certificate expired"
 kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null
+[[ -z $(pgrep -f "$work/mosquitto.conf") ]] && pass || fail "a broker outlived its stop"
 
 # --- shutdown: every moatd stops its apps
 step "shutdown"
