@@ -16,6 +16,7 @@ fleet="demo-data/fleet"
 rm -rf "$fleet"
 mkdir -p "$fleet"
 fleet=$(cd "$fleet" && pwd)  # absolute: moatd configs and sockets name it
+rel() { echo "${1//$root\//}"; }  # for display: relative to the checkout
 log="$fleet/logs"
 mkdir -p "$log"
 service_pid="" broker_pid="" sub_pid="" moatd_pids=() telemetry_pids=()
@@ -58,7 +59,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 echo; echo "${bold}Part 2: a fleet on this machine — service, devices, deployments, crashes, a relying party${plain}"
 
 step "7. Start the security service"
-say "moat-service: one process, a SQLite database and its PKI under $fleet/service, mutual TLS"
+say "moat-service: one process, a SQLite database and its PKI under $(rel $fleet)/service, mutual TLS"
 say "on loopback. 'init' creates the service root CA and the first administrator's config."
 port=$(free_port)
 url="https://127.0.0.1:$port"
@@ -67,7 +68,7 @@ show "$service" init --data-dir "$fleet/service" --name "Demo Fleet" --ip 127.0.
 service_pid=$!
 wait_until 15 "moat-service answers" curl -sf --cacert "$fleet/service/pki/root-ca.crt" "$url/healthz"
 admin="$fleet/service/admin.moat.json"
-say "-> listening on $url (log: $log/moat-service.log)"
+say "-> listening on $url (log: $(rel $log)/moat-service.log)"
 
 step "8. A tenant, its operator, and a manufacturer"
 say "A tenant owns devices and has its own CA. Operators are people with a key and a certificate"
@@ -82,7 +83,7 @@ for who in "ops contoso Administrator" "factory * Manufacturer"; do
     --certificate "$fleet/$name.crt" --key "$fleet/$name.key" --destination "$fleet/$name.moat.json" >/dev/null
 done
 export MOAT_CONFIG="$fleet/ops.moat.json"
-say "-> from here on, 'moat' acts as ops (MOAT_CONFIG=$fleet/ops.moat.json)."
+say "-> from here on, 'moat' acts as ops (MOAT_CONFIG=$(rel $fleet)/ops.moat.json)."
 "$moat" ca-certificate download --tenant contoso --chain --destination "$fleet/contoso-chain.pem" >/dev/null
 
 step "9. Manufacture three devices, register and claim them"
@@ -132,7 +133,7 @@ for d in "${devices[@]}"; do
 done
 show "$moatctl" --socket "$fleet/dev1/state/moatctl.sock" status | sed -n 1,8p
 cert="$fleet/dev1/state/certificates/client.pem"
-show openssl verify -purpose sslclient -CAfile "$fleet/contoso-chain.pem" "$cert"
+show openssl verify -purpose sslclient -CAfile "$fleet/contoso-chain.pem" "$cert" | sed "s|$root/||"
 openssl x509 -noout -subject -startdate -enddate -in "$cert" | sed 's/^/  /'
 say "-> any TLS peer that trusts the tenant CA can now authenticate these devices (notBefore is"
 say "   backdated 5 minutes for devices with lagging clocks)."
@@ -146,7 +147,7 @@ say "here the operator asks them to check now. Deployed: hello, and CrashSample 
 show "$moat" image-signing-key add --tenant contoso --public-key "$fleet/release.pub" --name release
 pack() { "$moat" image-package pack-application --package-directory "$samples/$1/package" \
   --destination "$fleet/$2.imagepackage" --signing-key "$fleet/release.key" --version "$3"; }
-pack crash crash-1.0.0 1.0.0 | sed -n 1,3p
+pack crash crash-1.0.0 1.0.0 | sed -n 1,3p | sed "s|$root/||"
 crash_image=$("$moat" image-package show "$fleet/crash-1.0.0.imagepackage" | sed -n 's/^ *image ID: *//p')
 pack crash-fixed crash-1.0.1 1.0.1 >/dev/null
 fixed_image=$("$moat" image-package show "$fleet/crash-1.0.1.imagepackage" | sed -n 's/^ *image ID: *//p')
@@ -196,7 +197,7 @@ crashes_from_all() {
 }
 wait_until 60 "crash reports from every device" crashes_from_all
 show "$moat" report buckets --tenant contoso
-echo "\$ moat tenant download-error-report --tenant contoso --destination $fleet/errors.csv"
+echo "\$ moat tenant download-error-report --tenant contoso --destination $(rel $fleet)/errors.csv"
 head -1 "$fleet/errors.csv"; grep "$crash_component" "$fleet/errors.csv" | head -2
 say "-> component ID, image ID ($crash_image = 1.0.0) and signal 11 (SIGSEGV), per device."
 
@@ -269,7 +270,8 @@ sub_pid=$!
 telemetry_pids+=($!)
 wait_until 30 "readings arrive" bash -c "(( \$(wc -l < '$fleet/received.log') >= 3 ))"
 say "-> received by a subscriber (itself authenticated with dev2's certificate):"
-head -3 "$fleet/received.log" | cut -c1-150 | sed 's/^/  /'
+echo "  topic moat/devices/${id[dev1]}/telemetry:"
+head -3 "$fleet/received.log" | cut -d' ' -f2- | sed 's/^/    /'
 
 step "16. A device whose software nobody vouched for"
 say "dev3 restarts with a modified OS image. Its measurement no longer matches a known-good"
@@ -302,19 +304,19 @@ broker_pid=$real_broker
 echo
 echo "${bold}Done in $((SECONDS - t0)) s.${plain} What ran, and where it is:"
 cat <<INFO
-  service      $url   data: $fleet/service   log: $log/moat-service.log
-  devices      $fleet/dev{1,2,3}/   (moatd.json, state/: keys, certificates, apps, logs/<app>/)
-               moatd logs: $log/moatd-dev{1,2,3}.log
-  broker       127.0.0.1:$mqtt_port_real   received telemetry: $fleet/received.log
+  service      $url   data: $(rel $fleet)/service   log: $(rel $log)/moat-service.log
+  devices      $(rel $fleet)/dev{1,2,3}/   (moatd.json, state/: keys, certificates, apps, logs/<app>/)
+               moatd logs: $(rel $log)/moatd-dev{1,2,3}.log
+  broker       127.0.0.1:$mqtt_port_real   received telemetry: $(rel $fleet)/received.log
   offline      demo-data/offline/
 
   Try, while it runs:
-    export MOAT_CONFIG=$fleet/ops.moat.json
+    export MOAT_CONFIG=$(rel $fleet)/ops.moat.json
     $moat device list --tenant contoso
     $moat report buckets --tenant contoso
     $moat security-event list --tenant contoso
-    $moatctl --socket $fleet/dev1/state/moatctl.sock status
-    tail -f $fleet/received.log
+    $moatctl --socket $(rel $fleet)/dev1/state/moatctl.sock status
+    tail -f $(rel $fleet)/received.log
 INFO
 keep=${MOAT_DEMO_KEEP_RUNNING:-auto}
 if [[ $keep == 1 || ($keep == auto && -t 0) ]]; then
