@@ -5,9 +5,9 @@
 // AppCrash failure event (pc, sp, the stack with this binary's build-ID) and restarts the app
 // with a growing delay. Version 1.0.1 checks the pointer and uses a default. Both are built with
 // frame pointers so the crash's stack walk sees the named functions.
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
-#include <unistd.h>
 
 namespace {
 

@@ -321,6 +321,7 @@ expect 0 "the broker accepts dev3's certificate today" -- dev_pub dev3 "hello"
 # --- a device whose measurement is wrong: no new client certificate, a security event
 step "wrong measurement"
 serial_before=$(openssl x509 -noout -serial -in "$work/dev3/state/certificates/client.pem")
+update_serial_before=$(openssl x509 -noout -serial -in "$work/dev3/state/certificates/update.pem")
 kill -TERM "$pid_dev3"; wait "$pid_dev3"; rc=$?
 [[ $rc -eq 0 ]] && pass || fail "dev3 moatd exit $rc after SIGTERM"
 [[ -z $(for p in $(pgrep -x hello; pgrep -x crash_sample); do grep -l "moat-e2e-dev3" /proc/$p/cgroup 2>/dev/null; done) ]] &&
@@ -332,6 +333,10 @@ expect 0 "moatctl status dev3" -- "$moatctl" --socket "$work/dev3/state/moatctl.
 contains "not one of its 1 known-good value" "the device says why"
 [[ $(openssl x509 -noout -serial -in "$work/dev3/state/certificates/client.pem") == "$serial_before" ]] && pass ||
   fail "dev3 got a new client certificate with a wrong measurement"
+[[ $(openssl x509 -noout -serial -in "$work/dev3/state/certificates/update.pem") != "$update_serial_before" ]] &&
+  pass || fail "dev3 got no new update certificate"
+expect 0 "device show dev3" -- "$moat" --config "$ops" device show "${id[dev3]}" --tenant acme
+contains "last_attestation_result:       failed" "the service records the failed attestation"
 expect 2 "the update certificate is no TLS client certificate" -- \
   openssl verify -purpose sslclient -CAfile "$work/acme-chain.pem" "$work/dev3/state/certificates/update.pem"
 expect 0 "security events" -- "$moat" --config "$ops" security-event list --tenant acme
