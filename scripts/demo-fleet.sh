@@ -95,6 +95,7 @@ printf 'moat-linux 1.0 demo image' > "$fleet/os-good.img"
 printf 'moat-linux 1.0 demo image, modified' > "$fleet/os-odd.img"
 show "$moat" reference-value add --tenant contoso --kind os --name moat-linux --file "$fleet/os-good.img"
 show "$moat" product create Thermostat --tenant contoso --description "Demo thermostat"
+show "$moat" device-group create Pilot --product Thermostat --tenant contoso --description "The demo's three devices"
 devices=(dev1 dev2 dev3)
 write_config() {  # write_config DEVICE OS_IMAGE
   cat > "$fleet/$1/moatd.json" <<JSON
@@ -118,7 +119,7 @@ for d in "${devices[@]}"; do
   echo "  $d: device ID ${id[$d]}"
   "$moat" --config "$fleet/factory.moat.json" device register --public-key "$fleet/$d/identity.pem" >/dev/null
   "$moat" device claim "${id[$d]}" --tenant contoso >/dev/null
-  "$moat" device update "${id[$d]}" --tenant contoso --device-group "Thermostat/Field Test" >/dev/null
+  "$moat" device update "${id[$d]}" --tenant contoso --device-group "Thermostat/Pilot" >/dev/null
 done
 show "$moat" device list --tenant contoso
 
@@ -153,7 +154,7 @@ pack crash-fixed crash-1.0.1 1.0.1 >/dev/null
 fixed_image=$("$moat" image-package show "$fleet/crash-1.0.1.imagepackage" | sed -n 's/^ *image ID: *//p')
 pack hello hello-1.0.0 1.0.0 >/dev/null
 for p in crash-1.0.0 crash-1.0.1 hello-1.0.0; do show "$moat" image add "$fleet/$p.imagepackage" --tenant contoso; done
-show "$moat" deployment create --tenant contoso --device-group "Thermostat/Field Test" \
+show "$moat" deployment create --tenant contoso --device-group "Thermostat/Pilot" \
   --images "$(sha "$fleet/crash-1.0.0.imagepackage")" "$(sha "$fleet/hello-1.0.0.imagepackage")"
 crash_component=3c9a7e2b-5d41-4f8a-9b6e-1a2c3d4e5f60 hello_component=6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10
 update_all() {
@@ -203,7 +204,7 @@ say "-> component ID, image ID ($crash_image = 1.0.0) and signal 11 (SIGSEGV), p
 
 step "14. Deploy the fix (1.0.1): the crashes stop"
 say "Same component, new version. The update replaces 1.0.0 atomically on every device."
-show "$moat" deployment create --tenant contoso --device-group "Thermostat/Field Test" \
+show "$moat" deployment create --tenant contoso --device-group "Thermostat/Pilot" \
   --images "$(sha "$fleet/crash-1.0.1.imagepackage")" "$(sha "$fleet/hello-1.0.0.imagepackage")"
 echo "\$ moatctl update now --ignore-window    # on each device"
 update_all

@@ -93,6 +93,8 @@ printf 'moat-linux 1.0 demo image, modified' > "$work/os-odd.img"
 expect 0 "reference value for the good OS" -- "$moat" --config "$ops" reference-value add \
   --tenant acme --kind os --name moat-linux --file "$work/os-good.img"
 expect 0 "product" -- "$moat" --config "$ops" product create Sensor --tenant acme
+expect 0 "device group" -- "$moat" --config "$ops" device-group create Pilot --product Sensor --tenant acme \
+  --description "the e2e fleet"
 devices=(dev1 dev2 dev3)
 declare -A id
 write_config() {  # write_config DEVICE OS_IMAGE
@@ -117,8 +119,8 @@ for d in "${devices[@]}"; do
   id[$d]=$("$moatd" --config "$work/$d/moatd.json" identity 2>/dev/null)
   expect 0 "$d register (manufacturer)" -- "$moat" --config "$factory" device register --public-key "$work/$d/identity.pem"
   expect 0 "$d claim (operator)" -- "$moat" --config "$ops" device claim "${id[$d]}" --tenant acme
-  expect 0 "$d into Sensor/Field Test" -- "$moat" --config "$ops" device update "${id[$d]}" --tenant acme \
-    --device-group "Sensor/Field Test"
+  expect 0 "$d into Sensor/Pilot" -- "$moat" --config "$ops" device update "${id[$d]}" --tenant acme \
+    --device-group "Sensor/Pilot"
   start_moatd "$d"
 done
 for d in "${devices[@]}"; do
@@ -162,7 +164,7 @@ for p in crash-1.0.0 crash-1.0.1 hello-1.0.0; do
 done
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 expect 0 "deployment create (crash 1.0.0, hello)" -- "$moat" --config "$ops" deployment create --tenant acme \
-  --device-group "Sensor/Field Test" --images "$(sha "$work/crash-1.0.0.imagepackage")" "$(sha "$work/hello-1.0.0.imagepackage")"
+  --device-group "Sensor/Pilot" --images "$(sha "$work/crash-1.0.0.imagepackage")" "$(sha "$work/hello-1.0.0.imagepackage")"
 contains "2 image(s)" "the deployment holds both images"
 # Devices check every 20 h; `update now` is the operator's nudge. Both devices run it at once.
 update_all() {
@@ -233,7 +235,7 @@ jq -e ".buckets[] | select(.image_id == \"$crash_image\") | .component_id == \"$
 # --- the fix: installed everywhere, the bucket stops growing
 step "deploy the fix 1.0.1"
 expect 0 "deployment create (crash 1.0.1, hello)" -- "$moat" --config "$ops" deployment create --tenant acme \
-  --device-group "Sensor/Field Test" --images "$(sha "$work/crash-1.0.1.imagepackage")" "$(sha "$work/hello-1.0.0.imagepackage")"
+  --device-group "Sensor/Pilot" --images "$(sha "$work/crash-1.0.1.imagepackage")" "$(sha "$work/hello-1.0.0.imagepackage")"
 expect 0 "update now on every device" -- update_all
 for d in "${devices[@]}"; do
   wait_for 30 "$d runs crash 1.0.1" -- status_is "$d" \
