@@ -41,7 +41,16 @@ trap 'stop_all' EXIT
 trap 'echo; echo "demo: Ctrl-C, stopping..."; exit 130' INT TERM
 
 # show CMD...: print a command (paths shortened) and run it.
-show() { echo "\$ ${*//$root\//}" | sed "s|$build/apps/||g"; "$@"; }
+show() {
+  local a out="\$"
+  for a in "$@"; do
+    a=${a//$root\//} a=${a#"$build"/apps/}
+    [[ $a =~ [[:space:]\'*] ]] && a="\"$a\""
+    out+=" $a"
+  done
+  echo "$out"
+  "$@"
+}
 # wait_until SECONDS "what" CMD...: poll (0.2 s) until CMD succeeds; the demo fails past the deadline.
 wait_until() {
   local seconds=$1 what=$2; shift 2
