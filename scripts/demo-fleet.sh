@@ -197,6 +197,9 @@ for x in "moatd $mp" "hello $p"; do
     "$(readlink /proc/$q/ns/pid) $(readlink /proc/$q/ns/mnt) $(readlink /proc/$q/ns/net)"
 done
 
+say "-> its root file system is its own image: $(ls /proc/$p/root | tr '\n' ' ')— moatd's key store"
+say "   ($(rel "$fleet")/dev1/state/keys) is not in it."
+
 step "13. The buggy app crashes; the crash reaches the failure report"
 say "CrashSample 1.0.0 dereferences a null pointer in ReadCalibratedTemperature() 3 s after"
 say "start. The supervisor restarts it with a growing delay and records each crash (signal,"

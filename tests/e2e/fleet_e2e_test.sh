@@ -203,6 +203,9 @@ for d in "${devices[@]}"; do
     [[ $(readlink "/proc/$p/ns/$ns") != "$(readlink "/proc/$mp/ns/$ns")" ]] && pass ||
       fail "$d: hello shares moatd's $ns namespace"
   done
+  # The app's root is its own image: the device's key store is not even in its file system.
+  [[ -e /proc/$p/root/bin/hello && ! -e /proc/$p/root$work/$d/state/keys/tls-client.key ]] && pass ||
+    fail "$d: the app's file system shows the key store"
   echo "    $d: hello pid $p uid $uid, namespaces $(readlink /proc/$p/ns/pid) vs moatd $(readlink /proc/$mp/ns/pid)"
 done
 
