@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The Moat demo (offline part): sign an app, check it, and watch tampering being caught.
+# The Moat demo, in two parts, told step by step:
+#   1. offline: sign an app, check it, and watch tampering being caught;
+#   2. a fleet on this machine (root): a security service, three devices, signed deployments,
+#      sandboxed apps, crash reports, a fix, a relying party that trusts device certificates,
+#      and a device whose software nobody vouched for.
 #   scripts/demo.sh BUILD_DIR      (run through `make demo`)
-# Everything it makes goes to ./demo-data; nothing leaves this machine.
+# Everything it makes goes to ./demo-data; nothing leaves this machine (loopback only).
+# Ctrl-C stops everything it started. At the end it keeps the fleet running until Ctrl-C when
+# run on a terminal (MOAT_DEMO_KEEP_RUNNING=0: stop at once; =1: wait even without one).
 set -euo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,13 +16,15 @@ moat="$build/apps/moat"
 data="demo-data/offline"
 rm -rf "$data"
 mkdir -p "$data"
+t0=$SECONDS
 
 bold="" plain=""
 if [[ -t 1 ]]; then bold=$(tput bold 2>/dev/null || true); plain=$(tput sgr0 2>/dev/null || true); fi
-step() { echo; echo "${bold}==> $1${plain}"; }
+step() { echo; echo "${bold}==> $1${plain}  [$((SECONDS - t0)) s]"; }
 say() { echo "    $*"; }
 run() { echo "\$ moat ${*}"; "$moat" "$@"; }
 
+echo "${bold}Part 1: offline — signed app packages${plain}"
 step "1. Create an image-signing key"
 say "A device runs only software signed by a key its tenant trusts. The private key stays"
 say "with the publisher (mode 0600); the public key goes to whoever verifies."
@@ -60,5 +68,5 @@ else
   say "-> rejected: only keys the verifier trusts count."
 fi
 
-echo
-echo "${bold}Done.${plain} Files are in $data/. Try: $moat --help"
+say "Offline part done; its files are in $data/."
+source "$root/scripts/demo-fleet.sh"

@@ -12,6 +12,9 @@ PACKAGES=(
   libboost-dev libsqlite3-dev libcurl4-openssl-dev libseccomp-dev libcap-dev
   # third-party peers used by integration tests (curl and openssl as independent TLS clients)
   curl jq iproute2 nftables util-linux e2fsprogs
+  # the demo's relying party (an MQTT broker that requires device certificates) and the clock
+  # the e2e test moves forward to see a device certificate expire
+  mosquitto mosquitto-clients faketime libfaketime
   # node runs tuf-js, the independent TUF client of the interop test
   nodejs
   # tests and benchmarks

@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# The demo's story as a test, with an assertion at every step: a real moat-service (SQLite, mTLS
+# on loopback), three real moatd devices (root: sandboxes) and a Mosquitto broker as the relying
+# party.
+#   fleet_e2e_test.sh MOAT MOAT_SERVICE MOATD MOATCTL SAMPLES_BUILD_DIR SOURCE_DIR
+# Steps: enrolment (register, claim, attest: 24 h client certificates chained to the tenant CA);
+# a deployment of the crash sample 1.0.0 and hello to the device group; apps sandboxed (not
+# root, own namespaces); the crash in the failure report (component, image, signal 11); the
+# fix 1.0.1 deployed and the crash bucket no longer growing; telemetry over mutual TLS to the
+# broker; a device whose OS measurement changed gets no new client certificate (security event),
+# and once its old one has expired (the broker 25 h ahead under faketime) the broker refuses it.
+set -uo pipefail
+moat=$1 service=$2 moatd=$3 moatctl=$4 samples=$5 src=$6
+if [[ $(id -u) -ne 0 ]]; then echo "fleet_e2e_test: needs root (sandboxes); skipped"; exit 77; fi
+for tool in mosquitto mosquitto_pub mosquitto_sub faketime openssl jq curl; do
+  command -v "$tool" >/dev/null || { echo "fleet_e2e_test: $tool is missing (scripts/install-deps.sh)"; exit 1; }
+done
+faketime_lib=$(dpkg -L libfaketime 2>/dev/null | grep -m1 '/libfaketime\.so\.1$')
+[[ -f $faketime_lib ]] || { echo "fleet_e2e_test: libfaketime.so.1 not found (package libfaketime)"; exit 1; }
+work=$(mktemp -d /tmp/moat-e2e-XXXXXX)
+pids=() moatd_pids=()
+t0=$SECONDS
+cleanup() {
+  # moatd stops its apps on SIGTERM; anything left after 15 s is killed.
+  for p in "${moatd_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${moatd_pids[@]}"; do
+    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [[ ${KEEP_WORK:-0} == 1 ]]; then echo "work dir kept: $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+source "$src/tests/integration/checks.sh"
+step() { echo "--- [$((SECONDS - t0)) s] $*"; }
+
+# wait_for SECONDS "what" -- cmd...: retries cmd every 0.2 s until it succeeds (a deadline, not a
+# fixed sleep).
+wait_for() {
+  local seconds=$1 what=$2; shift 3
+  local deadline=$((SECONDS + seconds))
+  while ((SECONDS < deadline)); do
+    if "$@" >/dev/null 2>&1; then pass; return 0; fi
+    sleep 0.2
+  done
+  fail "$what: not true after $seconds s"
+  return 1
+}
+# refused "what" -- cmd...: the command fails (mosquitto_pub's exit status for a refused TLS
+# handshake is not documented, so any failure counts; its message is shown).
+refused() {
+  local what=$1; shift 2
+  if "$@" >"$work/out" 2>&1; then fail "$what: it was accepted"; else pass; sed 's/^/    /' "$work/out" | head -2; fi
+}
+status_is() {  # status_is DEVICE JQ-EXPRESSION
+  local out
+  out=$("$moatctl" --socket "$work/$1/state/moatctl.sock" --json status 2>/dev/null) || return 1
+  [[ -n $out ]] && jq -e "$2" <<<"$out" >/dev/null
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- the service, a tenant, an operator and a manufacturer
+step "service"
+port=$(free_port)
+data="$work/service"
+url="https://127.0.0.1:$port"
+"$service" init --data-dir "$data" --ip 127.0.0.1 --port "$port" >/dev/null || { echo "init failed"; exit 1; }
+admin="$data/admin.moat.json"
+"$service" run --data-dir "$data" >>"$work/service.log" 2>&1 &
+pids+=($!)
+wait_for 10 "moat-service answers /healthz" -- curl -sf --cacert "$data/pki/root-ca.crt" "$url/healthz"
+expect 0 "tenant create" -- "$moat" --config "$admin" tenant create acme
+operator_config() {  # operator_config NAME TENANT ROLE
+  "$moat" user request --name "$1" --destination "$work/$1" >/dev/null &&
+    "$moat" --config "$admin" user add --name "$1" --tenant "$2" --role "$3" --csr "$work/$1.csr" \
+      --destination "$work/$1.crt" >/dev/null &&
+    "$moat" config create --service-url "$url" --root-certificate "$data/pki/root-ca.crt" \
+      --certificate "$work/$1.crt" --key "$work/$1.key" --destination "$work/$1.moat.json" >/dev/null
+}
+expect 0 "the tenant's operator" -- operator_config ops acme Administrator
+expect 0 "the manufacturer" -- operator_config factory '*' Manufacturer
+ops="$work/ops.moat.json" factory="$work/factory.moat.json"
+expect 0 "the operator is acme's Administrator" -- "$moat" --config "$ops" whoami
+contains "acme" "whoami names the tenant"
+expect 0 "tenant CA chain" -- "$moat" --config "$ops" ca-certificate download --tenant acme --chain \
+  --destination "$work/acme-chain.pem"
+
+# --- three devices: the OS image they measure, and one nobody vouched for
+step "devices"
+printf 'moat-linux 1.0 demo image' > "$work/os-good.img"
+printf 'moat-linux 1.0 demo image, modified' > "$work/os-odd.img"
+expect 0 "reference value for the good OS" -- "$moat" --config "$ops" reference-value add \
+  --tenant acme --kind os --name moat-linux --file "$work/os-good.img"
+expect 0 "product" -- "$moat" --config "$ops" product create Sensor --tenant acme
+expect 0 "device group" -- "$moat" --config "$ops" device-group create Pilot --product Sensor --tenant acme \
+  --description "the e2e fleet"
+devices=(dev1 dev2 dev3)
+declare -A id
+write_config() {  # write_config DEVICE OS_IMAGE
+  cat > "$work/$1/moatd.json" <<JSON
+{"service_url": "$url", "service_root_certificate": "$data/pki/root-ca.crt",
+ "state_dir": "$work/$1/state",
+ "os": {"name": "moat-linux", "version": "1.0", "image": "$2"},
+ "attestation": {"retry_initial_seconds": 1, "retry_max_seconds": 2},
+ "update": {"retry_initial_seconds": 1, "retry_max_seconds": 5},
+ "supervisor": {"board": "$src/samples/boards/generic_linux_board.json", "instance_id": "e2e-$1"}}
+JSON
+}
+start_moatd() {
+  "$moatd" --config "$work/$1/moatd.json" >>"$work/$1/moatd.log" 2>&1 &
+  moatd_pids+=($!)
+  eval "pid_$1=$!"
+}
+for d in "${devices[@]}"; do
+  mkdir -p "$work/$d"
+  write_config "$d" "$work/os-good.img"
+  expect 0 "$d identity" -- "$moatd" --config "$work/$d/moatd.json" identity --public-key-out "$work/$d/identity.pem"
+  id[$d]=$("$moatd" --config "$work/$d/moatd.json" identity 2>/dev/null)
+  expect 0 "$d register (manufacturer)" -- "$moat" --config "$factory" device register --public-key "$work/$d/identity.pem"
+  expect 0 "$d claim (operator)" -- "$moat" --config "$ops" device claim "${id[$d]}" --tenant acme
+  expect 0 "$d into Sensor/Pilot" -- "$moat" --config "$ops" device update "${id[$d]}" --tenant acme \
+    --device-group "Sensor/Pilot"
+  start_moatd "$d"
+done
+for d in "${devices[@]}"; do
+  wait_for 30 "$d attests" -- status_is "$d" '.last_attestation.result == "passed" and .credential == "client"'
+done
+step "certificates"
+for d in "${devices[@]}"; do
+  cert="$work/$d/state/certificates/client.pem"
+  expect 0 "$d: client certificate chains to the tenant CA (openssl, sslclient)" -- \
+    openssl verify -purpose sslclient -CAfile "$work/acme-chain.pem" "$cert"
+  start=$(date -d "$(openssl x509 -noout -startdate -in "$cert" | cut -d= -f2)" +%s)
+  end=$(date -d "$(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2)" +%s)
+  issued=$(date -d "$("$moatctl" --socket "$work/$d/state/moatctl.sock" --json status | jq -r .last_attestation.at)" +%s)
+  # 24 h from issue; notBefore is backdated 5 minutes for devices with lagging clocks.
+  (( end - start == 86400 + 300 )) && pass || fail "$d: certificate validity $((end - start)) s"
+  (( end - issued >= 86398 && end - issued <= 86402 )) && pass || fail "$d: certificate ends $((end - issued)) s after issue"
+  openssl x509 -noout -ext subjectAltName -in "$cert" > "$work/out" 2>&1
+  contains "URI:urn:moat:device:${id[$d]}" "$d: the certificate names the device"
+done
+
+# --- sign and deploy the apps
+step "deploy 1.0.0"
+crash_component=3c9a7e2b-5d41-4f8a-9b6e-1a2c3d4e5f60
+hello_component=6f1d5c3e-0b7a-4c1e-9a52-3d8e2f4b7c10
+expect 0 "image-signing key" -- "$moat" keygen --destination "$work/release"
+expect 0 "image-signing-key add" -- "$moat" --config "$ops" image-signing-key add --tenant acme \
+  --public-key "$work/release.pub" --name release
+pack() {  # pack PACKAGE_DIR VERSION DEST
+  "$moat" image-package pack-application --package-directory "$1" --destination "$3" \
+    --signing-key "$work/release.key" --version "$2"
+}
+expect 0 "pack crash 1.0.0" -- pack "$samples/crash/package" 1.0.0 "$work/crash-1.0.0.imagepackage"
+crash_image=$(sed -n 's/^ *image ID: *//p' "$work/out")
+expect 0 "pack crash 1.0.1 (the fix)" -- pack "$samples/crash-fixed/package" 1.0.1 "$work/crash-1.0.1.imagepackage"
+fixed_image=$(sed -n 's/^ *image ID: *//p' "$work/out")
+expect 0 "pack hello 1.0.0" -- pack "$samples/hello/package" 1.0.0 "$work/hello-1.0.0.imagepackage"
+[[ $crash_image =~ ^[0-9a-f-]{36}$ && $fixed_image =~ ^[0-9a-f-]{36}$ && $crash_image != "$fixed_image" ]] &&
+  pass || fail "image IDs '$crash_image' '$fixed_image'"
+for p in crash-1.0.0 crash-1.0.1 hello-1.0.0; do
+  expect 0 "image add $p" -- "$moat" --config "$ops" image add "$work/$p.imagepackage" --tenant acme
+done
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+expect 0 "deployment create (crash 1.0.0, hello)" -- "$moat" --config "$ops" deployment create --tenant acme \
+  --device-group "Sensor/Pilot" --images "$(sha "$work/crash-1.0.0.imagepackage")" "$(sha "$work/hello-1.0.0.imagepackage")"
+contains "2 image(s)" "the deployment holds both images"
+# Devices check every 20 h; `update now` is the operator's nudge. Both devices run it at once.
+update_all() {
+  local d ups=()
+  for d in "${devices[@]}"; do
+    "$moatctl" --socket "$work/$d/state/moatctl.sock" update now --ignore-window >"$work/$d/update.out" 2>&1 &
+    ups+=($!)
+  done
+  local rc=0
+  for p in "${ups[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+expect 0 "update now on every device" -- update_all
+for d in "${devices[@]}"; do
+  wait_for 30 "$d runs hello and crash 1.0.0" -- status_is "$d" \
+    "([.apps[] | select(.component_id == \"$hello_component\" and .state == \"running\")] | length == 1)
+     and ([.apps[] | select(.component_id == \"$crash_component\" and .version == \"1.0.0\")] | length == 1)"
+done
+
+# --- sandboxed: the app's uid and namespaces against moatd's
+step "sandbox"
+app_pid() {  # app_pid DEVICE COMPONENT: the app process (the sandbox's init is its parent)
+  local p
+  for p in $(pgrep -x "$3"); do
+    grep -q "moat-e2e-$1/$2" "/proc/$p/cgroup" 2>/dev/null && { echo "$p"; return 0; }
+  done
+  return 1
+}
+for d in "${devices[@]}"; do
+  wait_for 10 "$d: the hello process is found by its cgroup" -- app_pid "$d" "$hello_component" hello
+  p=$(app_pid "$d" "$hello_component" hello)
+  mp=$(eval echo "\$pid_$d")
+  uid=$(awk '/^Uid:/ {print $2}' "/proc/$p/status" 2>/dev/null)
+  [[ -n $uid && $uid -ne 0 ]] && pass || fail "$d: hello runs as uid '$uid'"
+  for ns in pid mnt net ipc uts cgroup; do
+    [[ $(readlink "/proc/$p/ns/$ns") != "$(readlink "/proc/$mp/ns/$ns")" ]] && pass ||
+      fail "$d: hello shares moatd's $ns namespace"
+  done
+  # The app's root is its own image: the device's key store is not even in its file system.
+  [[ -e /proc/$p/root/bin/hello && ! -e /proc/$p/root$work/$d/state/keys/tls-client.key ]] && pass ||
+    fail "$d: the app's file system shows the key store"
+  echo "    $d: hello pid $p uid $uid, namespaces $(readlink /proc/$p/ns/pid) vs moatd $(readlink /proc/$mp/ns/pid)"
+done
+
+# --- the crash, in the failure report
+step "crash report"
+bucket_count() {  # bucket_count IMAGE_ID: events in the crash buckets of that image (all devices)
+  "$moat" --config "$ops" -o json report buckets --tenant acme --limit 100 |
+    jq "[.buckets[] | select(.image_id == \"$1\") | .event_count] | add // 0"
+}
+crashes_from_all() {
+  local d n
+  "$moat" --config "$ops" tenant download-error-report --tenant acme --destination "$work/errors.csv" >/dev/null 2>&1 || return 1
+  for d in "${devices[@]}"; do
+    grep "^${id[$d]}," "$work/errors.csv" | grep -q "component_id=$crash_component" || return 1
+  done
+}
+wait_for 60 "every device's crash reaches the service" -- crashes_from_all
+grep "component_id=$crash_component" "$work/errors.csv" | head -1 > "$work/out"
+contains "AppCrash (" "the CSV has an AppCrash row"
+contains "image_id=$crash_image" "the crash names image 1.0.0"
+grep -qE "signal_status=11|signo=11" "$work/out" && pass || fail "the crash is not signal 11: $(cat "$work/out")"
+head -1 "$work/errors.csv" > "$work/out"
+contains "Device ID,Event Type,Event Class,Event Count,Description,Start Time,End Time" "CSV header"
+n=$(bucket_count "$crash_image")
+(( n >= 3 )) && pass || fail "crash bucket of 1.0.0 counts $n events"
+"$moat" --config "$ops" -o json report buckets --tenant acme > "$work/buckets.json"
+jq -e ".buckets[] | select(.image_id == \"$crash_image\") | .component_id == \"$crash_component\"" \
+  "$work/buckets.json" >/dev/null && pass || fail "bucket component"
+
+# --- the fix: installed everywhere, the bucket stops growing
+step "deploy the fix 1.0.1"
+expect 0 "deployment create (crash 1.0.1, hello)" -- "$moat" --config "$ops" deployment create --tenant acme \
+  --device-group "Sensor/Pilot" --images "$(sha "$work/crash-1.0.1.imagepackage")" "$(sha "$work/hello-1.0.0.imagepackage")"
+expect 0 "update now on every device" -- update_all
+for d in "${devices[@]}"; do
+  wait_for 30 "$d runs crash 1.0.1" -- status_is "$d" \
+    "[.apps[] | select(.component_id == \"$crash_component\" and .version == \"1.0.1\")] | length == 1"
+  jq -r .version "$work/$d/state/apps/$crash_component/current/image.json" > "$work/out"
+  contains "1.0.1" "$d: current is 1.0.1"
+done
+temperature_lines() {  # temperature_lines DEVICE N: the fixed app printed N readings
+  (( $(grep -c "^temperature" "$work/$1/state/logs/$crash_component/stdout.log" 2>/dev/null) >= $2 ))
+}
+queues_empty() {
+  local d
+  for d in "${devices[@]}"; do status_is "$d" '.failure_queue.events == 0' || return 1; done
+}
+# Past the point where 1.0.0 crashed (its first reading) on every device, nothing queued: count.
+for d in "${devices[@]}"; do wait_for 20 "$d: 1.0.1 reads the temperature" -- temperature_lines "$d" 1; done
+wait_for 20 "failure queues drained" -- queues_empty
+before=$(bucket_count "$crash_image")
+# One more reading each (5 s of the app running), queues drained again: count again.
+for d in "${devices[@]}"; do wait_for 20 "$d: 1.0.1 keeps running" -- temperature_lines "$d" 2; done
+wait_for 20 "failure queues drained" -- queues_empty
+after=$(bucket_count "$crash_image")
+[[ $before == "$after" ]] && pass || fail "the crash bucket grew from $before to $after after the fix"
+[[ $(bucket_count "$fixed_image") == 0 ]] && pass || fail "1.0.1 crashed"
+echo "    crash bucket of 1.0.0: $before events before, $after after the fix"
+
+# --- the relying party: Mosquitto requiring client certificates chained to the tenant CA
+step "broker"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/broker-ca.key" \
+  -out "$work/broker-ca.crt" -days 3 -subj "/CN=broker CA" >/dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/broker.key" \
+  -out "$work/broker.csr" -subj "/CN=127.0.0.1" >/dev/null 2>&1
+openssl x509 -req -in "$work/broker.csr" -CA "$work/broker-ca.crt" -CAkey "$work/broker-ca.key" \
+  -CAcreateserial -days 3 -out "$work/broker.crt" \
+  -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') >/dev/null 2>&1
+mqtt_port=$(free_port)
+cat > "$work/mosquitto.conf" <<CONF
+user root
+per_listener_settings false
+allow_anonymous false
+listener $mqtt_port 127.0.0.1
+cafile $work/acme-chain.pem
+certfile $work/broker.crt
+keyfile $work/broker.key
+require_certificate true
+use_identity_as_username true
+CONF
+start_broker() {  # start_broker [faketime offset]
+  if [[ -n ${1:-} ]]; then
+    # libfaketime preloaded into mosquitto itself: the faketime wrapper would fork, and killing
+    # it would orphan the broker.
+    LD_PRELOAD=$faketime_lib FAKETIME="$1" mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
+  else
+    mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
+  fi
+  broker_pid=$!
+  pids+=($broker_pid)
+  wait_for 10 "the broker listens" -- bash -c "exec 3<>/dev/tcp/127.0.0.1/$mqtt_port"
+}
+start_broker
+dev_pub() {  # dev_pub DEVICE MESSAGE [CERT]
+  mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" --cafile "$work/broker-ca.crt" \
+    --cert "${3:-$work/$1/state/certificates/client.pem}" --key "$work/$1/state/keys/tls-client.key" \
+    -q 1 -t "moat/devices/${id[$1]}/telemetry" -m "$2"
+}
+mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" --cafile "$work/broker-ca.crt" \
+  --cert "$work/dev2/state/certificates/client.pem" --key "$work/dev2/state/keys/tls-client.key" \
+  -t "moat/devices/${id[dev1]}/telemetry" -C 3 -W 60 -v > "$work/received.txt" 2>"$work/sub.err" &
+sub_pid=$!
+pids+=($sub_pid)
+wait_for 10 "the subscriber is connected" -- grep -q "Subscribed\|${id[dev2]}" "$work/mosquitto.log"
+"$src/samples/telemetry/telemetry.sh" "$mqtt_port" "$work/broker-ca.crt" \
+  "$work/dev1/state/certificates/client.pem" "$work/dev1/state/keys/tls-client.key" "${id[dev1]}" 1 \
+  >"$work/telemetry.log" 2>&1 &
+telemetry_pid=$!
+pids+=($telemetry_pid)
+wait "$sub_pid"; rc=$?
+kill "$telemetry_pid" 2>/dev/null
+[[ $rc -eq 0 ]] && pass || fail "mosquitto_sub exit $rc: $(cat "$work/sub.err")"
+[[ $(grep -c "\"device\":\"${id[dev1]}\"" "$work/received.txt") -eq 3 ]] && pass ||
+  fail "3 readings from dev1 expected: $(cat "$work/received.txt")"
+head -1 "$work/received.txt" | sed 's/^/    received: /'
+expect 0 "the broker accepts dev3's certificate today" -- dev_pub dev3 "hello"
+
+# --- a device whose measurement is wrong: no new client certificate, a security event
+step "wrong measurement"
+serial_before=$(openssl x509 -noout -serial -in "$work/dev3/state/certificates/client.pem")
+update_serial_before=$(openssl x509 -noout -serial -in "$work/dev3/state/certificates/update.pem")
+kill -TERM "$pid_dev3"; wait "$pid_dev3"; rc=$?
+[[ $rc -eq 0 ]] && pass || fail "dev3 moatd exit $rc after SIGTERM"
+[[ -z $(for p in $(pgrep -x hello; pgrep -x crash_sample); do grep -l "moat-e2e-dev3" /proc/$p/cgroup 2>/dev/null; done) ]] &&
+  pass || fail "dev3's apps outlived moatd"
+write_config dev3 "$work/os-odd.img"
+start_moatd dev3
+wait_for 30 "dev3's attestation fails" -- status_is dev3 '.last_attestation.result == "failed"'
+expect 0 "moatctl status dev3" -- "$moatctl" --socket "$work/dev3/state/moatctl.sock" status
+contains "not one of its 1 known-good value" "the device says why"
+[[ $(openssl x509 -noout -serial -in "$work/dev3/state/certificates/client.pem") == "$serial_before" ]] && pass ||
+  fail "dev3 got a new client certificate with a wrong measurement"
+[[ $(openssl x509 -noout -serial -in "$work/dev3/state/certificates/update.pem") != "$update_serial_before" ]] &&
+  pass || fail "dev3 got no new update certificate"
+expect 0 "device show dev3" -- "$moat" --config "$ops" device show "${id[dev3]}" --tenant acme
+contains "last_attestation_result:       failed" "the service records the failed attestation"
+expect 2 "the update certificate is no TLS client certificate" -- \
+  openssl verify -purpose sslclient -CAfile "$work/acme-chain.pem" "$work/dev3/state/certificates/update.pem"
+expect 0 "security events" -- "$moat" --config "$ops" security-event list --tenant acme
+contains "${id[dev3]}" "the security event names dev3"
+contains "attestation.measurement-mismatch" "security event kind"
+refused "the broker refuses dev3's update certificate" -- dev_pub dev3 "hello" "$work/dev3/state/certificates/update.pem"
+
+# --- 25 h later (the broker's clock moved by faketime): dev3's old certificate has expired
+step "25 h later"
+kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null
+start_broker "+25h"
+: > "$work/mosquitto.log"
+refused "the broker (25 h ahead) refuses dev3's expired certificate" -- dev_pub dev3 "hello"
+grep -q "certificate verify failed" "$work/mosquitto.log" && pass || fail "the broker log does not show the refusal"
+# Why: the certificate has expired by then (openssl at the same moment).
+openssl verify -attime $(($(date +%s) + 25 * 3600)) -CAfile "$work/acme-chain.pem" \
+  "$work/dev3/state/certificates/client.pem" > "$work/out" 2>&1
+contains "certificate has expired" "25 h on, openssl calls dev3's certificate expired"
+kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null
+[[ -z $(pgrep -f "$work/mosquitto.conf") ]] && pass || fail "a broker outlived its stop"
+
+# --- shutdown: every moatd stops its apps
+step "shutdown"
+for d in "${devices[@]}"; do
+  p=$(eval echo "\$pid_$d")
+  kill -TERM "$p"; wait "$p"; rc=$?
+  [[ $rc -eq 0 ]] && pass || fail "$d moatd exit $rc after SIGTERM"
+done
+moatd_pids=()
+left=$(for p in $(pgrep -x hello; pgrep -x crash_sample); do grep -l "moat-e2e-" /proc/$p/cgroup 2>/dev/null; done)
+[[ -z $left ]] && pass || fail "app processes left after moatd stopped: $left"
+
+echo "$passes passed, $failures failed in $((SECONDS - t0)) s"
+[[ $failures -eq 0 ]]
