@@ -29,6 +29,9 @@
 
 namespace moat::device::agent {
 
+// How long an app with SystemEventNotifications has to answer an update-pending event.
+inline constexpr std::chrono::milliseconds kUpdateAnswerTimeout{10000};
+
 // Opens the key store the config names, creating the identity and TLS client keys on first
 // use. Shared by `moatd run` and `moatd identity`.
 Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config);
@@ -69,6 +72,9 @@ class Agent {
   Result<void> RunApp(const update::InstalledApp& app);
   Result<void> SendReports(std::span<const formats::FailureEvent> events);
   Json HandleControl(const Json& request);
+  // `moatctl app ...`: app-list, app-show {app, spec}, app-start/app-stop {app},
+  // app-logs {app, stream: stdout|stderr, lines}.
+  Json HandleAppControl(const std::string& command, const Json& request);
 
   const Config config_;
   const Clock& clock_;

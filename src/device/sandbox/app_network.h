@@ -33,6 +33,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/error.h"
 #include "device/sandbox/launcher.h"
@@ -104,5 +105,19 @@ class AppNetwork {
 
 // True if a network interface of this name exists in the caller's network namespace.
 bool NetworkInterfaceExists(std::string_view name);
+
+// What a moatd instance has on the host's network: interfaces whose alias is
+// "moat/<instance>/<app>" and nftables tables named "moat/<instance>/<app>" (each sorted).
+struct InstanceNetwork {
+  std::vector<std::string> interfaces;
+  std::vector<std::string> tables;
+};
+// Lists them (kFailedPrecondition if `nft` is missing; an interface list without tables then).
+Result<InstanceNetwork> ListInstanceNetwork(std::string_view instance_id);
+// Removes every interface and table of moatd instance `instance_id` (what a moatd killed with
+// SIGKILL left behind; moatd calls it at start, before any app runs). Only exact
+// "moat/<instance>/" prefixes are touched, so another instance's are never removed. Returns what
+// it removed.
+Result<InstanceNetwork> RemoveInstanceNetwork(std::string_view instance_id);
 
 }  // namespace moat::device::sandbox
