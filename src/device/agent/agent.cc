@@ -156,30 +156,9 @@ Result<void> Agent::StartApps() {
     if (runner_) runner_->Stop(component);
   };
   hooks.running = [this] { return runner_ ? runner_->Running() : std::vector<formats::Guid>(); };
-  // The app-facing half of update deferral (docs/supervisor.md, "App services"): the app is told
-  // over its events socket and has kUpdateAnswerTimeout to answer "ok" or "defer".
-  hooks.update_pending = [this](const formats::Guid& component,
-                                SystemTime now) -> std::chrono::seconds {
-    if (!runner_) return std::chrono::seconds(0);
-    auto answer = runner_->NotifyUpdatePending(component, now + kUpdateAnswerTimeout,
-                                               kUpdateAnswerTimeout);
-    if (!answer) {
-      log::Info("app {} not told of its pending update: {}", component.ToString(),
-                answer.error().message());
-      return std::chrono::seconds(0);
-    }
-    switch (answer->kind) {
-      case supervisor::UpdateAnswer::Kind::kDeferred:
-        return answer->defer_for;
-      case supervisor::UpdateAnswer::Kind::kAcknowledged:
-        log::Info("app {} acknowledged its pending update", component.ToString());
-        return std::chrono::seconds(0);
-      case supervisor::UpdateAnswer::Kind::kNoAnswer:
-        log::Info("app {} did not answer its update notification in time; updating it",
-                  component.ToString());
-        return std::chrono::seconds(0);
-    }
-    return std::chrono::seconds(0);
+  // The app-facing half of update deferral (AppRunner::AskUpdateDeferral).
+  hooks.update_pending = [this](const formats::Guid& component, SystemTime now) {
+    return runner_ ? runner_->AskUpdateDeferral(component, now) : std::chrono::seconds(0);
   };
   MOAT_ASSIGN_OR_RETURN(update_,
                         update::UpdateAgent::Open(config_.state_dir, *apps_, transport_.get(),

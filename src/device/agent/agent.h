@@ -29,9 +29,6 @@
 
 namespace moat::device::agent {
 
-// How long an app with SystemEventNotifications has to answer an update-pending event.
-inline constexpr std::chrono::milliseconds kUpdateAnswerTimeout{10000};
-
 // Opens the key store the config names, creating the identity and TLS client keys on first
 // use. Shared by `moatd run` and `moatd identity`.
 Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config);

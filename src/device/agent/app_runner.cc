@@ -138,6 +138,8 @@ Result<void> AppRunner::Run(const update::InstalledApp& app) {
   // No resolver yet: a manifest naming hosts is refused rather than run with holes.
   MOAT_ASSIGN_OR_RETURN(supervised.network_policy,
                         supervisor::BuildNetworkPolicy(manifest, supervisor::HostResolver()));
+  // Update-pending events, deferral and app-to-app channels (docs/supervisor.md "App services").
+  supervised.services = supervisor::BuildAppServices(manifest);
   supervised.component_id = image.component_id;
   supervised.image_id = image.package_image_id;
   auto removed = supervisor_->Remove(image.component_id);
@@ -295,10 +297,28 @@ Result<std::string> AppRunner::Logs(const formats::Guid& component, supervisor::
   return text.substr(start);
 }
 
-Result<supervisor::UpdateAnswer> AppRunner::NotifyUpdatePending(const formats::Guid& component,
-                                                                SystemTime deadline,
-                                                                std::chrono::milliseconds timeout) {
-  return supervisor_->NotifyUpdatePending(component, deadline, timeout);
+std::chrono::seconds AppRunner::AskUpdateDeferral(const formats::Guid& component, SystemTime now,
+                                                  std::chrono::milliseconds answer_timeout) {
+  auto answer = supervisor_->NotifyUpdatePending(
+      component, now + std::chrono::duration_cast<SystemTime::duration>(answer_timeout),
+      answer_timeout);
+  if (!answer) {
+    log::Info("app {} not told of its pending update: {}", component.ToString(),
+              answer.error().message());
+    return std::chrono::seconds(0);
+  }
+  switch (answer->kind) {
+    case supervisor::UpdateAnswer::Kind::kDeferred:
+      return answer->defer_for;
+    case supervisor::UpdateAnswer::Kind::kAcknowledged:
+      log::Info("app {} acknowledged its pending update", component.ToString());
+      return std::chrono::seconds(0);
+    case supervisor::UpdateAnswer::Kind::kNoAnswer:
+      log::Info("app {} did not answer its update notification in time; updating it",
+                component.ToString());
+      return std::chrono::seconds(0);
+  }
+  return std::chrono::seconds(0);
 }
 
 }  // namespace moat::device::agent

@@ -64,10 +64,14 @@ class AppRunner {
   static constexpr size_t kMaxLogBytes = 256 << 10;
   Result<std::string> Logs(const formats::Guid& component, supervisor::LogStream stream,
                            size_t lines) const;
-  // Supervisor::NotifyUpdatePending, for the update agent.
-  Result<supervisor::UpdateAnswer> NotifyUpdatePending(const formats::Guid& component,
-                                                       SystemTime deadline,
-                                                       std::chrono::milliseconds timeout);
+  // The update agent's UpdateHooks::update_pending: tells the app (Supervisor::
+  // NotifyUpdatePending, docs/supervisor.md "App services") that its update will be applied at
+  // now + answer_timeout and returns the deferral it asked for; 0 for "ok", no answer within
+  // `answer_timeout`, an app that is not running or lacks SystemEventNotifications.
+  std::chrono::seconds AskUpdateDeferral(const formats::Guid& component, SystemTime now,
+                                         std::chrono::milliseconds answer_timeout =
+                                             kUpdateAnswerTimeout);
+  static constexpr std::chrono::milliseconds kUpdateAnswerTimeout{10000};
   const InstanceClaim& instance() const { return instance_; }
 
  private:
