@@ -154,16 +154,16 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("{:<36}  {:<16} {:<10} {:<8} {:>8} {:>8}\n", "COMPONENT ID", "NAME",
                              "VERSION", "STATE", "LAUNCHES", "FAILURES");
     for (const auto& a : j["apps"]) {
-      std::cout << fmt::format("{:<36}  {:<16} {:<10} {:<8} {:>8} {:>8}\n",
-                               Str(a, "component_id"), Str(a, "name"), Str(a, "version"),
-                               Str(a, "state"), Str(a, "launches"), Str(a, "failures"));
+      std::cout << fmt::format("{:<36}  {:<16} {:<10} {:<8} {:>8} {:>8}\n", Str(a, "component_id"),
+                               Str(a, "name"), Str(a, "version"), Str(a, "state"),
+                               Str(a, "launches"), Str(a, "failures"));
     }
     return kExitOk;
   }
   if (app_show->parsed()) {
-    for (const char* key : {"component_id", "image_id", "name", "version", "state", "pid",
-                            "launches", "failures", "last_exit", "last_error",
-                            "next_start_in_ms"}) {
+    for (const char* key :
+         {"component_id", "image_id", "name", "version", "state", "pid", "launches", "failures",
+          "last_exit", "last_error", "next_start_in_ms"}) {
       std::cout << fmt::format("{:<18} {}\n", std::string(key) + ":", Str(j, key));
     }
     if (show_spec) std::cout << "sandbox spec:\n" << Str(j, "spec_text") << "\n";
@@ -174,10 +174,9 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (app_stop->parsed()) {
-    std::cout << (j.value("was_running", false) ? fmt::format("stopped {} ({})\n", app_id,
-                                                                Str(j, "exit"))
-                                                 : fmt::format("stopped {} (was not running)\n",
-                                                               app_id));
+    std::cout << (j.value("was_running", false)
+                      ? fmt::format("stopped {} ({})\n", app_id, Str(j, "exit"))
+                      : fmt::format("stopped {} (was not running)\n", app_id));
     return kExitOk;
   }
   if (app_logs->parsed()) {

@@ -23,9 +23,9 @@ using namespace moat;
 
 int main(int argc, char** argv) {
   if (argc < 7) {
-    std::fprintf(stderr,
-                 "usage: %s STATE_DIR BINARY NAME COMPONENT_ID VERSION CAPABILITIES_JSON [ARG...]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr, "usage: %s STATE_DIR BINARY NAME COMPONENT_ID VERSION CAPABILITIES_JSON [ARG...]\n",
+        argv[0]);
     return 2;
   }
   const std::filesystem::path state = argv[1];
@@ -38,9 +38,12 @@ int main(int argc, char** argv) {
   }
   Json args = Json::array();
   for (int i = 7; i < argc; ++i) args.push_back(argv[i]);
-  Json manifest = {{"SchemaVersion", 1},         {"Name", argv[3]},
-                   {"ComponentId", argv[4]},     {"EntryPoint", "/bin/test_app"},
-                   {"CmdArgs", args},            {"Capabilities", *capabilities},
+  Json manifest = {{"SchemaVersion", 1},
+                   {"Name", argv[3]},
+                   {"ComponentId", argv[4]},
+                   {"EntryPoint", "/bin/test_app"},
+                   {"CmdArgs", args},
+                   {"Capabilities", *capabilities},
                    {"ApplicationType", "Default"}};
   formats::ImagePackageHeader h;
   h.component_id = *component;

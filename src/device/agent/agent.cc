@@ -404,7 +404,8 @@ Json Agent::HandleControl(const Json& request) {
 }
 
 Json Agent::HandleAppControl(const std::string& command, const Json& request) {
-  if (!runner_) return {{"error", fmt::format("apps cannot run on this device: {}", runner_error_)}};
+  if (!runner_)
+    return {{"error", fmt::format("apps cannot run on this device: {}", runner_error_)}};
   if (command == "app-list") return {{"apps", runner_->List()}};
   auto error = [](const Error& e) { return Json{{"error", e.message()}}; };
   auto it = request.find("app");

@@ -100,7 +100,8 @@ void AppRunner::RemoveLeftovers() const {
 
 Result<supervisor::AppIds> AppRunner::IdsFor(const formats::Guid& component) {
   std::lock_guard lock(mu_);
-  MOAT_ASSIGN_OR_RETURN(supervisor::AppIds ids, supervisor::AllocateAppIds(ids_, component, instance_.ids));
+  MOAT_ASSIGN_OR_RETURN(supervisor::AppIds ids,
+                        supervisor::AllocateAppIds(ids_, component, instance_.ids));
   if (!ids_.contains(component)) {
     ids_[component] = ids;
     Json j = Json::object();

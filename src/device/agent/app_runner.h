@@ -68,9 +68,9 @@ class AppRunner {
   // NotifyUpdatePending, docs/supervisor.md "App services") that its update will be applied at
   // now + answer_timeout and returns the deferral it asked for; 0 for "ok", no answer within
   // `answer_timeout`, an app that is not running or lacks SystemEventNotifications.
-  std::chrono::seconds AskUpdateDeferral(const formats::Guid& component, SystemTime now,
-                                         std::chrono::milliseconds answer_timeout =
-                                             kUpdateAnswerTimeout);
+  std::chrono::seconds AskUpdateDeferral(
+      const formats::Guid& component, SystemTime now,
+      std::chrono::milliseconds answer_timeout = kUpdateAnswerTimeout);
   static constexpr std::chrono::milliseconds kUpdateAnswerTimeout{10000};
   const InstanceClaim& instance() const { return instance_; }
 

@@ -201,9 +201,9 @@ TEST(AppRunner, UpdatePendingIsToldToTheAppWhichMayDeferWithinTheBound) {
   };
 
   auto signer = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
-  const std::string v1 = AppPackage(
-      signer, "1.0", "events", R"("SystemEventNotifications":true,"SoftwareUpdateDeferral":true)",
-      "defer");
+  const std::string v1 =
+      AppPackage(signer, "1.0", "events",
+                 R"("SystemEventNotifications":true,"SoftwareUpdateDeferral":true)", "defer");
   repo.Publish({v1}, {signer.public_key()});
   auto o = (*agent)->Check(false);
   ASSERT_EQ(o.result, "ok") << o.detail;

@@ -1,8 +1,8 @@
 #include "device/agent/config.h"
 
-#include "device/update/update_agent.h"
 #include "device/agent/instance.h"
 #include "device/sandbox/sandbox_spec.h"
+#include "device/update/update_agent.h"
 
 #include <fstream>
 

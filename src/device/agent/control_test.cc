@@ -84,7 +84,9 @@ TEST(ControlTest, RefusesALiveSocketButReplacesAStaleOne) {
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", stale_path.c_str());
   ASSERT_EQ(::bind(stale.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
   stale.Reset();
-  auto replaced = ControlServer::Start(stale_path, [](const Json&) { return Json{{"who", "new"}}; });
+  auto replaced = ControlServer::Start(stale_path, [](const Json&) {
+    return Json{{"who", "new"}};
+  });
   ASSERT_TRUE(replaced.has_value()) << replaced.error().message();
   auto b = ControlCall(stale_path, {{"command", "status"}});
   ASSERT_TRUE(b.has_value()) << b.error().message();

@@ -116,8 +116,8 @@ Result<InstanceClaim> ClaimInstance(const Config& config) {
     MOAT_ASSIGN_OR_RETURN(claim.network_pool,
                           sandbox::Ipv4Subnet::Parse(config.supervisor.network_pool));
   } else {
-    MOAT_ASSIGN_OR_RETURN(claim.network_pool,
-                          sandbox::Ipv4Subnet::Parse(fmt::format("10.213.{}.0/22", 4 * claim.slot)));
+    MOAT_ASSIGN_OR_RETURN(claim.network_pool, sandbox::Ipv4Subnet::Parse(
+                                                  fmt::format("10.213.{}.0/22", 4 * claim.slot)));
   }
   claim.ids = {.first = kFirstAppUid + kUidsPerSlot * claim.slot, .count = kUidsPerSlot};
   if (remembered != chosen) {

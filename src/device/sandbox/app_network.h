@@ -20,9 +20,9 @@
 // BuildNftRuleset() prints the exact script (docs/sandbox.md shows one).
 //
 // Requirements: root (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables; tested with 1.0.6;
-// kernel nf_tables with inet nat, Linux >= 5.2). For forwarded traffic the uplink interface must forward too
-// (net.ipv4.conf.<uplink>.forwarding=1): that is the device's network configuration, which moatd
-// does not change; only the app's own interface is switched on here.
+// kernel nf_tables with inet nat, Linux >= 5.2). For forwarded traffic the uplink interface must
+// forward too (net.ipv4.conf.<uplink>.forwarding=1): that is the device's network configuration,
+// which moatd does not change; only the app's own interface is switched on here.
 //
 // Threading: an AppNetwork is used by one thread at a time. Attach() starts one short-lived thread
 // (to enter the sandbox's network namespace without moving the caller).

@@ -410,9 +410,8 @@ Result<void> UpdateAgent::RunInto(UpdateOutcome& out, Fetcher fetcher, const std
       auto d = deferrals_.find(t->component_id);
       const SystemTime limit = first_offered_[t->image_id] + options_.max_deferral;
       // The app-facing protocol: ask the app itself (unless a deferral is still in force).
-      if (manifest && manifest->capabilities.system_event_notifications &&
-          hooks_.update_pending && (d == deferrals_.end() || out.at >= d->second) &&
-          out.at < limit) {
+      if (manifest && manifest->capabilities.system_event_notifications && hooks_.update_pending &&
+          (d == deferrals_.end() || out.at >= d->second) && out.at < limit) {
         const std::chrono::seconds asked = hooks_.update_pending(t->component_id, out.at);
         if (asked > std::chrono::seconds(0) && manifest->capabilities.software_update_deferral) {
           deferrals_[t->component_id] =
