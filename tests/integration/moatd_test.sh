@@ -324,6 +324,19 @@ EOF
   [[ -z $(instance_network "$i1")$(instance_network "$i2") ]] && pass || fail "network left after SIGTERM"
   [[ -z $(instance_cgroups "$i1")$(instance_cgroups "$i2") ]] && pass || fail "cgroups left after SIGTERM"
   ! alive "$other_pid" && pass || fail "an app outlived its moatd"
+
+  # End to end with the service: an attested device's crashing app, its events uploaded.
+  kill -TERM "$good_pid"; wait "$good_pid"
+  jq --arg b "$board" --arg r "$work/run" '.supervisor = {board: $b, run_dir: $r}' \
+    "$work/good/moatd.json" > "$work/good/apps.json"
+  "$install_app" "$work/good/state" "$test_app" crasher "$crasher" 1.0 '{}' crash >/dev/null
+  "$moatd" --config "$work/good/apps.json" >"$work/good/moatd-apps.log" 2>&1 &
+  good_pid=$!; pids+=("$good_pid")
+  wait_for 30 "the crash events are uploaded" -- \
+    status_is "$sock" '.failure_queue.events == 0 and ([.apps[] | select(.failures >= 2)] | length) == 1'
+  expect 0 "report buckets" -- "$moat" --config "$cfg" report buckets --tenant acme
+  grep -E "^[0-9]+ +[^ ]+ +$crasher .*AppCrash \(.*signal_status=11" "$work/out" >/dev/null && pass || fail "the app's crashes are not in a bucket: $(cat "$work/out")"
+  kill -TERM "$good_pid"; wait "$good_pid"
 fi
 
 echo "$passes passed, $failures failed"
