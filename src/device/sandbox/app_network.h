@@ -112,7 +112,7 @@ struct InstanceNetwork {
   std::vector<std::string> interfaces;
   std::vector<std::string> tables;
 };
-// Lists them (kFailedPrecondition if `nft` is missing; an interface list without tables then).
+// Lists them (without `nft` on the host, interfaces only: no app network can have been made).
 Result<InstanceNetwork> ListInstanceNetwork(std::string_view instance_id);
 // Removes every interface and table of moatd instance `instance_id` (what a moatd killed with
 // SIGKILL left behind; moatd calls it at start, before any app runs). Only exact
