@@ -69,6 +69,26 @@ int main(int argc, char** argv) {
   update_defer->add_option("MINUTES", defer_minutes, "How long")
       ->required()
       ->check(CLI::Range(1, 7 * 24 * 60));
+  auto* apps = app.add_subcommand("app", "The installed apps");
+  apps->require_subcommand(1);
+  auto* app_list = apps->add_subcommand("list", "Every app: state, launches, failures");
+  std::string app_id;
+  bool show_spec = false, stderr_stream = false;
+  int log_lines = 100;
+  auto* app_show = apps->add_subcommand("show", "One app's status (and its sandbox spec)");
+  app_show->add_option("ID", app_id, "Component ID or app name")->required();
+  app_show->add_flag("--spec", show_spec, "Also print the sandbox spec");
+  auto* app_start = apps->add_subcommand("start", "Start an app stopped with 'app stop'");
+  app_start->add_option("ID", app_id, "Component ID or app name")->required();
+  auto* app_stop =
+      apps->add_subcommand("stop", "Stop an app and keep it stopped (until 'app start')");
+  app_stop->add_option("ID", app_id, "Component ID or app name")->required();
+  auto* app_logs = apps->add_subcommand("logs", "The end of an app's stdout (or stderr) log");
+  app_logs->add_option("ID", app_id, "Component ID or app name")->required();
+  app_logs->add_flag("--stderr", stderr_stream, "The stderr log instead of stdout");
+  app_logs->add_option("--lines", log_lines, "How many lines")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -100,6 +120,19 @@ int main(int argc, char** argv) {
     request = {
         {"command", "update-defer"}, {"component_id", defer_component}, {"minutes", defer_minutes}};
   }
+  if (app_list->parsed()) {
+    request = {{"command", "app-list"}};
+  } else if (app_show->parsed()) {
+    request = {{"command", "app-show"}, {"app", app_id}, {"spec", show_spec}};
+  } else if (app_start->parsed() || app_stop->parsed()) {
+    request = {{"command", app_start->parsed() ? "app-start" : "app-stop"}, {"app", app_id}};
+    timeout = std::chrono::seconds(60);  // the stop grace period, then SIGKILL
+  } else if (app_logs->parsed()) {
+    request = {{"command", "app-logs"},
+               {"app", app_id},
+               {"stream", stderr_stream ? "stderr" : "stdout"},
+               {"lines", log_lines}};
+  }
   auto answer = moat::device::agent::ControlCall(socket, request, timeout);
   if (!answer) {
     std::cerr << "moatctl: " << answer.error().message() << "\n";
@@ -116,6 +149,39 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("{:<18} {}\n", "detail:", Str(j, "detail"));
     std::cout << fmt::format("{:<18} {}\n", "reported:", Str(j, "reported"));
     return j.value("result", "") == "failed" ? kExitFailure : kExitOk;
+  }
+  if (app_list->parsed()) {
+    std::cout << fmt::format("{:<36}  {:<16} {:<10} {:<8} {:>8} {:>8}\n", "COMPONENT ID", "NAME",
+                             "VERSION", "STATE", "LAUNCHES", "FAILURES");
+    for (const auto& a : j["apps"]) {
+      std::cout << fmt::format("{:<36}  {:<16} {:<10} {:<8} {:>8} {:>8}\n", Str(a, "component_id"),
+                               Str(a, "name"), Str(a, "version"), Str(a, "state"),
+                               Str(a, "launches"), Str(a, "failures"));
+    }
+    return kExitOk;
+  }
+  if (app_show->parsed()) {
+    for (const char* key :
+         {"component_id", "image_id", "name", "version", "state", "pid", "launches", "failures",
+          "last_exit", "last_error", "next_start_in_ms"}) {
+      std::cout << fmt::format("{:<18} {}\n", std::string(key) + ":", Str(j, key));
+    }
+    if (show_spec) std::cout << "sandbox spec:\n" << Str(j, "spec_text") << "\n";
+    return kExitOk;
+  }
+  if (app_start->parsed()) {
+    std::cout << "started " << app_id << "\n";
+    return kExitOk;
+  }
+  if (app_stop->parsed()) {
+    std::cout << (j.value("was_running", false)
+                      ? fmt::format("stopped {} ({})\n", app_id, Str(j, "exit"))
+                      : fmt::format("stopped {} (was not running)\n", app_id));
+    return kExitOk;
+  }
+  if (app_logs->parsed()) {
+    std::cout << Str(j, "text");
+    return kExitOk;
   }
   if (update_defer->parsed()) {
     std::cout << "deferred until " << Str(j, "deferred_until") << "\n";

@@ -3,9 +3,12 @@
 # self-certified identity, attestation, a 24 h client certificate that third-party tools
 # accept, identity across restarts, a device whose OS is not known-good (update certificate
 # only, security event), and moatd staying up while the service is down.
-#   moatd_test.sh MOAT MOAT_SERVICE MOATD MOATCTL
+# As root, apps under real moatd (offline) too: moatctl app list/show/start/stop/logs, a crashing
+# app's events in the failure queue with their stacks, and two moatd instances side by side, one
+# killed with SIGKILL and restarted, cleaning up after itself without touching the other.
+#   moatd_test.sh MOAT MOAT_SERVICE MOATD MOATCTL INSTALL_APP TEST_APP BOARD
 set -uo pipefail
-moat=$1 service=$2 moatd=$3 moatctl=$4
+moat=$1 service=$2 moatd=$3 moatctl=$4 install_app=$5 test_app=$6 board=$7
 work=$(mktemp -d /tmp/moatd-test-XXXXXX)
 pids=()
 cleanup() {
@@ -197,6 +200,144 @@ contains "not one of its 1 known-good value" "the reason is shown on the device"
 expect 0 "security events" -- "$moat" --config "$cfg" security-event list --tenant acme
 contains "$odd_id" "the failure is a security event"
 contains "attestation.measurement-mismatch" "security event kind"
+
+# --- apps under real moatd instances (root only: sandboxes). Offline: the service URL is a
+# closed port, so failure events stay in the queue for the test to read.
+instance_network() {  # instance_network INSTANCE: its nftables tables and interfaces, one a line
+  nft list tables 2>/dev/null | grep -F "table inet moat/$1/"
+  for i in /sys/class/net/*; do
+    [[ $(cat "$i/ifalias" 2>/dev/null) == moat/$1/* ]] && echo "interface $(basename "$i")"
+  done
+  return 0
+}
+alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]; }  # zombies are dead
+instance_cgroups() { find /sys/fs/cgroup -maxdepth 3 -type d -name "moat-$1" 2>/dev/null; }
+app_json() {  # app_json SOCKET COMPONENT JQ: the expression over that app's app-show answer
+  local out
+  out=$("$moatctl" --socket "$1" --json app show "$2" 2>/dev/null) || return 1
+  [[ -n $out ]] && jq -e "$3" <<<"$out" >/dev/null
+}
+if [[ $(id -u) -ne 0 ]]; then
+  echo "SKIP: the app checks need root (sandboxes)"
+else
+  root_pem="$data/pki/root-ca.crt"
+  make_app_device() {  # make_app_device NAME
+    mkdir -p "$work/$1"
+    cat > "$work/$1/moatd.json" <<EOF
+{"service_url": "https://127.0.0.1:1", "service_root_certificate": "$root_pem",
+ "state_dir": "$work/$1/state", "update": {"enabled": false},
+ "attestation": {"retry_initial_seconds": 60, "retry_max_seconds": 120},
+ "supervisor": {"board": "$board", "run_dir": "$work/run"}}
+EOF
+  }
+  served=11111111-2222-4333-8444-555555555555
+  crasher=11111111-2222-4333-8444-666666666666
+  other=11111111-2222-4333-8444-777777777777
+  make_app_device apps1
+  make_app_device apps2
+  expect 0 "install a server app" -- "$install_app" "$work/apps1/state" "$test_app" server "$served" 1.0 \
+    '{"AllowedTcpServerPorts":[8080]}' sleep
+  expect 0 "install a crashing app" -- "$install_app" "$work/apps1/state" "$test_app" crasher "$crasher" 1.0 '{}' crash
+  expect 0 "install the other instance's app" -- "$install_app" "$work/apps2/state" "$test_app" other "$other" 1.0 \
+    '{"AllowedTcpServerPorts":[8081]}' sleep
+  "$moatd" --config "$work/apps1/moatd.json" >"$work/apps1/moatd.log" 2>&1 &
+  apps1_pid=$!; pids+=("$apps1_pid")
+  "$moatd" --config "$work/apps2/moatd.json" >"$work/apps2/moatd.log" 2>&1 &
+  apps2_pid=$!; pids+=("$apps2_pid")
+  s1="$work/apps1/state/moatctl.sock" s2="$work/apps2/state/moatctl.sock"
+  wait_for 15 "instance 1's server app runs" -- app_json "$s1" server '.state == "running"'
+  wait_for 15 "instance 2's app runs" -- app_json "$s2" other '.state == "running"'
+  i1=$(jq -r .instance_id "$work/apps1/state/instance.json") i2=$(jq -r .instance_id "$work/apps2/state/instance.json")
+  [[ $i1 =~ ^m[0-9a-f]{10}$ && $i2 =~ ^m[0-9a-f]{10}$ && $i1 != "$i2" ]] && pass || fail "instance IDs '$i1' '$i2'"
+  [[ $(jq .slot "$work/apps1/state/instance.json") != $(jq .slot "$work/apps2/state/instance.json") ]] && pass || fail "both instances in one slot"
+  # A second moatd on the same control socket, or the same instance (state directory), is
+  # refused: it would take the first one's socket, or kill its apps "cleaning up".
+  expect 1 "a second moatd on instance 1's socket" -- timeout 20 "$moatd" --config "$work/apps1/moatd.json"
+  contains "another moatd is listening on $s1" "the refusal names the socket"
+  make_app_device apps3
+  jq --arg i "$i1" '.supervisor.instance_id = $i' "$work/apps3/moatd.json" > "$work/apps3/same-instance.json"
+  "$install_app" "$work/apps3/state" "$test_app" third "$other" 1.0 '{}' sleep >/dev/null
+  expect 1 "a second moatd with instance 1's ID" -- timeout 20 "$moatd" --config "$work/apps3/same-instance.json"
+  contains "another moatd runs as instance '$i1'" "the refusal names the instance"
+  app_json "$s1" server '.state == "running" and .launches == 1' && pass || fail "the refused moatd disturbed the first"
+
+  # moatctl app ...
+  expect 0 "moatctl app list" -- "$moatctl" --socket "$s1" app list
+  contains "$served  server" "the list names the server app"
+  contains "$crasher  crasher" "the list names the crashing app"
+  expect 0 "moatctl --json app list" -- "$moatctl" --socket "$s1" --json app list
+  [[ $(jq '.apps | length' "$work/out") == 2 ]] && pass || fail "app list --json: $(cat "$work/out")"
+  expect 0 "moatctl app show" -- "$moatctl" --socket "$s1" app show server
+  contains "state:             running" "show gives the state"
+  expect 0 "moatctl app show --spec" -- "$moatctl" --socket "$s1" app show "$served" --spec
+  contains "(moatd instance '$i1')" "the spec names the instance"
+  contains "uid/gid:" "the spec shows the app's ids"
+  expect 0 "moatctl --json app show --spec" -- "$moatctl" --socket "$s1" --json app show server --spec
+  jq -e '.spec.instance_id != null and .spec.app_name == "'"$served"'"' "$work/out" >/dev/null && pass || fail "spec JSON: $(head -c 300 "$work/out")"
+  wait_for 10 "moatctl app logs shows the app's stdout" -- bash -c "'$moatctl' --socket '$s1' app logs server | grep -qx sleeping"
+  expect 0 "moatctl app logs --stderr --lines 1" -- "$moatctl" --socket "$s1" app logs server --stderr --lines 1
+  expect 0 "moatctl --json app logs" -- "$moatctl" --socket "$s1" --json app logs server --lines 5
+  contains '"stream": "stdout"' "logs JSON names the stream"
+  for cmd in "show" "start" "stop" "logs"; do
+    expect 1 "moatctl app $cmd of an unknown app" -- "$moatctl" --socket "$s1" app "$cmd" no-such-app
+    contains "no app 'no-such-app' on this device" "app $cmd names the unknown app"
+  done
+  server_pid=$("$moatctl" --socket "$s1" --json app show server | jq .pid)
+  expect 0 "moatctl app stop" -- "$moatctl" --socket "$s1" app stop server
+  contains "stopped server" "stop answers"
+  ! alive "$server_pid" && pass || fail "the app's process survived app stop"
+  app_json "$s1" server '.state == "stopped" and .pid == null' && pass || fail "app not stopped"
+  expect 1 "moatctl app start of a running app" -- "$moatctl" --socket "$s2" app start other
+  expect 0 "moatctl app start" -- "$moatctl" --socket "$s1" app start server
+  wait_for 10 "the app runs again" -- app_json "$s1" server '.state == "running" and .launches == 2'
+
+  # Crash capture into the failure queue: events with the signal and a stack whose frames name
+  # the binary's build ID.
+  wait_for 15 "the crashing app's events reach the failure queue" -- \
+    bash -c "grep -l '\"kind\":\"app_crash\"' '$work/apps1/state/failures/'*.json"
+  ev=$(grep -l "\"component_id\":\"$crasher\"" "$work/apps1/state/failures/"*.json | head -1)
+  jq -e '.kind == "app_crash" and .signal == 11 and .code == 1 and (.stack | length) >= 2
+         and .stack[0].module == "test_app" and (.stack[0].build_id | test("^[0-9a-f]{40}$"))' \
+    "$ev" >/dev/null && pass || fail "crash event: $(cat "$ev")"
+  app_json "$s1" crasher '.failures >= 1' && pass || fail "the crasher's failures are not counted"
+
+  # Two instances: kill -9 the first; its app and network are left behind...
+  other_pid=$("$moatctl" --socket "$s2" --json app show other | jq .pid)
+  server_pid=$("$moatctl" --socket "$s1" --json app show server | jq .pid)
+  kill -9 "$apps1_pid"; wait "$apps1_pid" 2>/dev/null
+  [[ -n $(instance_network "$i1") ]] && pass || fail "kill -9 left no network to clean up (test is vacuous)"
+  [[ -n $(instance_cgroups "$i1") ]] && pass || fail "kill -9 left no cgroup to clean up (test is vacuous)"
+  # ... and removed at the next start even for an app that is no longer installed.
+  rm -rf "$work/apps1/state/apps/$served"
+  "$moatd" --config "$work/apps1/moatd.json" >"$work/apps1/moatd2.log" 2>&1 &
+  apps1_pid=$!; pids+=("$apps1_pid")
+  wait_for 15 "instance 1 restarted" -- app_json "$s1" crasher '.launches >= 1'
+  ! alive "$server_pid" && pass || fail "the dead run's app process survived the restart"
+  [[ -z $(instance_network "$i1") ]] && pass || fail "leftover network of the dead run: $(instance_network "$i1")"
+  [[ -z $(find /sys/fs/cgroup -maxdepth 4 -type d -path "*moat-$i1/$served") ]] && pass || fail "leftover cgroup of the dead run"
+  grep -q "left by an earlier run" "$work/apps1/moatd2.log" && pass || fail "the cleanup is not logged"
+  # The other instance's app was not touched.
+  app_json "$s2" other ".state == \"running\" and .pid == $other_pid and .launches == 1" && pass || fail "instance 2's app was disturbed"
+  [[ $(instance_network "$i2" | wc -l) -eq 2 ]] && pass || fail "instance 2's network: $(instance_network "$i2")"
+  # A moatd that stops removes what it created.
+  kill -TERM "$apps1_pid" "$apps2_pid"; wait "$apps1_pid" "$apps2_pid"
+  [[ -z $(instance_network "$i1")$(instance_network "$i2") ]] && pass || fail "network left after SIGTERM"
+  [[ -z $(instance_cgroups "$i1")$(instance_cgroups "$i2") ]] && pass || fail "cgroups left after SIGTERM"
+  ! alive "$other_pid" && pass || fail "an app outlived its moatd"
+
+  # End to end with the service: an attested device's crashing app, its events uploaded.
+  kill -TERM "$good_pid"; wait "$good_pid"
+  jq --arg b "$board" --arg r "$work/run" '.supervisor = {board: $b, run_dir: $r}' \
+    "$work/good/moatd.json" > "$work/good/apps.json"
+  "$install_app" "$work/good/state" "$test_app" crasher "$crasher" 1.0 '{}' crash >/dev/null
+  "$moatd" --config "$work/good/apps.json" >"$work/good/moatd-apps.log" 2>&1 &
+  good_pid=$!; pids+=("$good_pid")
+  wait_for 30 "the crash events are uploaded" -- \
+    status_is "$sock" '.failure_queue.events == 0 and ([.apps[] | select(.failures >= 2)] | length) == 1'
+  expect 0 "report buckets" -- "$moat" --config "$cfg" report buckets --tenant acme
+  grep -E "^[0-9]+ +[^ ]+ +$crasher .*AppCrash \(.*signal_status=11" "$work/out" >/dev/null && pass || fail "the app's crashes are not in a bucket: $(cat "$work/out")"
+  kill -TERM "$good_pid"; wait "$good_pid"
+fi
 
 echo "$passes passed, $failures failed"
 [[ $failures -eq 0 ]]

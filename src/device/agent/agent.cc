@@ -156,6 +156,10 @@ Result<void> Agent::StartApps() {
     if (runner_) runner_->Stop(component);
   };
   hooks.running = [this] { return runner_ ? runner_->Running() : std::vector<formats::Guid>(); };
+  // The app-facing half of update deferral (AppRunner::AskUpdateDeferral).
+  hooks.update_pending = [this](const formats::Guid& component, SystemTime now) {
+    return runner_ ? runner_->AskUpdateDeferral(component, now) : std::chrono::seconds(0);
+  };
   MOAT_ASSIGN_OR_RETURN(update_,
                         update::UpdateAgent::Open(config_.state_dir, *apps_, transport_.get(),
                                                   std::move(hooks), clock_, std::move(options)));
@@ -392,8 +396,53 @@ Json Agent::HandleControl(const Json& request) {
     if (!until) return {{"error", until.error().message()}};
     return {{"ok", true}, {"deferred_until", FormatRfc3339(*until)}};
   }
+  if (command.starts_with("app-")) return HandleAppControl(command, request);
   return {{"error", fmt::format("unknown command '{}' (status, identity, attest, update-now, "
-                                "update-apply, update-defer)",
+                                "update-apply, update-defer, app-list, app-show, app-start, "
+                                "app-stop, app-logs)",
+                                command.substr(0, 32))}};
+}
+
+Json Agent::HandleAppControl(const std::string& command, const Json& request) {
+  if (!runner_)
+    return {{"error", fmt::format("apps cannot run on this device: {}", runner_error_)}};
+  if (command == "app-list") return {{"apps", runner_->List()}};
+  auto error = [](const Error& e) { return Json{{"error", e.message()}}; };
+  auto it = request.find("app");
+  if (it == request.end() || !it->is_string() || it->get<std::string>().empty()) {
+    return {{"error", fmt::format("{} needs \"app\" (a component ID or app name)", command)}};
+  }
+  auto component = runner_->Resolve(it->get<std::string>());
+  if (!component) return error(component.error());
+  if (command == "app-show") {
+    auto shown = runner_->Show(*component, request.value("spec", false));
+    return shown ? *shown : error(shown.error());
+  }
+  if (command == "app-stop") {
+    auto stopped = runner_->StopApp(*component);
+    return stopped ? *stopped : error(stopped.error());
+  }
+  if (command == "app-start") {
+    auto started = runner_->StartApp(*component);
+    if (!started) return error(started.error());
+    return {{"ok", true}};
+  }
+  if (command == "app-logs") {
+    const std::string stream = request.value("stream", "stdout");
+    if (stream != "stdout" && stream != "stderr") {
+      return {{"error", "app-logs: \"stream\" must be \"stdout\" or \"stderr\""}};
+    }
+    const int64_t lines = request.value("lines", int64_t{100});
+    if (lines < 1 || lines > 100000) return {{"error", "app-logs: \"lines\" must be 1..100000"}};
+    auto text = runner_->Logs(
+        *component,
+        stream == "stdout" ? supervisor::LogStream::kStdout : supervisor::LogStream::kStderr,
+        static_cast<size_t>(lines));
+    if (!text) return error(text.error());
+    return {{"component_id", component->ToString()}, {"stream", stream}, {"text", *text}};
+  }
+  return {{"error", fmt::format("unknown command '{}' (app-list, app-show, app-start, app-stop, "
+                                "app-logs)",
                                 command.substr(0, 32))}};
 }
 

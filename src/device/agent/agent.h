@@ -69,6 +69,9 @@ class Agent {
   Result<void> RunApp(const update::InstalledApp& app);
   Result<void> SendReports(std::span<const formats::FailureEvent> events);
   Json HandleControl(const Json& request);
+  // `moatctl app ...`: app-list, app-show {app, spec}, app-start/app-stop {app},
+  // app-logs {app, stream: stdout|stderr, lines}.
+  Json HandleAppControl(const std::string& command, const Json& request);
 
   const Config config_;
   const Clock& clock_;

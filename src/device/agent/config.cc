@@ -1,5 +1,7 @@
 #include "device/agent/config.h"
 
+#include "device/agent/instance.h"
+#include "device/sandbox/sandbox_spec.h"
 #include "device/update/update_agent.h"
 
 #include <fstream>
@@ -143,7 +145,28 @@ Result<Config> ParseConfig(std::string_view text, const std::filesystem::path& b
     MOAT_ASSIGN_OR_RETURN(std::string board, o.OptionalString("board", 4096));
     if (!board.empty()) c.supervisor.board = Resolve(base, board);
     MOAT_ASSIGN_OR_RETURN(std::string instance, o.OptionalString("instance_id", 32));
-    if (!instance.empty()) c.supervisor.instance_id = instance;
+    if (!instance.empty()) {
+      if (!sandbox::IsValidSandboxName(instance)) {
+        return Fail(ErrorCode::kInvalidArgument,
+                    "config.supervisor.instance_id: '{}' is not a name ([A-Za-z0-9_.-]{{1,32}})",
+                    instance);
+      }
+      c.supervisor.instance_id = instance;
+    }
+    MOAT_ASSIGN_OR_RETURN(std::string run_dir, o.OptionalString("run_dir", 1024));
+    if (!run_dir.empty()) c.supervisor.run_dir = Resolve(base, run_dir);
+    MOAT_ASSIGN_OR_RETURN(c.supervisor.network_pool, o.OptionalString("network_pool", 32));
+    if (!c.supervisor.network_pool.empty()) {
+      auto pool = sandbox::Ipv4Subnet::Parse(c.supervisor.network_pool);
+      if (!pool) {
+        return Fail(pool.error().WithContext("config.supervisor.network_pool"));
+      }
+      if (pool->prefix_len > 30) {
+        return Fail(ErrorCode::kInvalidArgument,
+                    "config.supervisor.network_pool: '{}' holds no /30 link",
+                    c.supervisor.network_pool);
+      }
+    }
     MOAT_ASSIGN_OR_RETURN(auto crashes, o.OptionalInt("crash_loop_crashes", 1, 1000));
     if (crashes) c.supervisor.crash_loop_crashes = static_cast<uint32_t>(*crashes);
     MOAT_ASSIGN_OR_RETURN(auto window, o.OptionalInt("crash_loop_window_seconds", 1, 86400));
@@ -151,6 +174,7 @@ Result<Config> ParseConfig(std::string_view text, const std::filesystem::path& b
     MOAT_TRY(o.NoOtherFields());
   }
   MOAT_TRY(r.NoOtherFields());
+  if (c.supervisor.instance_id.empty()) c.supervisor.instance_id = DefaultInstanceId(c.state_dir);
   return c;
 }
 

@@ -51,9 +51,15 @@ struct UpdateSettings {
 
 // Running apps (docs/moatd.md, "Apps").
 struct SupervisorSettings {
-  std::filesystem::path board;        // the board's hardware definition (JSON); empty: none
-  std::string instance_id = "moatd";  // names the cgroups and network of this moatd's apps
-  uint32_t crash_loop_crashes = 5;    // N crashes ...
+  std::filesystem::path board;  // the board's hardware definition (JSON); empty: none
+  // Names the cgroups and network of this moatd's apps ([A-Za-z0-9_.-]{1,32}); default:
+  // DefaultInstanceId(state_dir) (instance.h), so each state directory is its own instance.
+  std::string instance_id;
+  // The host-wide instance registry (instance.h); "/run/moat".
+  std::filesystem::path run_dir = "/run/moat";
+  // The app links' pool ("10.213.0.0/22"); empty: from the instance's slot (instance.h).
+  std::string network_pool;
+  uint32_t crash_loop_crashes = 5;              // N crashes ...
   std::chrono::seconds crash_loop_window{600};  // ... within T make a crash loop
 };
 

@@ -1,7 +1,10 @@
 #include "device/agent/config.h"
+#include "device/agent/instance.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "core/file.h"
 
 namespace moat::device::agent {
 namespace {
@@ -101,6 +104,83 @@ TEST(ConfigTest, UpdateAndSupervisorSections) {
           "supervisor":{"crash_loop_crashes":0}})",
       "/");
   ASSERT_FALSE(bad);
+}
+
+TEST(ConfigTest, InstanceDefaultsToOnePerStateDirectory) {
+  auto parse = [](std::string_view state, std::string_view supervisor = "{}") {
+    return ParseConfig(fmt::format(R"({{"service_url":"https://m:1","service_root_certificate":"/r",
+                                       "state_dir":"{}","supervisor":{}}})",
+                                   state, supervisor),
+                       "/etc/moat");
+  };
+  auto a = parse("/var/lib/moat-a"), b = parse("/var/lib/moat-b"), a2 = parse("/var/lib/./moat-a");
+  ASSERT_TRUE(a && b && a2);
+  EXPECT_THAT(a->supervisor.instance_id, ::testing::MatchesRegex("m[0-9a-f]{10}"));
+  EXPECT_NE(a->supervisor.instance_id, b->supervisor.instance_id);
+  EXPECT_EQ(a->supervisor.instance_id, a2->supervisor.instance_id);  // the same directory
+  EXPECT_EQ(a->supervisor.instance_id, DefaultInstanceId("/var/lib/moat-a"));
+  EXPECT_EQ(a->supervisor.run_dir, "/run/moat");
+  EXPECT_TRUE(a->supervisor.network_pool.empty());
+
+  auto c = parse("/s", R"({"instance_id":"dev-1","run_dir":"run","network_pool":"10.99.0.0/24"})");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->supervisor.instance_id, "dev-1");
+  EXPECT_EQ(c->supervisor.run_dir, "/etc/moat/run");
+  EXPECT_EQ(c->supervisor.network_pool, "10.99.0.0/24");
+
+  for (const auto& [supervisor, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"instance_id":"a/b"})", "config.supervisor.instance_id: 'a/b' is not a name"},
+           {R"({"network_pool":"10.99.0.1/24"})", "config.supervisor.network_pool"},
+           {R"({"network_pool":"10.99.0.0/31"})", "holds no /30 link"}}) {
+    auto bad = parse("/s", supervisor);
+    ASSERT_FALSE(bad) << supervisor;
+    EXPECT_THAT(bad.error().message(), HasSubstr(expected)) << supervisor;
+  }
+}
+
+// Two instances never share a slot (so neither a network pool nor a uid range); an instance keeps
+// its slot across restarts and cannot be claimed twice at once.
+TEST(InstanceTest, SlotsAreExclusiveAndStable) {
+  auto dir = TempDir::Create("moat-instance");
+  ASSERT_TRUE(dir);
+  auto config = [&](std::string_view name) {
+    Config c;
+    c.state_dir = dir->path() / name;
+    EXPECT_TRUE(MakeDirectories(c.state_dir, 0700));
+    c.supervisor.instance_id = std::string(name);
+    c.supervisor.run_dir = dir->path() / "run";
+    return c;
+  };
+  const Config a = config("a"), b = config("b");
+  std::optional<InstanceClaim> first;
+  {
+    auto claim = ClaimInstance(a);
+    ASSERT_TRUE(claim) << claim.error().message();
+    first = std::move(*claim);
+  }
+  auto again = ClaimInstance(a);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_THAT(again.error().message(), HasSubstr("another moatd runs as instance 'a'"));
+  auto other = ClaimInstance(b);
+  ASSERT_TRUE(other) << other.error().message();
+  EXPECT_NE(other->slot, first->slot);
+  EXPECT_NE(other->network_pool.ToString(), first->network_pool.ToString());
+  EXPECT_NE(other->ids.first, first->ids.first);
+  EXPECT_EQ(first->network_pool.ToString(), fmt::format("10.213.{}.0/22", 4 * first->slot));
+  EXPECT_EQ(first->ids.first, 70000u + 1000u * first->slot);
+  // Released (moatd stopped or died): claimed again, in the same slot.
+  const uint32_t slot = first->slot;
+  first.reset();
+  auto restarted = ClaimInstance(a);
+  ASSERT_TRUE(restarted) << restarted.error().message();
+  EXPECT_EQ(restarted->slot, slot);
+  // A configured pool wins over the slot's.
+  Config c = config("c");
+  c.supervisor.network_pool = "10.99.0.0/24";
+  auto pooled = ClaimInstance(c);
+  ASSERT_TRUE(pooled);
+  EXPECT_EQ(pooled->network_pool.ToString(), "10.99.0.0/24");
 }
 
 }  // namespace

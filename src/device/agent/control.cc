@@ -85,6 +85,15 @@ Result<std::unique_ptr<ControlServer>> ControlServer::Start(const std::filesyste
     if (!S_ISSOCK(st.st_mode)) {
       return Fail(ErrorCode::kAlreadyExists, "{} exists and is not a socket", path.string());
     }
+    // A socket someone still listens on is another moatd's, not a leftover.
+    MOAT_ASSIGN_OR_RETURN(sockaddr_un live, Address(path));
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe) return Fail(ErrnoError("socket", path, errno));
+    if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&live), sizeof live) == 0) {
+      return Fail(ErrorCode::kAlreadyExists,
+                  "another moatd is listening on {} (give each moatd its own control_socket)",
+                  path.string());
+    }
     if (::unlink(path.c_str()) != 0) return Fail(ErrnoError("unlink", path, errno));
   }
   MOAT_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));

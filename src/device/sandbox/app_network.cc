@@ -14,12 +14,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <system_error>
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/file.h"
 #include "core/log.h"
@@ -338,6 +341,66 @@ Result<void> AppNetwork::Teardown() {
   }
   attached_ = false;
   return Ok();
+}
+
+Result<InstanceNetwork> ListInstanceNetwork(std::string_view instance_id) {
+  if (instance_id.empty() || instance_id.find('/') != std::string_view::npos) {
+    return Fail(ErrorCode::kInvalidArgument, "'{}' is not a valid instance id", instance_id);
+  }
+  const std::string prefix = fmt::format("moat/{}/", instance_id);
+  InstanceNetwork out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/sys/class/net", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (InterfaceAlias(name).starts_with(prefix)) out.interfaces.push_back(name);
+  }
+  if (ec) return Fail(ErrorCode::kIo, "listing /sys/class/net: {}", ec.message());
+  auto nft = FindHostTool("nft");
+  if (!nft) {
+    // Without nft no app network was ever made here (AppNetwork::Create needs it): no tables.
+    std::sort(out.interfaces.begin(), out.interfaces.end());
+    return out;
+  }
+  MOAT_ASSIGN_OR_RETURN(std::string tables, RunHostTool({nft->string(), "list", "tables"}));
+  // One "table <family> <name>" per line.
+  for (size_t pos = 0; pos < tables.size();) {
+    size_t end = tables.find('\n', pos);
+    if (end == std::string::npos) end = tables.size();
+    std::string_view line(tables.data() + pos, end - pos);
+    pos = end + 1;
+    constexpr std::string_view kInet = "table inet ";
+    if (line.starts_with(kInet) && line.substr(kInet.size()).starts_with(prefix)) {
+      out.tables.emplace_back(line.substr(kInet.size()));
+    }
+  }
+  std::sort(out.interfaces.begin(), out.interfaces.end());
+  std::sort(out.tables.begin(), out.tables.end());
+  return out;
+}
+
+Result<InstanceNetwork> RemoveInstanceNetwork(std::string_view instance_id) {
+  MOAT_ASSIGN_OR_RETURN(InstanceNetwork found, ListInstanceNetwork(instance_id));
+  if (found.interfaces.empty() && found.tables.empty()) return found;
+  auto ip = FindHostTool("ip");
+  auto nft = FindHostTool("nft");  // found: there are tables
+  if (!ip && !found.interfaces.empty()) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "ip (iproute2) is not installed: cannot remove interfaces {}",
+                fmt::join(found.interfaces, ", "));
+  }
+  for (const std::string& dev : found.interfaces) {
+    log::Warn("removing interface {} left by an earlier run of moatd instance '{}'", dev,
+              instance_id);
+    auto removed = RunHostTool({ip->string(), "link", "del", "dev", dev});
+    if (!removed && NetworkInterfaceExists(dev)) return Fail(removed.error());
+  }
+  for (const std::string& table : found.tables) {
+    log::Warn("removing nftables table {} left by an earlier run of moatd instance '{}'", table,
+              instance_id);
+    MOAT_TRY(RunHostTool({nft->string(), "-f", "-"},
+                         fmt::format("table inet {0} {{}}\ndelete table inet {0}\n", table)));
+  }
+  return found;
 }
 
 }  // namespace moat::device::sandbox

@@ -20,9 +20,9 @@
 // BuildNftRuleset() prints the exact script (docs/sandbox.md shows one).
 //
 // Requirements: root (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables; tested with 1.0.6;
-// kernel nf_tables with inet nat, Linux >= 5.2). For forwarded traffic the uplink interface must forward too
-// (net.ipv4.conf.<uplink>.forwarding=1): that is the device's network configuration, which moatd
-// does not change; only the app's own interface is switched on here.
+// kernel nf_tables with inet nat, Linux >= 5.2). For forwarded traffic the uplink interface must
+// forward too (net.ipv4.conf.<uplink>.forwarding=1): that is the device's network configuration,
+// which moatd does not change; only the app's own interface is switched on here.
 //
 // Threading: an AppNetwork is used by one thread at a time. Attach() starts one short-lived thread
 // (to enter the sandbox's network namespace without moving the caller).
@@ -33,6 +33,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/error.h"
 #include "device/sandbox/launcher.h"
@@ -104,5 +105,19 @@ class AppNetwork {
 
 // True if a network interface of this name exists in the caller's network namespace.
 bool NetworkInterfaceExists(std::string_view name);
+
+// What a moatd instance has on the host's network: interfaces whose alias is
+// "moat/<instance>/<app>" and nftables tables named "moat/<instance>/<app>" (each sorted).
+struct InstanceNetwork {
+  std::vector<std::string> interfaces;
+  std::vector<std::string> tables;
+};
+// Lists them (without `nft` on the host, interfaces only: no app network can have been made).
+Result<InstanceNetwork> ListInstanceNetwork(std::string_view instance_id);
+// Removes every interface and table of moatd instance `instance_id` (what a moatd killed with
+// SIGKILL left behind; moatd calls it at start, before any app runs). Only exact
+// "moat/<instance>/" prefixes are touched, so another instance's are never removed. Returns what
+// it removed.
+Result<InstanceNetwork> RemoveInstanceNetwork(std::string_view instance_id);
 
 }  // namespace moat::device::sandbox

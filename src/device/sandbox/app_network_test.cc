@@ -669,5 +669,48 @@ TEST_F(AppNetworkTest, NetworkNoneStillHasOnlyLoopback) {
   EXPECT_TRUE(listener->peers().empty());
 }
 
+// What a moatd killed with SIGKILL leaves (interfaces marked moat/<instance>/..., tables named
+// so) is listed and removed by instance; another instance's — even one whose ID starts with ours —
+// is not touched.
+TEST(InstanceNetworkTest, RemovesExactlyOneInstancesInterfacesAndTables) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (CI runs it as root)";
+  auto ip = FindHostTool("ip");
+  auto nft = FindHostTool("nft");
+  if (!ip || !nft) GTEST_SKIP() << "needs `ip` and `nft`";
+  const std::string ours = fmt::format("lo{}", getpid()), theirs = ours + "0";
+  auto make = [&](const std::string& instance, const std::string& dev) {
+    ASSERT_TRUE(RunHostTool({ip->string(), "link", "add", "name", dev, "type", "veth", "peer",
+                             "name", dev + "p"}));
+    ASSERT_TRUE(RunHostTool(
+        {ip->string(), "link", "set", "dev", dev, "alias", fmt::format("moat/{}/app", instance)}));
+    ASSERT_TRUE(RunHostTool({nft->string(), "-f", "-"},
+                            fmt::format("table inet moat/{}/app {{}}\n", instance)));
+  };
+  const std::string our_dev = fmt::format("mtl{}", getpid() % 1000000);
+  const std::string their_dev = fmt::format("mtm{}", getpid() % 1000000);
+  make(ours, our_dev);
+  make(theirs, their_dev);
+  auto listed = ListInstanceNetwork(ours);
+  ASSERT_TRUE(listed) << listed.error().message();
+  EXPECT_EQ(listed->interfaces, std::vector<std::string>{our_dev});
+  EXPECT_EQ(listed->tables, std::vector<std::string>{fmt::format("moat/{}/app", ours)});
+
+  auto removed = RemoveInstanceNetwork(ours);
+  ASSERT_TRUE(removed) << removed.error().message();
+  EXPECT_EQ(removed->interfaces, listed->interfaces);
+  EXPECT_FALSE(NetworkInterfaceExists(our_dev));
+  EXPECT_FALSE(NftTableExists(fmt::format("moat/{}/app", ours)));
+  auto after = ListInstanceNetwork(ours);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->interfaces.empty() && after->tables.empty());
+  // The other instance's are still there; then they go too.
+  EXPECT_TRUE(NetworkInterfaceExists(their_dev));
+  EXPECT_TRUE(NftTableExists(fmt::format("moat/{}/app", theirs)));
+  ASSERT_TRUE(RemoveInstanceNetwork(theirs));
+  EXPECT_FALSE(NetworkInterfaceExists(their_dev));
+  EXPECT_FALSE(NftTableExists(fmt::format("moat/{}/app", theirs)));
+  EXPECT_FALSE(RemoveInstanceNetwork("a/b"));  // not an instance ID
+}
+
 }  // namespace
 }  // namespace moat::device::sandbox

@@ -409,6 +409,17 @@ Result<void> UpdateAgent::RunInto(UpdateOutcome& out, Fetcher fetcher, const std
       auto manifest = formats::ParseAppManifest(installed->current.manifest_json);
       auto d = deferrals_.find(t->component_id);
       const SystemTime limit = first_offered_[t->image_id] + options_.max_deferral;
+      // The app-facing protocol: ask the app itself (unless a deferral is still in force).
+      if (manifest && manifest->capabilities.system_event_notifications && hooks_.update_pending &&
+          (d == deferrals_.end() || out.at >= d->second) && out.at < limit) {
+        const std::chrono::seconds asked = hooks_.update_pending(t->component_id, out.at);
+        if (asked > std::chrono::seconds(0) && manifest->capabilities.software_update_deferral) {
+          deferrals_[t->component_id] =
+              out.at + std::min<std::chrono::seconds>(asked, options_.max_deferral);
+          d = deferrals_.find(t->component_id);
+          log::Info("update of '{}': the app asked to defer it by {} s", t->name, asked.count());
+        }
+      }
       if (manifest && manifest->capabilities.software_update_deferral && d != deferrals_.end() &&
           out.at < d->second && out.at < limit) {
         deferred.push_back(fmt::format("{} deferred by the app until {}", t->name,

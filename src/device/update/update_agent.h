@@ -88,6 +88,13 @@ struct UpdateHooks {
   std::function<void(const formats::Guid& component)> stop_app;
   // Component IDs of the apps running now (for the status report).
   std::function<std::vector<formats::Guid>()> running;
+  // Before replacing an installed app whose manifest has SystemEventNotifications (and which has
+  // no deferral in force): tells it that its update is pending, to be applied at `deadline`, and
+  // returns the deferral it asked for (0: go ahead; moatd: Supervisor::NotifyUpdatePending). The
+  // agent honours a deferral only for an app with SoftwareUpdateDeferral, bounded by
+  // max_deferral from when the device first saw the image. May block for the app's answer.
+  std::function<std::chrono::seconds(const formats::Guid& component, SystemTime deadline)>
+      update_pending;
 };
 
 // What one check, bundle or rollback did.
