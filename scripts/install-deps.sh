@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   # libraries
   libssl-dev openssl nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libzstd-dev
-  libboost-dev libsqlite3-dev libcurl4-openssl-dev libseccomp-dev libcap-dev
+  libboost-dev libsqlite3-dev libseccomp-dev libcap-dev
   # third-party peers used by integration tests (curl and openssl as independent TLS clients)
   curl jq iproute2 nftables util-linux e2fsprogs
   # the demo's relying party (an MQTT broker that requires device certificates) and the clock

@@ -162,17 +162,36 @@ class HttpsClient::Impl {
       const bool reused = stream_.has_value();
       if (!reused) MOAT_TRY(Connect(deadline, what));
       beast::get_lowest_layer(*stream_).expires_at(deadline);
-      ErrorCodeT ec = Run([&](auto done) { http::async_write(*stream_, request, done); });
       http::response_parser<http::string_body> parser;
       parser.header_limit(kMaxResponseHeaderBytes);
       parser.body_limit(config_.max_response_bytes);
       if (method == "HEAD") parser.skip(true);
-      // The header first: Beast 1.74 does not apply body_limit to a Content-Length that arrives
-      // in the same read as the body, so the declared length is checked here (the server does
-      // the same); the limit then bounds chunked and close-delimited bodies as they arrive.
-      if (!ec) {
-        ec = Run([&](auto done) { http::async_read_header(*stream_, buffer_, parser, done); });
-      }
+      // The request goes out while the response header is read: a server may answer before it
+      // has read the whole body (413, 401) and then close, and that answer is what the caller
+      // needs, not the broken pipe of the rest of the upload. Header first because Beast 1.74
+      // does not apply body_limit to a Content-Length that arrives in the same read as the body,
+      // so the declared length is checked here (the server does the same); the limit then
+      // bounds chunked and close-delimited bodies as they arrive.
+      ErrorCodeT write_ec;
+      ErrorCodeT ec;
+      bool written = false;
+      bool header_read = false;
+      http::async_write(*stream_, request, [&](ErrorCodeT e, size_t) {
+        write_ec = e;
+        written = true;
+      });
+      http::async_read_header(*stream_, buffer_, parser, [&](ErrorCodeT e, size_t) {
+        ec = e;
+        header_read = true;
+        // An early answer: stop sending the rest of the request.
+        if (!written) beast::get_lowest_layer(*stream_).socket().cancel();
+      });
+      ioc_.restart();
+      ioc_.run();
+      if (!written || !header_read) ec = asio::error::operation_aborted;  // cannot happen
+      const bool request_complete = written && !write_ec;
+      // Without a response header the write's error (if any) tells more.
+      if (ec && !parser.got_some() && write_ec) ec = write_ec;
       if (!ec) {
         if (auto length = parser.content_length();
             length && *length > config_.max_response_bytes) {
@@ -182,6 +201,8 @@ class HttpsClient::Impl {
       if (!ec && !parser.is_done()) {
         ec = Run([&](auto done) { http::async_read(*stream_, buffer_, parser, done); });
       }
+      // An answer to a request not sent whole leaves the connection in an unknown state.
+      const bool reusable = request_complete;
       if (!ec && parser.get().body().size() > config_.max_response_bytes) {
         ec = http::error::body_limit;
       }
@@ -203,7 +224,7 @@ class HttpsClient::Impl {
       }
       response.content_type = std::string(response.Header("content-type"));
       response.body = std::move(message.body());
-      if (!message.keep_alive()) Disconnect();
+      if (!message.keep_alive() || !reusable) Disconnect();
       return response;
     }
   }

@@ -473,6 +473,21 @@ TEST_F(HttpsTest, ClientCapsTheResponseSize) {
   EXPECT_EQ(response.error().code(), ErrorCode::kLimitExceeded);
 }
 
+TEST_F(HttpsTest, ClientReadsAnEarlyAnswerToAnUploadTheServerStopsReading) {
+  // 4 KiB allowed; 8 MiB sent: the server answers 413 after the header and closes while the
+  // client is still writing. The caller gets the 413, not the broken pipe.
+  StartServer(RecordingHandler());
+  auto client = MakeClient(&pki_->operator_cert);
+  auto response = client->Send("POST", "/upload", std::string(8 << 20, 'u'));
+  ASSERT_TRUE(response.has_value()) << response.error().message();
+  EXPECT_EQ(response->status, 413);
+  EXPECT_THAT(response->body, HasSubstr("payload-too-large"));
+  // The connection is not reused after an answer to a request it did not send whole.
+  auto next = client->Send("GET", "/after");
+  ASSERT_TRUE(next.has_value()) << next.error().message();
+  EXPECT_EQ(next->status, 200);
+}
+
 TEST_F(HttpsTest, ClientRefusesBadMethodsAndPaths) {
   StartServer(RecordingHandler());
   auto client = MakeClient(nullptr);
