@@ -1,0 +1,44 @@
+// The OpenSSL primitives TPM 2.0 credential protection needs (TPM 2.0 Part 1 §24, MakeCredential):
+// HMAC-SHA256 (KDFa and the integrity HMAC), AES-128-CFB (the credential's symmetric
+// encryption), RSA-OAEP-SHA256 with a label (the seed, wrapped with the EK). formats/tpm2.h
+// builds MakeCredential from these; nothing here knows TPM structures.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "crypto/digest.h"
+#include "crypto/x509.h"
+
+namespace moat::crypto {
+
+Result<Sha256Digest> HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data);
+
+// AES-128 in CFB mode (full-block feedback, no padding); `key` 16 bytes, `iv` 16 bytes.
+Result<std::vector<uint8_t>> Aes128CfbEncrypt(std::span<const uint8_t> key,
+                                              std::span<const uint8_t> iv,
+                                              std::span<const uint8_t> plaintext);
+Result<std::vector<uint8_t>> Aes128CfbDecrypt(std::span<const uint8_t> key,
+                                              std::span<const uint8_t> iv,
+                                              std::span<const uint8_t> ciphertext);
+
+// An RSA public key as its numbers (big-endian, no leading zeros needed).
+struct RsaPublicNumbers {
+  std::vector<uint8_t> modulus;
+  std::vector<uint8_t> exponent;
+  bool operator==(const RsaPublicNumbers&) const = default;
+};
+
+// The RSA key of a certificate (an EK certificate); kInvalidArgument if it is not RSA.
+Result<RsaPublicNumbers> RsaPublicKeyOf(const Certificate& certificate);
+
+// RSA-OAEP with SHA-256 (hash and MGF1) and `label`, which is used byte for byte (a TPM label
+// includes its terminating NUL: "IDENTITY\0").
+Result<std::vector<uint8_t>> RsaOaepSha256Encrypt(const RsaPublicNumbers& key,
+                                                  std::span<const uint8_t> label,
+                                                  std::span<const uint8_t> plaintext);
+
+}  // namespace moat::crypto
