@@ -3,9 +3,12 @@
 #include <openssl/core_names.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/err.h>
 #include <openssl/rsa.h>
 
 #include <cstring>
+#include <ctime>
 
 #include "crypto/openssl_util.h"
 
@@ -74,8 +77,119 @@ Result<std::vector<uint8_t>> Aes128CfbDecrypt(std::span<const uint8_t> key,
   return AesCfb(key, iv, ciphertext, false);
 }
 
+namespace {
+using internal::X509Ptr;
+
+Result<X509Ptr> ParseDer(std::span<const uint8_t> der) {
+  const unsigned char* p = der.data();
+  X509Ptr x(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!x || p != der.data() + der.size()) {
+    return Fail(OpenSslError(ErrorCode::kInvalidArgument, "not a DER X.509 certificate"));
+  }
+  return x;
+}
+
+Result<RsaPublicNumbers> RsaOfX509(X509* x);
+}  // namespace
+
 Result<RsaPublicNumbers> RsaPublicKeyOf(const Certificate& certificate) {
-  EVP_PKEY* key = X509_get0_pubkey(certificate.native());
+  return RsaOfX509(certificate.native());
+}
+
+Result<RsaPublicNumbers> RsaPublicKeyOfCertificateDer(std::span<const uint8_t> der) {
+  MOAT_ASSIGN_OR_RETURN(X509Ptr x, ParseDer(der));
+  return RsaOfX509(x.get());
+}
+
+Result<std::vector<std::vector<uint8_t>>> CertificatesDerFromPem(std::string_view pem) {
+  internal::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) return Fail(OpenSslError(ErrorCode::kInternal, "BIO_new_mem_buf"));
+  std::vector<std::vector<uint8_t>> out;
+  while (true) {
+    X509Ptr x(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (!x) break;
+    unsigned char* buf = nullptr;
+    int n = i2d_X509(x.get(), &buf);
+    if (n <= 0) return Fail(OpenSslError(ErrorCode::kInternal, "i2d_X509"));
+    out.emplace_back(buf, buf + n);
+    OPENSSL_free(buf);
+  }
+  ERR_clear_error();
+  if (out.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "no PEM certificate found");
+  }
+  return out;
+}
+
+std::string CertificateDerToPem(std::span<const uint8_t> der) {
+  auto x = ParseDer(der);
+  if (!x) return {};
+  internal::BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), x->get()) != 1) return {};
+  return internal::BioToString(bio.get());
+}
+
+Result<CaCertificateInfo> InspectCaCertificateDer(std::span<const uint8_t> der) {
+  MOAT_ASSIGN_OR_RETURN(X509Ptr x, ParseDer(der));
+  if (X509_check_ca(x.get()) != 1) {
+    return Fail(ErrorCode::kInvalidArgument, "the certificate is not a CA (basicConstraints)");
+  }
+  CaCertificateInfo info;
+  internal::BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(x.get()), 0, XN_FLAG_RFC2253) < 0) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "printing the subject"));
+  }
+  info.subject = internal::BioToString(bio.get());
+  auto digest = Sha256(der);
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (uint8_t b : digest) {
+    info.sha256_hex.push_back(kHex[b >> 4]);
+    info.sha256_hex.push_back(kHex[b & 15]);
+  }
+  struct tm tm {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(x.get()), &tm) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInvalidArgument, "the certificate's notAfter"));
+  }
+  info.not_after = std::chrono::system_clock::from_time_t(timegm(&tm));
+  return info;
+}
+
+Result<void> VerifyEkCertificateDer(std::span<const uint8_t> ek_certificate,
+                                    std::span<const std::vector<uint8_t>> manufacturer_cas,
+                                    SystemTime at) {
+  if (manufacturer_cas.empty()) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "EK certificate: no manufacturer CA is registered (moat manufacturer-ca add)");
+  }
+  MOAT_ASSIGN_OR_RETURN(X509Ptr leaf, ParseDer(ek_certificate));
+  internal::X509StorePtr store(X509_STORE_new());
+  if (!store) return Fail(OpenSslError(ErrorCode::kInternal, "X509_STORE_new"));
+  for (const auto& der : manufacturer_cas) {
+    MOAT_ASSIGN_OR_RETURN(X509Ptr ca, ParseDer(der));
+    if (X509_STORE_add_cert(store.get(), ca.get()) != 1) {
+      return Fail(OpenSslError(ErrorCode::kInternal, "X509_STORE_add_cert"));
+    }
+  }
+  internal::X509StoreCtxPtr ctx(X509_STORE_CTX_new());
+  if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), leaf.get(), nullptr) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "X509_STORE_CTX_init"));
+  }
+  X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx.get());
+  X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_USE_CHECK_TIME);
+  X509_VERIFY_PARAM_set_time(param, std::chrono::system_clock::to_time_t(at));
+  if (X509_verify_cert(ctx.get()) != 1) {
+    const int err = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return Fail(ErrorCode::kVerificationFailed,
+                "EK certificate: {} (depth {}); is its manufacturer's CA registered?",
+                X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(ctx.get()));
+  }
+  return Ok();
+}
+
+namespace {
+Result<RsaPublicNumbers> RsaOfX509(X509* x) {
+  EVP_PKEY* key = X509_get0_pubkey(x);
   if (key == nullptr) return Fail(OpenSslError(ErrorCode::kInvalidArgument, "certificate key"));
   if (EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA) {
     return Fail(ErrorCode::kInvalidArgument, "the certificate's key is not RSA");
@@ -91,6 +205,7 @@ Result<RsaPublicNumbers> RsaPublicKeyOf(const Certificate& certificate) {
   BignumPtr np(n), ep(e);
   return RsaPublicNumbers{.modulus = BnBytes(n), .exponent = BnBytes(e)};
 }
+}  // namespace
 
 Result<std::vector<uint8_t>> RsaOaepSha256Encrypt(const RsaPublicNumbers& key,
                                                   std::span<const uint8_t> label,

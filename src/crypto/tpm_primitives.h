@@ -6,9 +6,11 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "crypto/digest.h"
 #include "crypto/x509.h"
@@ -34,6 +36,31 @@ struct RsaPublicNumbers {
 
 // The RSA key of a certificate (an EK certificate); kInvalidArgument if it is not RSA.
 Result<RsaPublicNumbers> RsaPublicKeyOf(const Certificate& certificate);
+
+// Endorsement key certificates and their manufacturers' CAs are RSA (or ECC P-384) X.509, which
+// crypto::Certificate (Moat's own P-256/Ed25519 PKI) refuses to load; these work on DER.
+// The RSA key of a DER certificate; kInvalidArgument if it is not RSA.
+Result<RsaPublicNumbers> RsaPublicKeyOfCertificateDer(std::span<const uint8_t> der);
+
+// Every certificate of a PEM text as DER (kInvalidArgument if there is none or one is bad).
+Result<std::vector<std::vector<uint8_t>>> CertificatesDerFromPem(std::string_view pem);
+std::string CertificateDerToPem(std::span<const uint8_t> der);
+
+struct CaCertificateInfo {
+  std::string subject;     // RFC 2253
+  std::string sha256_hex;  // of the DER
+  SystemTime not_after;
+};
+// A manufacturer CA certificate: kInvalidArgument unless it parses and is a CA
+// (basicConstraints CA:TRUE).
+Result<CaCertificateInfo> InspectCaCertificateDer(std::span<const uint8_t> der);
+
+// Verifies an EK certificate (DER) against manufacturer CAs (DER) as of `at`. Any registered CA
+// is a trust anchor (X509_V_FLAG_PARTIAL_CHAIN: registering a vendor's issuing CA is enough);
+// the others may serve as intermediates. kVerificationFailed naming OpenSSL's reason.
+Result<void> VerifyEkCertificateDer(std::span<const uint8_t> ek_certificate,
+                                    std::span<const std::vector<uint8_t>> manufacturer_cas,
+                                    SystemTime at);
 
 // RSA-OAEP with SHA-256 (hash and MGF1) and `label`, which is used byte for byte (a TPM label
 // includes its terminating NUL: "IDENTITY\0").

@@ -3,6 +3,8 @@
 // the key files' compatibility with OpenSSL's tpm2 provider.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tctildr.h>
@@ -325,9 +327,7 @@ TEST_F(Tpm2KeyStoreTest, PureMakeCredentialFromTheEkCertificateActivates) {
   auto store = *Open();
   auto ek = store->GetEndorsementKey();
   ASSERT_TRUE(ek) << ek.error().message();
-  auto cert = crypto::Certificate::FromDer(ek->certificate);
-  ASSERT_TRUE(cert) << cert.error().message();
-  auto rsa = crypto::RsaPublicKeyOf(*cert);
+  auto rsa = crypto::RsaPublicKeyOfCertificateDer(ek->certificate);
   ASSERT_TRUE(rsa) << rsa.error().message();
   const std::vector<uint8_t> rebuilt = formats::DefaultRsaEkTpm2bPublic(rsa->modulus);
   EXPECT_EQ(rebuilt, ek->tpm_public) << "template L-1 from the certificate equals the TPM's EK";
@@ -335,6 +335,14 @@ TEST_F(Tpm2KeyStoreTest, PureMakeCredentialFromTheEkCertificateActivates) {
   ASSERT_TRUE(ek_public) << ek_public.error().message();
   EXPECT_EQ(formats::EkDeviceId(*ek_public), ek->DeviceId());
   EXPECT_EQ(formats::TpmName(*ek_public), ek->name);
+  // The chain: swtpm_setup's local CA signed it (the issuing CA alone is enough to register).
+  std::ifstream issuer_file("/var/lib/swtpm-localca/issuercert.pem");
+  std::string issuer_pem((std::istreambuf_iterator<char>(issuer_file)), {});
+  auto issuer = crypto::CertificatesDerFromPem(issuer_pem);
+  ASSERT_TRUE(issuer) << issuer.error().message();
+  EXPECT_TRUE(crypto::VerifyEkCertificateDer(ek->certificate, *issuer, std::chrono::system_clock::now()));
+  auto wrong_anchor = crypto::VerifyEkCertificateDer(ek->certificate, {}, std::chrono::system_clock::now());
+  EXPECT_FALSE(wrong_anchor);
 
   auto ak_name = store->AttestationKeyName();
   ASSERT_TRUE(ak_name) << ak_name.error().message();
