@@ -2,6 +2,9 @@
 
 #include "device/update/update_agent.h"
 
+#include <cerrno>
+#include <cstdlib>
+
 #include <fstream>
 
 #include "core/file.h"
