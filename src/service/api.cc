@@ -1,5 +1,8 @@
 #include "service/api.h"
 
+#include "crypto/tpm_primitives.h"
+#include "service/tpm_devices.h"
+
 #include <mutex>
 #include <vector>
 
@@ -407,12 +410,94 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return JsonResponse(200, {{"id", target_id}, {"revoked", true}});
   }
 
+  // GET|POST /api/v1/manufacturer-cas: the CAs that sign TPM endorsement key certificates.
+  if (seg.size() == 3 && seg[2] == "manufacturer-cas") {
+    if (!caller->MayRegisterDevices()) {
+      return forbidden("", "manufacturer-ca", "",
+                       "manufacturer CAs need the service-wide Manufacturer or Administrator "
+                       "role");
+    }
+    if (req.method == "GET") {
+      auto rows = db_.Query(
+          "SELECT sha256, subject, not_after, added_at, added_by FROM manufacturer_cas ORDER BY "
+          "added_at, sha256");
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        list.push_back({{"sha256", *r.Text(0)},
+                        {"subject", *r.Text(1)},
+                        {"not_after", FormatRfc3339(store::FromUnixSeconds(*r.Int(2)))},
+                        {"added_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(3)))},
+                        {"added_by", *r.Text(4)}});
+      }
+      return JsonResponse(200, {{"manufacturer_cas", list}});
+    }
+    if (req.method != "POST") return MethodNotAllowed(req);
+    auto body = ParseBody(req);
+    if (!body) return ErrorResponse(body.error());
+    formats::ObjectReader reader(*body, "body");
+    auto pem = reader.RequiredString("certificate", 64 * 1024);
+    if (!pem) return ErrorResponse(pem.error());
+    if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+    auto ders = crypto::CertificatesDerFromPem(*pem);
+    if (!ders) return ErrorResponse(ders.error().WithContext("body.certificate"));
+    Json added = Json::array();
+    auto stored = db_.Transact([&](store::Session& s) -> Result<void> {
+      added = Json::array();
+      for (const auto& der : *ders) {
+        MOAT_ASSIGN_OR_RETURN(crypto::CaCertificateInfo info, crypto::InspectCaCertificateDer(der));
+        MOAT_TRY(s.Execute(
+            "INSERT INTO manufacturer_cas (sha256, subject, certificate, not_after, added_at, "
+            "added_by) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            {info.sha256_hex, info.subject, der, store::UnixSeconds(info.not_after), now,
+             caller->name}));
+        MOAT_TRY(AuditAs(s, now, &*caller, "", "manufacturer-ca.add", info.sha256_hex, "ok",
+                         info.subject));
+        added.push_back({{"sha256", info.sha256_hex}, {"subject", info.subject}});
+      }
+      return Ok();
+    });
+    if (!stored) return ErrorResponse(stored.error().WithContext("body.certificate"));
+    return JsonResponse(201, {{"added", added}});
+  }
+
   // POST /api/v1/devices: manufacturer registration of a device's identity key.
   if (seg.size() == 3 && seg[2] == "devices") {
     if (req.method != "POST") return MethodNotAllowed(req);
     auto body = ParseBody(req);
     if (!body) return ErrorResponse(body.error());
     formats::ObjectReader reader(*body, "body");
+    auto ek_pem = reader.OptionalString("ek_certificate", 16 * 1024);
+    if (!ek_pem) return ErrorResponse(ek_pem.error());
+    if (!ek_pem->empty()) {
+      // A TPM device: its ID derives from the EK its certificate certifies.
+      if (body->contains("public_key")) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "body: give public_key or ek_certificate, not both"));
+      }
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      auto ek = TpmDeviceFromEkCertificate(db_, *ek_pem, clock_.Now());
+      if (!ek) return ErrorResponse(ek.error().WithContext("body.ek_certificate"));
+      if (!caller->MayRegisterDevices()) {
+        return forbidden("", "device.register", ek->device_id,
+                         "registering devices needs the service-wide Manufacturer or "
+                         "Administrator role");
+      }
+      auto registered = db_.Transact([&](store::Session& s) -> Result<void> {
+        MOAT_ASSIGN_OR_RETURN(
+            int64_t n,
+            s.Execute("INSERT INTO devices (id, public_key, registered_at, registered_by, "
+                      "ek_certificate) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                      {ek->device_id, ek->ek_tpm_public, now, caller->name, ek->certificate}));
+        if (n == 0)
+          return Fail(ErrorCode::kAlreadyExists, "device {} is already registered", ek->device_id);
+        MOAT_TRY(AuditAs(s, now, &*caller, "", "device.register", ek->device_id, "ok",
+                         "TPM device (EK certificate)"));
+        return Ok();
+      });
+      if (!registered) return ErrorResponse(registered.error());
+      return JsonResponse(201, {{"id", ek->device_id}, {"tpm", true}});
+    }
     auto pem = reader.RequiredString("public_key", 8 * 1024);
     if (!pem) return ErrorResponse(pem.error());
     if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
