@@ -585,6 +585,114 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return r;
   }
 
+  // /api/v1/tenants/{t}/pcr-policies[/{id}]: which values a TPM device's quoted PCRs may hold,
+  // per device group or tenant-wide (docs/service-api.md, "TPM devices").
+  if (seg.size() >= 5 && seg.size() <= 6 && seg[2] == "tenants" && seg[4] == "pcr-policies") {
+    auto tenant = FindTenant(db_, seg[3]);
+    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
+    if (!tenant || !caller->RoleIn(tenant->id)) {
+      return ErrorResponse(Error(ErrorCode::kNotFound,
+                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+    }
+    const Role role = *caller->RoleIn(tenant->id);
+    if (seg.size() == 5 && req.method == "GET") {
+      auto rows = db_.Query(
+          "SELECT id, device_group_id, pcr, sha256, comment, created_at, created_by FROM "
+          "pcr_policies WHERE tenant_id = ? ORDER BY device_group_id, pcr, created_at",
+          {tenant->id});
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        list.push_back({{"id", *r.Text(0)},
+                        {"device_group", r.IsNull(1) ? Json() : Json(*r.Text(1))},
+                        {"pcr", *r.Int(2)},
+                        {"sha256", *r.Text(3)},
+                        {"comment", *r.Text(4)},
+                        {"created_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(5)))},
+                        {"created_by", *r.Text(6)}});
+      }
+      return JsonResponse(200, {{"tenant", tenant->name}, {"pcr_policies", list}});
+    }
+    if (role != Role::kAdministrator) {
+      return forbidden(tenant->id, "pcr-policy.change", "",
+                       "PCR policies need the Administrator role (they decide which devices get "
+                       "certificates)");
+    }
+    if (seg.size() == 5 && req.method == "POST") {
+      auto body = ParseBody(req);
+      if (!body) return ErrorResponse(body.error());
+      formats::ObjectReader reader(*body, "body");
+      auto pcr = reader.OptionalInt("pcr", 0, 23);
+      auto sha256 = reader.RequiredString("sha256", 64);
+      auto group = reader.OptionalString("device_group", 64);
+      auto comment = reader.OptionalString("comment", 256);
+      if (!pcr) return ErrorResponse(pcr.error());
+      for (const Result<std::string>* r : {&sha256, &group, &comment}) {
+        if (!*r) return ErrorResponse(r->error());
+      }
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      if (!*pcr) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument, "body: missing field 'pcr'"));
+      }
+      auto digest = HexDecode(*sha256);
+      if (!digest || digest->size() != 32 || *sha256 != HexEncode(*digest)) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "body.sha256: not 64 lowercase hexadecimal characters"));
+      }
+      if (!group->empty()) {
+        auto g = db_.QueryOne(
+            "SELECT g.id FROM device_groups g JOIN products p ON p.id = g.product_id WHERE g.id "
+            "= ? AND p.tenant_id = ?",
+            {*group, tenant->id});
+        if (!g) {
+          return ErrorResponse(
+              g.error().code() == ErrorCode::kNotFound
+                  ? Error(ErrorCode::kNotFound,
+                          fmt::format("body.device_group: no device group {} in tenant '{}'",
+                                      group->substr(0, 64), tenant->name))
+                  : g.error());
+        }
+      }
+      std::string id = random_.NewUuid();
+      auto added = db_.Transact([&](store::Session& s) -> Result<void> {
+        std::vector<store::Value> values;
+        values.emplace_back(id);
+        values.emplace_back(tenant->id);
+        values.emplace_back(group->empty() ? store::Value() : store::Value(*group));
+        values.emplace_back(**pcr);
+        values.emplace_back(*sha256);
+        values.emplace_back(*comment);
+        values.emplace_back(now);
+        values.emplace_back(caller->name);
+        MOAT_TRY(s.Execute("INSERT INTO pcr_policies (id, tenant_id, device_group_id, pcr, "
+                           "sha256, comment, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, "
+                           "?, ?)",
+                           values));
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "pcr-policy.add", id, "ok",
+                         fmt::format("PCR {} sha256 {}{}", **pcr, *sha256,
+                                     group->empty() ? "" : " for device group " + *group)));
+        return Ok();
+      });
+      if (!added) return ErrorResponse(added.error());
+      return JsonResponse(201, {{"id", id}, {"pcr", **pcr}, {"sha256", *sha256}});
+    }
+    if (seg.size() == 6 && req.method == "DELETE") {
+      std::string id(seg[5].substr(0, 64));
+      auto removed = db_.Transact([&](store::Session& s) -> Result<void> {
+        MOAT_ASSIGN_OR_RETURN(int64_t n,
+                              s.Execute("DELETE FROM pcr_policies WHERE id = ? AND tenant_id = ?",
+                                        {id, tenant->id}));
+        if (n == 0) return Fail(ErrorCode::kNotFound, "no PCR policy {} in tenant '{}'", id,
+                                tenant->name);
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "pcr-policy.remove", id, "ok", ""));
+        return Ok();
+      });
+      if (!removed) return ErrorResponse(removed.error());
+      return JsonResponse(200, {{"id", id}, {"removed", true}});
+    }
+    return MethodNotAllowed(req);
+  }
+
   // /api/v1/tenants/{t}/reference-values[/{id}] and /api/v1/tenants/{t}/security-events
   if (seg.size() >= 5 && seg[2] == "tenants" &&
       (seg[4] == "reference-values" || seg[4] == "security-events")) {

@@ -1,6 +1,7 @@
 #include "service/device_api.h"
 
 #include <algorithm>
+#include <map>
 
 #include "core/encoding.h"
 #include "core/file.h"
@@ -807,7 +808,34 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
     std::copy(digest->begin(), digest->end(), v.digest.begin());
     reference_values.push_back(std::move(v));
   }
-  const MeasurementVerdict verdict = EvaluateMeasurements(evidence->log, reference_values);
+  MeasurementVerdict verdict = EvaluateMeasurements(evidence->log, reference_values);
+  if (device.is_tpm()) {
+    // The PCR policy of the device's group and of its whole tenant: every PCR named must be
+    // quoted and hold one of its listed values (rows for the same PCR are alternatives).
+    auto group = GroupOf(db_, caller.device_id);
+    if (!group) return ErrorResponse(group.error());
+    const std::string group_id = *group ? (**group).id : std::string();
+    auto rows = db_.Query(
+        "SELECT pcr, sha256 FROM pcr_policies WHERE tenant_id = ? AND (device_group_id IS NULL "
+        "OR device_group_id = ?)",
+        {device.tenant_id, group_id});
+    if (!rows) return ErrorResponse(rows.error());
+    std::map<uint32_t, std::vector<std::string>> allowed;
+    for (const auto& r : *rows) allowed[static_cast<uint32_t>(*r.Int(0))].push_back(*r.Text(1));
+    for (const auto& [pcr, values] : allowed) {
+      auto it = evidence->tpm2_quote->pcr_values.find(pcr);
+      const std::string have = it == evidence->tpm2_quote->pcr_values.end()
+                                   ? std::string("(not quoted)")
+                                   : HexEncode(it->second);
+      if (std::find(values.begin(), values.end(), have) == values.end()) {
+        verdict.passed = false;
+        if (verdict.failures.size() < kMaxVerdictFailures) {
+          verdict.failures.push_back(
+              fmt::format("PCR {} holds {}, which the PCR policy does not allow", pcr, have));
+        }
+      }
+    }
+  }
 
   auto ca = cas_.Issuing(db_, device.tenant_id, now_time);
   if (!ca) return ErrorResponse(ca.error());

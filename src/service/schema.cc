@@ -279,7 +279,8 @@ CREATE TABLE device_status (
 // TPM 2.0 devices (docs/service-api.md, "TPM devices"): the manufacturers' CAs that sign
 // endorsement key certificates; a TPM device's EK certificate (its `public_key` is then the EK's
 // TPM2B_PUBLIC, from which its ID derives); and, per challenge, the AK it named and the hash of
-// the secret its credential carries.
+// the secret its credential carries. PCR policies: a quoted TPM PCR must hold one of the listed
+// values, for a device group (device_group_id) or the whole tenant (NULL).
 constexpr std::string_view kV7 = R"sql(
 CREATE TABLE manufacturer_cas (
   sha256 TEXT PRIMARY KEY,
@@ -292,6 +293,17 @@ CREATE TABLE manufacturer_cas (
 ALTER TABLE devices ADD COLUMN ek_certificate BLOB;
 ALTER TABLE attestation_challenges ADD COLUMN ak_name TEXT;
 ALTER TABLE attestation_challenges ADD COLUMN credential_sha256 TEXT;
+CREATE TABLE pcr_policies (
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  device_group_id TEXT REFERENCES device_groups(id),
+  pcr BIGINT NOT NULL,
+  sha256 TEXT NOT NULL,
+  comment TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL
+);
+CREATE INDEX pcr_policies_by_tenant ON pcr_policies (tenant_id, device_group_id);
 )sql";
 
 constexpr store::Migration kMigrations[] = {

@@ -334,5 +334,53 @@ TEST_F(TpmAttestationTest, AnotherDevicesEkCertificateWithoutItsTpmFailsActivati
   EXPECT_NE(r->body.find("credential activation failed"), std::string::npos) << r->body;
 }
 
+// Self-certified certificates may name any device ID (a TPM device's is not its key's), so the
+// service checks the key of a device registered by public key: an impostor naming it is refused.
+TEST_F(TpmAttestationTest, ASelfCertifiedCertificateNamingAnotherKeysDeviceIsRefused) {
+  auto real = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
+  const std::string id = real.public_key().FingerprintHex();
+  ASSERT_EQ(Admin("POST", "/api/v1/devices", Json{{"public_key", real.public_key().ToPem()}}.dump())
+                .status,
+            201);
+  ASSERT_EQ(Admin("POST", fmt::format("/api/v1/tenants/acme/devices/{}/claim", id)).status, 200);
+  auto impostor = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
+  auto now = std::chrono::system_clock::now();
+  for (const auto* key : {&real, &impostor}) {
+    net::HttpsClientConfig config{.base_url = BaseUrl()};
+    config.tls.server_roots = {*root_};
+    config.tls.certificate = *crypto::SelfCertifiedDeviceCertificate(*key, now - 1h, now + 1h, id);
+    config.tls.key = *key;
+    auto c = std::move(*net::HttpsClient::Create(config));
+    auto r = c->Send("POST", "/device/v1/attestation/challenge");
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    EXPECT_EQ(r->status, key == &real ? 201 : 403) << r->body;
+  }
+}
+
+// A PCR policy for the device's tenant: a boot PCR value the TPM does not hold withholds the
+// client certificate; a policy naming what it holds gives it back.
+TEST_F(TpmAttestationTest, APcrPolicyDecidesTheClientCertificate) {
+  TpmDevice d;
+  MakeDevice(d, "dev");
+  RegisterAndClaim(d);
+  Measure(d, GoodLog());
+  Json wrong = {{"pcr", 0}, {"sha256", std::string(64, 'a')}, {"comment", "golden firmware"}};
+  auto added = Admin("POST", "/api/v1/tenants/acme/pcr-policies", wrong.dump());
+  ASSERT_EQ(added.status, 201) << added.body;
+  auto out = d.attestor->AttestOnce(GoodLog(), "1.0");
+  ASSERT_TRUE(out.has_value()) << out.error().message();
+  EXPECT_FALSE(out->passed);
+  ASSERT_FALSE(out->failures.empty());
+  EXPECT_NE(out->failures.front().find("PCR 0"), std::string::npos) << out->failures.front();
+  // PCR 0 of a swtpm nobody booted: all zeros.
+  Json right = {{"pcr", 0}, {"sha256", std::string(64, '0')}};
+  ASSERT_EQ(Admin("POST", "/api/v1/tenants/acme/pcr-policies", right.dump()).status, 201);
+  auto again = d.attestor->AttestOnce(GoodLog(), "1.0");
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  EXPECT_TRUE(again->passed);
+  auto listed = Admin("GET", "/api/v1/tenants/acme/pcr-policies");
+  EXPECT_EQ(Parse(listed)["pcr_policies"].size(), 2u) << listed.body;
+}
+
 }  // namespace
 }  // namespace moat::service
