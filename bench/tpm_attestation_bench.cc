@@ -61,9 +61,9 @@ struct World {
     service::InitOptions init{.data_dir = tmp->path() / "data", .port = 0};
     std::ostringstream progress;
     MOAT_TRY(service::InitDataDir(init, clock, random, progress));
-    MOAT_ASSIGN_OR_RETURN(service, service::Service::Start(
-                                       {.data_dir = init.data_dir, .port = 0, .threads = 2},
-                                       clock, random));
+    MOAT_ASSIGN_OR_RETURN(
+        service, service::Service::Start({.data_dir = init.data_dir, .port = 0, .threads = 2},
+                                         clock, random));
     MOAT_ASSIGN_OR_RETURN(std::string text, ReadFile(init.data_dir / "admin.moat.json", 1 << 20));
     MOAT_ASSIGN_OR_RETURN(auto op, formats::ParseOperatorConfig(text));
     MOAT_ASSIGN_OR_RETURN(root, crypto::Certificate::FromPem(op.root_certificate_pem));
@@ -76,15 +76,15 @@ struct World {
     MOAT_ASSIGN_OR_RETURN(c.tls.key, crypto::PrivateKey::FromPem(op.private_key_pem));
     MOAT_ASSIGN_OR_RETURN(admin, net::HttpsClient::Create(c));
     MOAT_TRY(Admin("POST", "/api/v1/tenants", Json{{"name", "acme"}}, 201));
-    MOAT_TRY(Admin("POST", "/api/v1/tenants/acme/reference-values",
-                   Json{{"kind", "os"},
-                        {"name", "moat-linux"},
-                        {"sha256", HexEncode(Log().entries[0].digest)}},
-                   201));
+    MOAT_TRY(Admin(
+        "POST", "/api/v1/tenants/acme/reference-values",
+        Json{
+            {"kind", "os"}, {"name", "moat-linux"}, {"sha256", HexEncode(Log().entries[0].digest)}},
+        201));
 
     // The software device.
-    MOAT_ASSIGN_OR_RETURN(auto sw, rot::SoftwareKeyStore::Open(tmp->path() / "sw-keys",
-                                                               rot::WarningOutput::kSilent));
+    MOAT_ASSIGN_OR_RETURN(
+        auto sw, rot::SoftwareKeyStore::Open(tmp->path() / "sw-keys", rot::WarningOutput::kSilent));
     sw_store = std::move(sw);
     MOAT_ASSIGN_OR_RETURN(auto id_key, sw_store->EnsureKey(rot::kIdentityKeyLabel));
     MOAT_TRY(sw_store->EnsureKey(rot::kTlsClientKeyLabel));
@@ -101,14 +101,15 @@ struct World {
     if (!rot::testing::Swtpm::Available()) return Ok();
     MOAT_ASSIGN_OR_RETURN(auto t, rot::testing::Swtpm::Start(tmp->path() / "swtpm"));
     tpm = std::make_unique<rot::testing::Swtpm>(std::move(t));
-    MOAT_ASSIGN_OR_RETURN(auto ts, rot::Tpm2KeyStore::Open(
-                                       {.dir = tmp->path() / "tpm-keys", .tcti = tpm->tcti()}));
+    MOAT_ASSIGN_OR_RETURN(
+        auto ts, rot::Tpm2KeyStore::Open({.dir = tmp->path() / "tpm-keys", .tcti = tpm->tcti()}));
     MOAT_ASSIGN_OR_RETURN(rot::EndorsementKey ek, ts->GetEndorsementKey());
     tpm_store = std::move(ts);
     MOAT_TRY(tpm_store->EnsureKey(rot::kIdentityKeyLabel));
     MOAT_TRY(tpm_store->EnsureKey(rot::kTlsClientKeyLabel));
     for (const auto& m : Log().entries) MOAT_TRY(tpm_store->Extend(m.pcr, m.digest));
-    MOAT_ASSIGN_OR_RETURN(std::string issuer, ReadFile("/var/lib/swtpm-localca/issuercert.pem", 1 << 16));
+    MOAT_ASSIGN_OR_RETURN(std::string issuer,
+                          ReadFile("/var/lib/swtpm-localca/issuercert.pem", 1 << 16));
     MOAT_TRY(Admin("POST", "/api/v1/manufacturer-cas", Json{{"certificate", issuer}}, 201));
     MOAT_TRY(Admin("POST", "/api/v1/devices",
                    Json{{"ek_certificate", crypto::CertificateDerToPem(ek.certificate)}}, 201));

@@ -1,10 +1,10 @@
 #include "crypto/tpm_primitives.h"
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
-#include <openssl/err.h>
 #include <openssl/rsa.h>
 
 #include <cstring>
@@ -20,8 +20,7 @@ using internal::EvpPkeyCtxPtr;
 using internal::EvpPkeyPtr;
 using internal::OpenSslError;
 
-using CipherCtxPtr =
-    std::unique_ptr<EVP_CIPHER_CTX, internal::Deleter<EVP_CIPHER_CTX_free>>;
+using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, internal::Deleter<EVP_CIPHER_CTX_free>>;
 using ParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, internal::Deleter<OSSL_PARAM_BLD_free>>;
 using ParamPtr = std::unique_ptr<OSSL_PARAM, internal::Deleter<OSSL_PARAM_free>>;
 
@@ -136,7 +135,8 @@ Result<CaCertificateInfo> InspectCaCertificateDer(std::span<const uint8_t> der) 
   }
   CaCertificateInfo info;
   internal::BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(x.get()), 0, XN_FLAG_RFC2253) < 0) {
+  if (!bio ||
+      X509_NAME_print_ex(bio.get(), X509_get_subject_name(x.get()), 0, XN_FLAG_RFC2253) < 0) {
     return Fail(OpenSslError(ErrorCode::kInternal, "printing the subject"));
   }
   info.subject = internal::BioToString(bio.get());

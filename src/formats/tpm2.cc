@@ -23,7 +23,8 @@ constexpr size_t kMaxTpmBlob = 4096;
 
 Result<std::vector<uint8_t>> ReadTpm2b(ByteReader& r, std::string_view what, size_t max) {
   MOAT_ASSIGN_OR_RETURN(uint16_t size, r.ReadBigEndian<uint16_t>(what));
-  if (size > max) return Fail(ErrorCode::kInvalidArgument, "{} is {} bytes (at most {})", what, size, max);
+  if (size > max)
+    return Fail(ErrorCode::kInvalidArgument, "{} is {} bytes (at most {})", what, size, max);
   MOAT_ASSIGN_OR_RETURN(auto bytes, r.ReadBytes(size, what));
   return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
@@ -125,9 +126,10 @@ std::vector<uint8_t> TpmName(const TpmPublic& key) {
 std::string EkDeviceId(const TpmPublic& ek) { return HexEncode(crypto::Sha256(ek.marshalled)); }
 
 std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus) {
-  static constexpr uint8_t kPolicy[32] = {
-      0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
-      0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+  static constexpr uint8_t kPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8,
+                                          0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
+                                          0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64,
+                                          0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
   std::vector<uint8_t> t;
   PutU16(t, kTpmAlgRsa);
   PutU16(t, kTpmAlgSha256);
@@ -177,14 +179,13 @@ Result<Tpm2Quote> Tpm2QuoteFromJson(const Json& json, std::string_view path) {
   MOAT_TRY(r.status());
   Tpm2Quote q;
   auto blob = [&](std::string_view key, std::vector<uint8_t>& out, bool required) -> Result<void> {
-    MOAT_ASSIGN_OR_RETURN(std::string text,
-                          required ? r.RequiredString(key, kMaxTpmBlob * 2)
-                                   : r.OptionalString(key, kMaxTpmBlob * 2));
+    MOAT_ASSIGN_OR_RETURN(std::string text, required ? r.RequiredString(key, kMaxTpmBlob * 2)
+                                                     : r.OptionalString(key, kMaxTpmBlob * 2));
     if (text.empty() && !required) return Ok();
     auto bytes = Base64Decode(text, Base64Alphabet::kUrl, Base64Padding::kWithout);
     if (!bytes || bytes->empty() || bytes->size() > kMaxTpmBlob) {
-      return Fail(ErrorCode::kInvalidArgument, "{}.{}: not unpadded base64url of 1..{} bytes",
-                  path, key, kMaxTpmBlob);
+      return Fail(ErrorCode::kInvalidArgument, "{}.{}: not unpadded base64url of 1..{} bytes", path,
+                  key, kMaxTpmBlob);
     }
     out = std::move(*bytes);
     return Ok();
@@ -270,8 +271,7 @@ Result<void> VerifyTpm2Quote(const Tpm2Quote& q, std::span<const uint8_t> signin
   }
   auto pub = ParseTpm2bPublic(q.ak_tpm_public);
   if (!pub) return Fail(pub.error().WithContext("quote: ak_tpm_public"));
-  const uint32_t want =
-      kTpmaRestricted | kTpmaSign | kTpmaFixedTpm | kTpmaSensitiveDataOrigin;
+  const uint32_t want = kTpmaRestricted | kTpmaSign | kTpmaFixedTpm | kTpmaSensitiveDataOrigin;
   if (pub->type != kTpmAlgEcc || (pub->attributes & want) != want ||
       (pub->attributes & kTpmaDecrypt) != 0) {
     return Fail(ErrorCode::kVerificationFailed,
@@ -338,8 +338,8 @@ Result<std::vector<uint8_t>> KdfaSha256(std::span<const uint8_t> key, std::strin
 Result<MadeCredential> MakeCredential(const TpmPublic& ek, std::span<const uint8_t> ak_name,
                                       std::span<const uint8_t> secret,
                                       std::span<const uint8_t> seed) {
-  if (ek.type != kTpmAlgRsa || (ek.attributes & (kTpmaRestricted | kTpmaDecrypt)) !=
-                                   (kTpmaRestricted | kTpmaDecrypt) ||
+  if (ek.type != kTpmAlgRsa ||
+      (ek.attributes & (kTpmaRestricted | kTpmaDecrypt)) != (kTpmaRestricted | kTpmaDecrypt) ||
       ek.symmetric != kTpmAlgAes || ek.symmetric_bits != 128) {
     return Fail(ErrorCode::kInvalidArgument,
                 "MakeCredential: the EK is not an RSA restricted decryption key with AES-128-CFB");
@@ -352,14 +352,12 @@ Result<MadeCredential> MakeCredential(const TpmPublic& ek, std::span<const uint8
   static constexpr uint8_t kIdentity[] = {'I', 'D', 'E', 'N', 'T', 'I', 'T', 'Y', 0};
   std::vector<uint8_t> exponent;
   PutU32(exponent, ek.rsa_exponent);
-  MOAT_ASSIGN_OR_RETURN(
-      auto wrapped_seed,
-      crypto::RsaOaepSha256Encrypt({.modulus = ek.rsa_modulus, .exponent = exponent}, kIdentity,
-                                   seed));
+  MOAT_ASSIGN_OR_RETURN(auto wrapped_seed,
+                        crypto::RsaOaepSha256Encrypt(
+                            {.modulus = ek.rsa_modulus, .exponent = exponent}, kIdentity, seed));
   MadeCredential out;
   PutU16(out.encrypted_secret, static_cast<uint16_t>(wrapped_seed.size()));
-  out.encrypted_secret.insert(out.encrypted_secret.end(), wrapped_seed.begin(),
-                              wrapped_seed.end());
+  out.encrypted_secret.insert(out.encrypted_secret.end(), wrapped_seed.begin(), wrapped_seed.end());
 
   // encIdentity = AES-128-CFB(KDFa(seed, "STORAGE", name, 128), IV 0, TPM2B_DIGEST(secret)).
   MOAT_ASSIGN_OR_RETURN(auto sym_key, KdfaSha256(seed, "STORAGE", ak_name, {}, 128));

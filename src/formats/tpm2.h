@@ -43,8 +43,8 @@ struct TpmPublic {
   uint32_t attributes = 0;
   uint16_t symmetric = 0;       // a restricted decryption key's symmetric algorithm (0x0010: none)
   uint16_t symmetric_bits = 0;  // and its key size
-  std::vector<uint8_t> rsa_modulus;  // RSA
-  uint32_t rsa_exponent = 65537;     // RSA (0 on the wire means 65537)
+  std::vector<uint8_t> rsa_modulus;   // RSA
+  uint32_t rsa_exponent = 65537;      // RSA (0 on the wire means 65537)
   std::vector<uint8_t> ecc_x, ecc_y;  // ECC, each left-padded to 32 bytes (P-256 only)
   std::vector<uint8_t> marshalled;    // the TPMT_PUBLIC bytes as given (the name hashes these)
 };
@@ -64,12 +64,12 @@ Result<std::vector<uint8_t>> EccPoint(const TpmPublic& key);
 
 // A TPM2_Quote as a device presents it (docs/rot.md, "Evidence").
 struct Tpm2Quote {
-  std::vector<uint8_t> attest;         // TPMS_ATTEST bytes (the TPM2B_ATTEST's buffer)
-  std::vector<uint8_t> signature;      // AK's DER ECDSA signature over SHA-256(attest)
-  std::vector<uint32_t> pcrs;          // quoted TPM PCRs, SHA-256 bank, ascending
+  std::vector<uint8_t> attest;     // TPMS_ATTEST bytes (the TPM2B_ATTEST's buffer)
+  std::vector<uint8_t> signature;  // AK's DER ECDSA signature over SHA-256(attest)
+  std::vector<uint32_t> pcrs;      // quoted TPM PCRs, SHA-256 bank, ascending
   std::map<uint32_t, crypto::Sha256Digest> pcr_values;  // TPM PCR -> value when quoted
-  std::vector<uint8_t> ak_public;      // AK SubjectPublicKeyInfo DER
-  std::vector<uint8_t> ak_tpm_public;  // AK TPM2B_PUBLIC (TPM wire format)
+  std::vector<uint8_t> ak_public;                       // AK SubjectPublicKeyInfo DER
+  std::vector<uint8_t> ak_tpm_public;                   // AK TPM2B_PUBLIC (TPM wire format)
   // The answer to the challenge's credential (TPM2_ActivateCredential's output); empty when
   // the service sent none.
   std::vector<uint8_t> activated_secret;

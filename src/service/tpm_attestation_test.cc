@@ -69,7 +69,8 @@ class TpmAttestationTest : public ::testing::Test {
         Service::Start({.data_dir = init.data_dir, .port = 0, .threads = 2}, clock_, random_);
     ASSERT_TRUE(service.has_value()) << service.error().message();
     service_ = std::move(*service);
-    auto config = formats::ParseOperatorConfig(*ReadFile(init.data_dir / "admin.moat.json", 1 << 20));
+    auto config =
+        formats::ParseOperatorConfig(*ReadFile(init.data_dir / "admin.moat.json", 1 << 20));
     ASSERT_TRUE(config.has_value());
     root_ = *crypto::Certificate::FromPem(config->root_certificate_pem);
     auto chain = crypto::Certificate::ParsePemChain(config->certificate_pem);
@@ -143,9 +144,9 @@ class TpmAttestationTest : public ::testing::Test {
     auto r = Admin("POST", "/api/v1/devices", body.dump());
     ASSERT_EQ(r.status, 201) << r.body;
     EXPECT_EQ(Parse(r)["id"], ek->DeviceId()) << "the service derives the ID the device computes";
-    ASSERT_EQ(Admin("POST", fmt::format("/api/v1/tenants/acme/devices/{}/claim", ek->DeviceId()))
-                  .status,
-              200);
+    ASSERT_EQ(
+        Admin("POST", fmt::format("/api/v1/tenants/acme/devices/{}/claim", ek->DeviceId())).status,
+        200);
   }
 
   // A connection as the device's bootstrap identity naming `id`.
@@ -169,7 +170,7 @@ class TpmAttestationTest : public ::testing::Test {
                   const formats::MeasurementLog& log, bool activate = true) {
     Round round;
     Json req = {{"ak_tpm_public", Base64Encode(*d.store->AttestationKeyPublicArea(),
-                                                Base64Alphabet::kUrl, Base64Padding::kWithout)}};
+                                               Base64Alphabet::kUrl, Base64Padding::kWithout)}};
     auto ch = c.Send("POST", "/device/v1/attestation/challenge", req.dump());
     EXPECT_TRUE(ch.has_value());
     EXPECT_EQ(ch->status, 201) << ch->body;
