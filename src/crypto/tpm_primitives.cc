@@ -150,7 +150,7 @@ Result<CaCertificateInfo> InspectCaCertificateDer(std::span<const uint8_t> der) 
   if (ASN1_TIME_to_tm(X509_get0_notAfter(x.get()), &tm) != 1) {
     return Fail(OpenSslError(ErrorCode::kInvalidArgument, "the certificate's notAfter"));
   }
-  info.not_after = std::chrono::system_clock::from_time_t(timegm(&tm));
+  info.not_after_unix = static_cast<int64_t>(timegm(&tm));
   return info;
 }
 

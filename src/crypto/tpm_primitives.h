@@ -49,7 +49,9 @@ std::string CertificateDerToPem(std::span<const uint8_t> der);
 struct CaCertificateInfo {
   std::string subject;     // RFC 2253
   std::string sha256_hex;  // of the DER
-  SystemTime not_after;
+  // Unix seconds, not SystemTime: EK CAs often say 9999-12-31, beyond what SystemTime's
+  // nanoseconds reach (2262).
+  int64_t not_after_unix = 0;
 };
 // A manufacturer CA certificate: kInvalidArgument unless it parses and is a CA
 // (basicConstraints CA:TRUE).

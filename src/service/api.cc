@@ -3,6 +3,7 @@
 #include "crypto/tpm_primitives.h"
 #include "service/tpm_devices.h"
 
+#include <ctime>
 #include <mutex>
 #include <vector>
 
@@ -61,6 +62,17 @@ Result<Role> ParseRole(std::string_view name) {
               "unknown role '{}' (Administrator, Contributor, Reader, or service-wide "
               "Manufacturer)",
               name.substr(0, 32));
+}
+
+// RFC 3339 of unix seconds that may lie beyond SystemTime's range (9999-12-31 in CA certificates).
+std::string FormatUnixRfc3339(int64_t unix_seconds) {
+  const time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm {};
+  char buf[32];
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    return std::to_string(unix_seconds);
+  }
+  return buf;
 }
 
 Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
@@ -426,7 +438,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       for (const auto& r : *rows) {
         list.push_back({{"sha256", *r.Text(0)},
                         {"subject", *r.Text(1)},
-                        {"not_after", FormatRfc3339(store::FromUnixSeconds(*r.Int(2)))},
+                        {"not_after", FormatUnixRfc3339(*r.Int(2))},
                         {"added_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(3)))},
                         {"added_by", *r.Text(4)}});
       }
@@ -449,7 +461,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
         MOAT_TRY(s.Execute(
             "INSERT INTO manufacturer_cas (sha256, subject, certificate, not_after, added_at, "
             "added_by) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            {info.sha256_hex, info.subject, der, store::UnixSeconds(info.not_after), now,
+            {info.sha256_hex, info.subject, der, info.not_after_unix, now,
              caller->name}));
         MOAT_TRY(AuditAs(s, now, &*caller, "", "manufacturer-ca.add", info.sha256_hex, "ok",
                          info.subject));
