@@ -105,6 +105,69 @@ void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
     });
   });
 
+  // pcr-policy add|list|remove: values TPM devices' quoted PCRs must hold.
+  auto* pp = app.add_subcommand(
+      "pcr-policy",
+      "PCR policy for TPM devices: a quoted TPM PCR (SHA-256 bank) must hold one of the values\n"
+      "listed for it, tenant-wide or for one device group (docs/service-api.md, TPM devices).");
+  pp->require_subcommand(1);
+  struct PcrOptions {
+    std::string tenant, sha256, group, comment, id;
+    int pcr = -1;
+  };
+  auto po = std::make_shared<PcrOptions>();
+  auto* pp_add = pp->add_subcommand("add", "Allow a value for a PCR (Administrator)");
+  pp_add->add_option("--tenant", po->tenant, "Tenant name")->required();
+  pp_add->add_option("--pcr", po->pcr, "TPM PCR, 0-23")->required()->check(CLI::Range(0, 23));
+  pp_add->add_option("--sha256", po->sha256, "The value, 64 lowercase hex digits")->required();
+  pp_add->add_option("--device-group", po->group, "Only for this device group (its ID)");
+  pp_add->add_option("--comment", po->comment, "Why this value is good");
+  pp_add->callback([=, &exit_code] {
+    Run(s, exit_code, "pcr-policy add", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json body = {{"pcr", po->pcr}, {"sha256", po->sha256}};
+      if (!po->group.empty()) body["device_group"] = po->group;
+      if (!po->comment.empty()) body["comment"] = po->comment;
+      MOAT_ASSIGN_OR_RETURN(Json j,
+                            session.Call("POST", TenantPath(po->tenant, "/pcr-policies"), &body));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << fmt::format("Added PCR policy {}: PCR {} sha256 {}\n", Str(j, "id"), po->pcr,
+                           po->sha256);
+      return Ok();
+    });
+  });
+  auto* pp_list = pp->add_subcommand("list", "List a tenant's PCR policy");
+  pp_list->add_option("--tenant", po->tenant, "Tenant name")->required();
+  pp_list->callback([=, &exit_code] {
+    Run(s, exit_code, "pcr-policy list", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("GET", TenantPath(po->tenant, "/pcr-policies")));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& v : j["pcr_policies"]) {
+        rows.push_back({Str(v, "id"), std::to_string(v.value("pcr", -1)),
+                        v["device_group"].is_string() ? Str(v, "device_group") : "(tenant)",
+                        Str(v, "sha256"), Str(v, "comment")});
+      }
+      PrintTable(s.out, {"ID", "PCR", "DEVICE GROUP", "SHA256", "COMMENT"}, rows);
+      return Ok();
+    });
+  });
+  auto* pp_remove = pp->add_subcommand("remove", "Remove a PCR policy entry (Administrator)");
+  pp_remove->add_option("id", po->id, "Entry ID (from list)")->required();
+  pp_remove->add_option("--tenant", po->tenant, "Tenant name")->required();
+  pp_remove->callback([=, &exit_code] {
+    Run(s, exit_code, "pcr-policy remove", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(
+          Json j, session.Call("DELETE", TenantPath(po->tenant, "/pcr-policies/" +
+                                                                  EncodeQueryValue(po->id))));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      s.out << "Removed PCR policy " << Str(j, "id") << "\n";
+      return Ok();
+    });
+  });
+
   // Failure reports: `moat tenant download-error-report` (Azure Sphere's name) and
   // `moat report buckets`.
   struct ReportOptions {

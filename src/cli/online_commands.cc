@@ -273,21 +273,78 @@ void RegisterOnline(CLI::App& app, Streams s, int& exit_code, std::shared_ptr<Gl
   auto d_id = std::make_shared<std::string>();
   auto d_tenant = std::make_shared<std::string>();
   auto d_to = std::make_shared<std::string>();
+  auto d_ek = std::make_shared<std::string>();
   auto* reg = device->add_subcommand(
       "register",
-      "Manufacturer: register a device by its identity public key (PEM). The device ID is the\n"
-      "lowercase hex SHA-256 of the key's DER SubjectPublicKeyInfo.");
-  reg->add_option("--public-key", *d_key, "The device's identity public key (PEM)")
-      ->required()
-      ->check(CLI::ExistingFile);
+      "Manufacturer: register a device by its identity public key (PEM; the device ID is the\n"
+      "lowercase hex SHA-256 of the key's DER SubjectPublicKeyInfo) or, for a TPM device, by\n"
+      "its EK certificate (PEM; it must chain to a manufacturer CA, `moat manufacturer-ca add`;\n"
+      "the device ID is the hex SHA-256 of the EK's TPMT_PUBLIC, as moatd computes it).");
+  auto* key_opt = reg->add_option("--public-key", *d_key, "The device's identity public key (PEM)")
+                      ->check(CLI::ExistingFile);
+  auto* ek_opt = reg->add_option("--ek-certificate", *d_ek,
+                                 "A TPM device's endorsement key certificate (PEM)")
+                     ->check(CLI::ExistingFile);
+  key_opt->excludes(ek_opt);
   reg->callback([=, &exit_code] {
     Run(s, exit_code, "device register", [&]() -> Result<void> {
-      MOAT_ASSIGN_OR_RETURN(std::string pem, ReadFile(*d_key, 8 * 1024));
+      if (d_key->empty() == d_ek->empty()) {
+        return Fail(ErrorCode::kInvalidArgument, "give --public-key or --ek-certificate");
+      }
+      Json body;
+      if (!d_key->empty()) {
+        MOAT_ASSIGN_OR_RETURN(std::string pem, ReadFile(*d_key, 8 * 1024));
+        body = {{"public_key", pem}};
+      } else {
+        MOAT_ASSIGN_OR_RETURN(std::string pem, ReadFile(*d_ek, 16 * 1024));
+        body = {{"ek_certificate", pem}};
+      }
       MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
-      Json body = {{"public_key", pem}};
       MOAT_ASSIGN_OR_RETURN(Json j, session.Call("POST", "/api/v1/devices", &body));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
-      s.out << "Registered device " << Str(j, "id") << "\n";
+      s.out << "Registered " << (j.value("tpm", false) ? "TPM device " : "device ")
+            << Str(j, "id") << "\n";
+      return Ok();
+    });
+  });
+
+  // manufacturer-ca add|list
+  auto* mca = app.add_subcommand(
+      "manufacturer-ca",
+      "The CAs that sign TPM endorsement key certificates (Manufacturer or Administrator)");
+  mca->require_subcommand(1);
+  auto mca_file = std::make_shared<std::string>();
+  auto* mca_add = mca->add_subcommand(
+      "add", "Register a manufacturer CA certificate (PEM; every certificate in the file)");
+  mca_add->add_option("file", *mca_file, "CA certificate(s), PEM")
+      ->required()
+      ->check(CLI::ExistingFile);
+  mca_add->callback([=, &exit_code] {
+    Run(s, exit_code, "manufacturer-ca add", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(std::string pem, ReadFile(*mca_file, 64 * 1024));
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      Json body = {{"certificate", pem}};
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("POST", "/api/v1/manufacturer-cas", &body));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      for (const auto& a : j["added"]) {
+        s.out << fmt::format("Added manufacturer CA {} ({})\n", Str(a, "subject"),
+                             Str(a, "sha256"));
+      }
+      return Ok();
+    });
+  });
+  auto* mca_list = mca->add_subcommand("list", "List the manufacturer CAs");
+  mca_list->callback([=, &exit_code] {
+    Run(s, exit_code, "manufacturer-ca list", [&]() -> Result<void> {
+      MOAT_ASSIGN_OR_RETURN(Session session, Session::Open(*g));
+      MOAT_ASSIGN_OR_RETURN(Json j, session.Call("GET", "/api/v1/manufacturer-cas"));
+      if (g->output == OutputFormat::kJson) return json_out(j), Ok();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& c : j["manufacturer_cas"]) {
+        rows.push_back({Str(c, "subject"), Str(c, "sha256"), Str(c, "not_after"),
+                        Str(c, "added_by")});
+      }
+      PrintTable(s.out, {"SUBJECT", "SHA256", "NOT AFTER", "ADDED BY"}, rows);
       return Ok();
     });
   });

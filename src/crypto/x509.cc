@@ -1013,12 +1013,13 @@ Result<void> VerifyCertificateChain(const Certificate& leaf,
 // ---- Device identity ----
 
 Result<Certificate> SelfCertifiedDeviceCertificate(const PrivateKey& identity_key,
-                                                   SystemTime not_before, SystemTime not_after) {
+                                                   SystemTime not_before, SystemTime not_after,
+                                                   std::string_view device_id) {
   if (identity_key.type() != KeyType::kEcdsaP256) {
     return Fail(ErrorCode::kInvalidArgument, "a device identity key must be ECDSA P-256");
   }
   const PublicKey pub = identity_key.public_key();
-  const std::string id = pub.FingerprintHex();
+  const std::string id = device_id.empty() ? pub.FingerprintHex() : std::string(device_id);
   CertificateProfile profile{.kind = CertificateProfile::Kind::kClient,
                              .common_name = id,
                              .not_before = not_before,
@@ -1037,8 +1038,7 @@ bool IsSelfCertifiedDeviceCertificate(const Certificate& cert) {
   if (cert.SanUris().size() != 1 || !cert.SanDnsNames().empty() || !cert.SanIpAddresses().empty()) {
     return false;
   }
-  auto id = DeviceIdFromCertificate(cert);
-  if (!id || *id != cert.public_key().FingerprintHex()) return false;
+  if (!DeviceIdFromCertificate(cert)) return false;
   // Signed by its own key (OpenSSL skips that check for a self-signed leaf).
   EVP_PKEY* key = X509_get0_pubkey(x);
   if (key == nullptr || X509_verify(x, key) != 1) {

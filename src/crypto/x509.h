@@ -174,14 +174,19 @@ Result<Certificate> IssueCertificate(const CertificateProfile& profile,
                                      const PrivateKey& issuer_key);
 
 // The bootstrap credential of a device that has no certificate yet: a self-signed client
-// certificate over its identity key whose single SAN is "urn:moat:device:<id>" with <id> the
-// SHA-256 of that very key (so it asserts nothing but "I hold the key with this fingerprint",
-// which the TLS handshake proves). moat-service accepts it on the attestation endpoints only.
+// certificate over its identity key whose single SAN is "urn:moat:device:<id>". <id> is
+// `device_id` if given (a TPM device's ID is derived from its endorsement key, not from this
+// key), else the SHA-256 of the identity key itself. It asserts nothing but "I hold this key and
+// call myself <id>", which the TLS handshake half proves; moat-service accepts it on the
+// attestation endpoints only and checks the key (or, for a TPM device, credential activation
+// and the quote) against what the manufacturer registered.
 Result<Certificate> SelfCertifiedDeviceCertificate(const PrivateKey& identity_key,
-                                                   SystemTime not_before, SystemTime not_after);
+                                                   SystemTime not_before, SystemTime not_after,
+                                                   std::string_view device_id = {});
 // True if `cert` is such a certificate: self-issued, its signature verifies with its own key,
-// a P-256 key, not a CA, EKU clientAuth, exactly one SAN (a device URI naming its own key's
-// fingerprint). Validity dates are not checked: they prove nothing here.
+// a P-256 key, not a CA, EKU clientAuth, exactly one SAN (a device URI). Validity dates are not
+// checked: they prove nothing here. Nor is the device ID: the service does that against its
+// registry.
 bool IsSelfCertifiedDeviceCertificate(const Certificate& cert);
 
 // Verifies leaf -> intermediates -> one of `roots` as of time `at`, with RFC 5280 strict

@@ -101,13 +101,15 @@ std::vector<uint8_t> AttestationSigningInput(const AttestationEvidence& e) {
 }
 
 Json ToJson(const AttestationEvidence& e) {
-  return Json{
+  Json j{
       {"device_id", e.device_id},
       {"nonce", Base64Encode(e.nonce, Base64Alphabet::kUrl, Base64Padding::kWithout)},
       {"log", ToJson(e.log)},
       {"os_version", e.os_version},
       {"format", e.format == EvidenceFormat::kSignature ? "signature" : "tpm2-quote"},
       {"signature", Base64Encode(e.signature, Base64Alphabet::kUrl, Base64Padding::kWithout)}};
+  if (e.tpm2_quote) j["tpm2_quote"] = ToJson(*e.tpm2_quote);
+  return j;
 }
 
 Result<void> ValidateDeviceId(std::string_view id) {
@@ -156,6 +158,15 @@ Result<AttestationEvidence> AttestationEvidenceFromJson(const Json& json, std::s
                 path, kMaxSignatureBytes);
   }
   e.signature = std::move(*sig_bytes);
+  if (json.contains("tpm2_quote")) {
+    r.MarkSeen("tpm2_quote");
+    MOAT_ASSIGN_OR_RETURN(e.tpm2_quote,
+                          Tpm2QuoteFromJson(json["tpm2_quote"], JsonPathJoin(path, "tpm2_quote")));
+  }
+  if ((e.format == EvidenceFormat::kTpm2Quote) != e.tpm2_quote.has_value()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "{}: 'tpm2_quote' is required with format tpm2-quote and only then", path);
+  }
   MOAT_TRY(r.NoOtherFields());
   return e;
 }

@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "crypto/digest.h"
+#include "formats/tpm2.h"
 
 namespace moat::formats {
 
@@ -64,7 +65,10 @@ struct AttestationEvidence {
   MeasurementLog log;
   std::string os_version;
   EvidenceFormat format = EvidenceFormat::kSignature;
-  std::vector<uint8_t> signature;  // kSignature: identity key over AttestationSigningInput()
+  std::vector<uint8_t> signature;  // identity key over AttestationSigningInput() (both formats)
+  // kTpm2Quote: the TPM's quote, qualifying data SHA-256(AttestationSigningInput()), and the
+  // answer to the challenge's credential (docs/service-api.md). Absent for kSignature.
+  std::optional<Tpm2Quote> tpm2_quote;
 };
 
 // The bytes the identity key signs: a domain-separation label, the device ID, the nonce and

@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "crypto/digest.h"
 #include "crypto/key.h"
+#include "formats/tpm2.h"
 
 namespace moat::rot {
 
@@ -32,24 +33,10 @@ inline constexpr std::string_view kTlsClientKeyLabel = "tls-client";
 
 Result<void> ValidateKeyLabel(std::string_view label);
 
-// A TPM2_Quote, as Tpm2KeyStore::Attest produces it (docs/rot.md, "Evidence"). A verifier:
-//  1. checks `signature` (DER ECDSA P-256, SHA-256) over `attest` with the AK public key
-//     (`ak_public`, SPKI DER; `ak_tpm_public` is the AK's TPM2B_PUBLIC, whose name credential
-//     activation binds to the EK);
-//  2. parses `attest` (a TPMS_ATTEST in TPM wire format): magic TPM_GENERATED_VALUE, type
-//     TPM_ST_ATTEST_QUOTE, extraData == SHA-256(signing input), the quote's PCR selection ==
-//     `pcrs` in the SHA-256 bank, and pcrDigest == SHA-256(value of each of `pcrs`, ascending);
-//  3. replays the measurement log and compares with `pcr_values` (TPM PCR numbers; see
-//     Tpm2KeyStore for how interface registers map onto them).
-// VerifyTpm2Quote (rot/tpm2_quote.h) does 1 and 2.
-struct Tpm2Quote {
-  std::vector<uint8_t> attest;         // TPMS_ATTEST bytes (the TPM2B_ATTEST's buffer)
-  std::vector<uint8_t> signature;      // AK's DER ECDSA signature over SHA-256(attest)
-  std::vector<uint32_t> pcrs;          // quoted TPM PCRs, SHA-256 bank, ascending
-  std::map<uint32_t, crypto::Sha256Digest> pcr_values;  // TPM PCR -> value when quoted
-  std::vector<uint8_t> ak_public;      // AK SubjectPublicKeyInfo DER
-  std::vector<uint8_t> ak_tpm_public;  // AK TPM2B_PUBLIC (TPM wire format)
-};
+// A TPM2_Quote, as Tpm2KeyStore::Attest produces it (docs/rot.md, "Evidence"): the wire
+// structure lives in formats (formats/tpm2.h) so that the service verifies it without tpm2-tss;
+// formats::VerifyTpm2Quote checks it.
+using Tpm2Quote = formats::Tpm2Quote;
 
 // What an attestation proof is made of. Every store fills `signature` (the identity key over
 // the signing input, which the service verifies today); a TPM store also fills `tpm2_quote`,

@@ -717,6 +717,12 @@ Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle)
 
 }  // namespace
 
+Result<std::vector<uint8_t>> Tpm2KeyStore::AttestationKeyPublicArea() {
+  MOAT_TRY(EnsureAttestationKey());
+  MOAT_ASSIGN_OR_RETURN(Blobs b, ReadBlobs(options_.dir, kAkFile));
+  return std::move(b.pub);
+}
+
 Result<std::vector<uint8_t>> Tpm2KeyStore::AttestationKeyName() {
   MOAT_TRY(EnsureAttestationKey());
   MOAT_ASSIGN_OR_RETURN(Blobs b, ReadBlobs(options_.dir, kAkFile));

@@ -88,6 +88,8 @@ class Tpm2KeyStore final : public KeyStore {
 
   // The attestation key's public key (created with the first Attest if missing).
   Result<crypto::PublicKey> EnsureAttestationKey();
+  // The AK's TPM2B_PUBLIC, TPM wire format (formats::TpmName of it is AttestationKeyName()).
+  Result<std::vector<uint8_t>> AttestationKeyPublicArea();
   // The AK's TPM name (0x000b || SHA-256(TPMT_PUBLIC)): what MakeCredential binds to.
   Result<std::vector<uint8_t>> AttestationKeyName();
 

@@ -3,6 +3,8 @@
 // the key files' compatibility with OpenSSL's tpm2 provider.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tctildr.h>
@@ -16,6 +18,10 @@
 #include "rot/testing/swtpm.h"
 #include "rot/testing/tls_peer.h"
 #include "rot/tpm2_key_store.h"
+#include "crypto/random.h"
+#include "crypto/tpm_primitives.h"
+#include "crypto/x509.h"
+#include "formats/tpm2.h"
 #include "rot/tpm2_quote.h"
 
 namespace moat::rot {
@@ -313,6 +319,48 @@ TEST_F(Tpm2KeyStoreTest, CredentialActivationProvesTheEkAndTheAk) {
   // A refusal, not a broken TPM: the store still works.
   EXPECT_TRUE(other->EnsureKey(kIdentityKeyLabel));
   EXPECT_TRUE(other->Sign(kIdentityKeyLabel, AsBytes("still fine")));
+}
+
+// The service's path (formats/tpm2.h, no tpm2-tss): the EK rebuilt from its certificate alone
+// gives the device's own EK-derived ID, and a pure MakeCredential for the AK activates in the TPM.
+TEST_F(Tpm2KeyStoreTest, PureMakeCredentialFromTheEkCertificateActivates) {
+  auto store = *Open();
+  auto ek = store->GetEndorsementKey();
+  ASSERT_TRUE(ek) << ek.error().message();
+  auto rsa = crypto::RsaPublicKeyOfCertificateDer(ek->certificate);
+  ASSERT_TRUE(rsa) << rsa.error().message();
+  const std::vector<uint8_t> rebuilt = formats::DefaultRsaEkTpm2bPublic(rsa->modulus);
+  EXPECT_EQ(rebuilt, ek->tpm_public) << "template L-1 from the certificate equals the TPM's EK";
+  auto ek_public = formats::ParseTpm2bPublic(rebuilt);
+  ASSERT_TRUE(ek_public) << ek_public.error().message();
+  EXPECT_EQ(formats::EkDeviceId(*ek_public), ek->DeviceId());
+  EXPECT_EQ(formats::TpmName(*ek_public), ek->name);
+  // The chain: swtpm_setup's local CA signed it (the issuing CA alone is enough to register).
+  std::ifstream issuer_file("/var/lib/swtpm-localca/issuercert.pem");
+  std::string issuer_pem((std::istreambuf_iterator<char>(issuer_file)), {});
+  auto issuer = crypto::CertificatesDerFromPem(issuer_pem);
+  ASSERT_TRUE(issuer) << issuer.error().message();
+  EXPECT_TRUE(crypto::VerifyEkCertificateDer(ek->certificate, *issuer, std::chrono::system_clock::now()));
+  auto wrong_anchor = crypto::VerifyEkCertificateDer(ek->certificate, {}, std::chrono::system_clock::now());
+  EXPECT_FALSE(wrong_anchor);
+
+  auto ak_name = store->AttestationKeyName();
+  ASSERT_TRUE(ak_name) << ak_name.error().message();
+  const std::vector<uint8_t> secret = crypto::RandomBytes(32);
+  auto made = formats::MakeCredential(*ek_public, *ak_name, secret, crypto::RandomBytes(32));
+  ASSERT_TRUE(made) << made.error().message();
+  auto recovered = store->ActivateCredential(made->credential_blob, made->encrypted_secret);
+  ASSERT_TRUE(recovered) << recovered.error().message();
+  EXPECT_EQ(*recovered, secret);
+
+  // Bound to the AK's name: the same credential made for another name does not activate.
+  std::vector<uint8_t> wrong_name = *ak_name;
+  wrong_name.back() ^= 1;
+  auto other = formats::MakeCredential(*ek_public, wrong_name, secret, crypto::RandomBytes(32));
+  ASSERT_TRUE(other);
+  auto refused = store->ActivateCredential(other->credential_blob, other->encrypted_secret);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kVerificationFailed);
 }
 
 TEST_F(Tpm2KeyStoreTest, RefusesBadOptions) {

@@ -1,5 +1,9 @@
 #include "service/api.h"
 
+#include "crypto/tpm_primitives.h"
+#include "service/tpm_devices.h"
+
+#include <ctime>
 #include <mutex>
 #include <vector>
 
@@ -58,6 +62,17 @@ Result<Role> ParseRole(std::string_view name) {
               "unknown role '{}' (Administrator, Contributor, Reader, or service-wide "
               "Manufacturer)",
               name.substr(0, 32));
+}
+
+// RFC 3339 of unix seconds that may lie beyond SystemTime's range (9999-12-31 in CA certificates).
+std::string FormatUnixRfc3339(int64_t unix_seconds) {
+  const time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm {};
+  char buf[32];
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    return std::to_string(unix_seconds);
+  }
+  return buf;
 }
 
 Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
@@ -407,12 +422,94 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     return JsonResponse(200, {{"id", target_id}, {"revoked", true}});
   }
 
+  // GET|POST /api/v1/manufacturer-cas: the CAs that sign TPM endorsement key certificates.
+  if (seg.size() == 3 && seg[2] == "manufacturer-cas") {
+    if (!caller->MayRegisterDevices()) {
+      return forbidden("", "manufacturer-ca", "",
+                       "manufacturer CAs need the service-wide Manufacturer or Administrator "
+                       "role");
+    }
+    if (req.method == "GET") {
+      auto rows = db_.Query(
+          "SELECT sha256, subject, not_after, added_at, added_by FROM manufacturer_cas ORDER BY "
+          "added_at, sha256");
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        list.push_back({{"sha256", *r.Text(0)},
+                        {"subject", *r.Text(1)},
+                        {"not_after", FormatUnixRfc3339(*r.Int(2))},
+                        {"added_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(3)))},
+                        {"added_by", *r.Text(4)}});
+      }
+      return JsonResponse(200, {{"manufacturer_cas", list}});
+    }
+    if (req.method != "POST") return MethodNotAllowed(req);
+    auto body = ParseBody(req);
+    if (!body) return ErrorResponse(body.error());
+    formats::ObjectReader reader(*body, "body");
+    auto pem = reader.RequiredString("certificate", 64 * 1024);
+    if (!pem) return ErrorResponse(pem.error());
+    if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+    auto ders = crypto::CertificatesDerFromPem(*pem);
+    if (!ders) return ErrorResponse(ders.error().WithContext("body.certificate"));
+    Json added = Json::array();
+    auto stored = db_.Transact([&](store::Session& s) -> Result<void> {
+      added = Json::array();
+      for (const auto& der : *ders) {
+        MOAT_ASSIGN_OR_RETURN(crypto::CaCertificateInfo info, crypto::InspectCaCertificateDer(der));
+        MOAT_TRY(s.Execute(
+            "INSERT INTO manufacturer_cas (sha256, subject, certificate, not_after, added_at, "
+            "added_by) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            {info.sha256_hex, info.subject, der, info.not_after_unix, now,
+             caller->name}));
+        MOAT_TRY(AuditAs(s, now, &*caller, "", "manufacturer-ca.add", info.sha256_hex, "ok",
+                         info.subject));
+        added.push_back({{"sha256", info.sha256_hex}, {"subject", info.subject}});
+      }
+      return Ok();
+    });
+    if (!stored) return ErrorResponse(stored.error().WithContext("body.certificate"));
+    return JsonResponse(201, {{"added", added}});
+  }
+
   // POST /api/v1/devices: manufacturer registration of a device's identity key.
   if (seg.size() == 3 && seg[2] == "devices") {
     if (req.method != "POST") return MethodNotAllowed(req);
     auto body = ParseBody(req);
     if (!body) return ErrorResponse(body.error());
     formats::ObjectReader reader(*body, "body");
+    auto ek_pem = reader.OptionalString("ek_certificate", 16 * 1024);
+    if (!ek_pem) return ErrorResponse(ek_pem.error());
+    if (!ek_pem->empty()) {
+      // A TPM device: its ID derives from the EK its certificate certifies.
+      if (body->contains("public_key")) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "body: give public_key or ek_certificate, not both"));
+      }
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      auto ek = TpmDeviceFromEkCertificate(db_, *ek_pem, clock_.Now());
+      if (!ek) return ErrorResponse(ek.error().WithContext("body.ek_certificate"));
+      if (!caller->MayRegisterDevices()) {
+        return forbidden("", "device.register", ek->device_id,
+                         "registering devices needs the service-wide Manufacturer or "
+                         "Administrator role");
+      }
+      auto registered = db_.Transact([&](store::Session& s) -> Result<void> {
+        MOAT_ASSIGN_OR_RETURN(
+            int64_t n,
+            s.Execute("INSERT INTO devices (id, public_key, registered_at, registered_by, "
+                      "ek_certificate) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                      {ek->device_id, ek->ek_tpm_public, now, caller->name, ek->certificate}));
+        if (n == 0)
+          return Fail(ErrorCode::kAlreadyExists, "device {} is already registered", ek->device_id);
+        MOAT_TRY(AuditAs(s, now, &*caller, "", "device.register", ek->device_id, "ok",
+                         "TPM device (EK certificate)"));
+        return Ok();
+      });
+      if (!registered) return ErrorResponse(registered.error());
+      return JsonResponse(201, {{"id", ek->device_id}, {"tpm", true}});
+    }
     auto pem = reader.RequiredString("public_key", 8 * 1024);
     if (!pem) return ErrorResponse(pem.error());
     if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
@@ -498,6 +595,114 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     r.content_type = "text/csv; charset=utf-8";
     r.body = std::move(*csv);
     return r;
+  }
+
+  // /api/v1/tenants/{t}/pcr-policies[/{id}]: which values a TPM device's quoted PCRs may hold,
+  // per device group or tenant-wide (docs/service-api.md, "TPM devices").
+  if (seg.size() >= 5 && seg.size() <= 6 && seg[2] == "tenants" && seg[4] == "pcr-policies") {
+    auto tenant = FindTenant(db_, seg[3]);
+    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
+    if (!tenant || !caller->RoleIn(tenant->id)) {
+      return ErrorResponse(Error(ErrorCode::kNotFound,
+                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+    }
+    const Role role = *caller->RoleIn(tenant->id);
+    if (seg.size() == 5 && req.method == "GET") {
+      auto rows = db_.Query(
+          "SELECT id, device_group_id, pcr, sha256, comment, created_at, created_by FROM "
+          "pcr_policies WHERE tenant_id = ? ORDER BY device_group_id, pcr, created_at",
+          {tenant->id});
+      if (!rows) return ErrorResponse(rows.error());
+      Json list = Json::array();
+      for (const auto& r : *rows) {
+        list.push_back({{"id", *r.Text(0)},
+                        {"device_group", r.IsNull(1) ? Json() : Json(*r.Text(1))},
+                        {"pcr", *r.Int(2)},
+                        {"sha256", *r.Text(3)},
+                        {"comment", *r.Text(4)},
+                        {"created_at", FormatRfc3339(store::FromUnixSeconds(*r.Int(5)))},
+                        {"created_by", *r.Text(6)}});
+      }
+      return JsonResponse(200, {{"tenant", tenant->name}, {"pcr_policies", list}});
+    }
+    if (role != Role::kAdministrator) {
+      return forbidden(tenant->id, "pcr-policy.change", "",
+                       "PCR policies need the Administrator role (they decide which devices get "
+                       "certificates)");
+    }
+    if (seg.size() == 5 && req.method == "POST") {
+      auto body = ParseBody(req);
+      if (!body) return ErrorResponse(body.error());
+      formats::ObjectReader reader(*body, "body");
+      auto pcr = reader.OptionalInt("pcr", 0, 23);
+      auto sha256 = reader.RequiredString("sha256", 64);
+      auto group = reader.OptionalString("device_group", 64);
+      auto comment = reader.OptionalString("comment", 256);
+      if (!pcr) return ErrorResponse(pcr.error());
+      for (const Result<std::string>* r : {&sha256, &group, &comment}) {
+        if (!*r) return ErrorResponse(r->error());
+      }
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      if (!*pcr) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument, "body: missing field 'pcr'"));
+      }
+      auto digest = HexDecode(*sha256);
+      if (!digest || digest->size() != 32 || *sha256 != HexEncode(*digest)) {
+        return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                   "body.sha256: not 64 lowercase hexadecimal characters"));
+      }
+      if (!group->empty()) {
+        auto g = db_.QueryOne(
+            "SELECT g.id FROM device_groups g JOIN products p ON p.id = g.product_id WHERE g.id "
+            "= ? AND p.tenant_id = ?",
+            {*group, tenant->id});
+        if (!g) {
+          return ErrorResponse(
+              g.error().code() == ErrorCode::kNotFound
+                  ? Error(ErrorCode::kNotFound,
+                          fmt::format("body.device_group: no device group {} in tenant '{}'",
+                                      group->substr(0, 64), tenant->name))
+                  : g.error());
+        }
+      }
+      std::string id = random_.NewUuid();
+      auto added = db_.Transact([&](store::Session& s) -> Result<void> {
+        std::vector<store::Value> values;
+        values.emplace_back(id);
+        values.emplace_back(tenant->id);
+        values.emplace_back(group->empty() ? store::Value() : store::Value(*group));
+        values.emplace_back(**pcr);
+        values.emplace_back(*sha256);
+        values.emplace_back(*comment);
+        values.emplace_back(now);
+        values.emplace_back(caller->name);
+        MOAT_TRY(s.Execute("INSERT INTO pcr_policies (id, tenant_id, device_group_id, pcr, "
+                           "sha256, comment, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, "
+                           "?, ?)",
+                           values));
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "pcr-policy.add", id, "ok",
+                         fmt::format("PCR {} sha256 {}{}", **pcr, *sha256,
+                                     group->empty() ? "" : " for device group " + *group)));
+        return Ok();
+      });
+      if (!added) return ErrorResponse(added.error());
+      return JsonResponse(201, {{"id", id}, {"pcr", **pcr}, {"sha256", *sha256}});
+    }
+    if (seg.size() == 6 && req.method == "DELETE") {
+      std::string id(seg[5].substr(0, 64));
+      auto removed = db_.Transact([&](store::Session& s) -> Result<void> {
+        MOAT_ASSIGN_OR_RETURN(int64_t n,
+                              s.Execute("DELETE FROM pcr_policies WHERE id = ? AND tenant_id = ?",
+                                        {id, tenant->id}));
+        if (n == 0) return Fail(ErrorCode::kNotFound, "no PCR policy {} in tenant '{}'", id,
+                                tenant->name);
+        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "pcr-policy.remove", id, "ok", ""));
+        return Ok();
+      });
+      if (!removed) return ErrorResponse(removed.error());
+      return JsonResponse(200, {{"id", id}, {"removed", true}});
+    }
+    return MethodNotAllowed(req);
   }
 
   // /api/v1/tenants/{t}/reference-values[/{id}] and /api/v1/tenants/{t}/security-events

@@ -1,6 +1,7 @@
 #include "service/device_api.h"
 
 #include <algorithm>
+#include <map>
 
 #include "core/encoding.h"
 #include "core/file.h"
@@ -17,6 +18,7 @@
 #include "service/fleet_api.h"
 #include "service/http_util.h"
 #include "service/reports.h"
+#include "service/tpm_devices.h"
 
 namespace moat::service {
 
@@ -97,13 +99,18 @@ struct DeviceRecord {
   // DER SubjectPublicKeyInfo; parsed only where a signature is checked (decoding a key costs
   // more than the rest of a cheap request).
   std::vector<uint8_t> identity_key_der;
+  // A TPM device (registered with its EK certificate, DER); then identity_key_der is the EK's
+  // TPM2B_PUBLIC and the device proves itself by credential activation and quotes.
+  std::vector<uint8_t> ek_certificate;
+  bool is_tpm() const { return !ek_certificate.empty(); }
 };
 
 // The registered, claimed device, or the refusal a device can act on.
 std::variant<DeviceRecord, Refusal, Error> LookUpDevice(store::Database& db,
                                                         const std::string& device_id) {
   auto row = db.QueryOne(
-      "SELECT d.public_key, d.tenant_id, t.name FROM devices d LEFT JOIN tenants t ON t.id = "
+      "SELECT d.public_key, d.tenant_id, t.name, d.ek_certificate FROM devices d LEFT JOIN "
+      "tenants t ON t.id = "
       "d.tenant_id WHERE d.id = ?",
       {device_id});
   if (!row) {
@@ -121,7 +128,26 @@ std::variant<DeviceRecord, Refusal, Error> LookUpDevice(store::Database& db,
                                "operator claims it with `moat device claim {}`",
                                device_id, device_id)};
   }
-  return DeviceRecord{*row->Text(1), *row->Text(2), std::move(*der)};
+  DeviceRecord record{*row->Text(1), *row->Text(2), std::move(*der), {}};
+  if (!row->IsNull(3)) {
+    auto ek = row->Blob(3);
+    if (!ek) return ek.error();
+    record.ek_certificate = std::move(*ek);
+  }
+  return record;
+}
+
+// SECURITY: a self-certified certificate names any device ID it likes (a TPM device's ID is not
+// its key's); for a device registered with an identity key, it must be that key. A TPM device
+// proves itself later, by credential activation and its quote.
+std::optional<Refusal> CheckIdentityCredential(const DeviceApi::Caller& caller,
+                                               const DeviceRecord& device) {
+  if (caller.credential != Credential::kIdentity || device.is_tpm()) return std::nullopt;
+  if (caller.certificate.public_key().ToDer() == device.identity_key_der) return std::nullopt;
+  return Refusal{403, "forbidden",
+                 fmt::format("the self-certified certificate is not over device {}'s registered "
+                             "identity key",
+                             caller.device_id)};
 }
 
 std::string ChainPem(const crypto::Certificate& leaf, const crypto::Certificate& ca) {
@@ -224,7 +250,7 @@ HttpResponse DeviceApi::Handle(const HttpRequest& req) {
   }
   if (seg.size() == 4 && seg[2] == "attestation" && seg[3] == "challenge") {
     if (req.method != "POST") return MethodNotAllowed(req);
-    return Challenge(*caller);
+    return Challenge(*caller, req);
   }
   if (seg.size() == 3 && seg[2] == "attestation") {
     if (req.method != "POST") return MethodNotAllowed(req);
@@ -528,11 +554,66 @@ HttpResponse DeviceApi::WhoAmI(const Caller& caller) {
                             {"repository", repository}});
 }
 
-HttpResponse DeviceApi::Challenge(const Caller& caller) {
+HttpResponse DeviceApi::Challenge(const Caller& caller, const HttpRequest& req) {
   auto device = LookUpDevice(db_, caller.device_id);
   if (auto* e = std::get_if<Error>(&device)) return ErrorResponse(*e);
   if (auto* r = std::get_if<Refusal>(&device)) return Refuse(*r);
+  const DeviceRecord& d = std::get<DeviceRecord>(device);
+  if (auto refused = CheckIdentityCredential(caller, d)) return Refuse(*refused);
   const SystemTime now = clock_.Now();
+  // A TPM device names its attestation key; the challenge carries a credential for it that
+  // only the TPM holding the registered EK can activate (docs/service-api.md, "TPM devices").
+  Json credential_json;
+  std::optional<std::string> ak_name_hex, credential_sha256;
+  if (d.is_tpm()) {
+    std::string ak_text;
+    if (!req.body.empty()) {
+      auto body = ParseBody(req, kMaxCsrBytes);
+      if (!body) return ErrorResponse(body.error());
+      formats::ObjectReader reader(*body, "body");
+      if (auto st = reader.status(); !st) return ErrorResponse(st.error());
+      auto ak = reader.RequiredString("ak_tpm_public", 2048);
+      if (!ak) return ErrorResponse(ak.error());
+      if (auto done = reader.NoOtherFields(); !done) return ErrorResponse(done.error());
+      ak_text = *ak;
+    }
+    auto ak_bytes = Base64Decode(ak_text, Base64Alphabet::kUrl, Base64Padding::kWithout);
+    if (ak_text.empty() || !ak_bytes) {
+      return Refuse({400, "tpm-ak-required",
+                     fmt::format("device {} is a TPM device: its challenge request names its "
+                                 "attestation key, body {{\"ak_tpm_public\": <base64url "
+                                 "TPM2B_PUBLIC>}}",
+                                 caller.device_id)});
+    }
+    auto ak = formats::ParseTpm2bPublic(*ak_bytes);
+    if (!ak) return ErrorResponse(ak.error().WithContext("body.ak_tpm_public"));
+    const uint32_t want = formats::kTpmaRestricted | formats::kTpmaSign |
+                          formats::kTpmaFixedTpm | formats::kTpmaSensitiveDataOrigin;
+    if (ak->type != formats::kTpmAlgEcc || (ak->attributes & want) != want) {
+      return ErrorResponse(Error(ErrorCode::kInvalidArgument,
+                                 "body.ak_tpm_public: not a restricted, fixedTPM, TPM-generated "
+                                 "ECC signing key"));
+    }
+    // SECURITY: the EK comes from the registered certificate, re-verified now (a manufacturer
+    // CA may have been removed since), never from the request.
+    auto ek = TpmDeviceFromEkCertificateDer(db_, d.ek_certificate, now);
+    if (!ek) {
+      return Refuse({403, "attestation-failed",
+                     fmt::format("device {}'s EK certificate: {}", caller.device_id,
+                                 ek.error().message())});
+    }
+    const std::vector<uint8_t> ak_name = formats::TpmName(*ak);
+    const std::vector<uint8_t> secret = crypto::RandomBytes(32);
+    auto made = formats::MakeCredential(ek->ek, ak_name, secret, crypto::RandomBytes(32));
+    if (!made) return ErrorResponse(made.error());
+    ak_name_hex = HexEncode(ak_name);
+    credential_sha256 = HexEncode(crypto::Sha256(secret));
+    credential_json = {
+        {"credential_blob",
+         Base64Encode(made->credential_blob, Base64Alphabet::kUrl, Base64Padding::kWithout)},
+        {"encrypted_secret",
+         Base64Encode(made->encrypted_secret, Base64Alphabet::kUrl, Base64Padding::kWithout)}};
+  }
   const SystemTime expires = now + pki_.lifetimes().attestation_challenge;
   const std::vector<uint8_t> nonce = crypto::RandomBytes(kNonceBytes);
   const std::string nonce_hex = HexEncode(nonce);
@@ -543,16 +624,24 @@ HttpResponse DeviceApi::Challenge(const Caller& caller) {
         "DELETE FROM attestation_challenges WHERE device_id = ? AND nonce NOT IN (SELECT nonce "
         "FROM attestation_challenges WHERE device_id = ? ORDER BY expires_at DESC LIMIT ?)",
         {caller.device_id, caller.device_id, kMaxOutstandingChallenges - 1}));
+    std::vector<store::Value> values;
+    values.emplace_back(nonce_hex);
+    values.emplace_back(caller.device_id);
+    values.emplace_back(store::UnixSeconds(expires));
+    values.emplace_back(ak_name_hex ? store::Value(*ak_name_hex) : store::Value());
+    values.emplace_back(credential_sha256 ? store::Value(*credential_sha256) : store::Value());
     MOAT_TRY(s.Execute(
-        "INSERT INTO attestation_challenges (nonce, device_id, expires_at) VALUES (?, ?, ?)",
-        {nonce_hex, caller.device_id, store::UnixSeconds(expires)}));
+        "INSERT INTO attestation_challenges (nonce, device_id, expires_at, ak_name, "
+        "credential_sha256) VALUES (?, ?, ?, ?, ?)",
+        values));
     return Ok();
   });
   if (!stored) return ErrorResponse(stored.error());
   NoteSeen(caller.device_id, store::UnixSeconds(now));
-  return JsonResponse(
-      201, {{"nonce", Base64Encode(nonce, Base64Alphabet::kUrl, Base64Padding::kWithout)},
-            {"expires_at", FormatRfc3339(expires)}});
+  Json answer = {{"nonce", Base64Encode(nonce, Base64Alphabet::kUrl, Base64Padding::kWithout)},
+                 {"expires_at", FormatRfc3339(expires)}};
+  if (!credential_json.is_null()) answer["credential"] = std::move(credential_json);
+  return JsonResponse(201, answer);
 }
 
 HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
@@ -577,11 +666,6 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
                                "device {}'s",
                                evidence->device_id, caller.device_id)});
   }
-  if (evidence->format != formats::EvidenceFormat::kSignature) {
-    return Refuse({400, "unsupported-evidence",
-                   "this service verifies signature evidence only; tpm2-quote evidence needs a "
-                   "newer moat-service"});
-  }
   auto csr = crypto::CertificateRequest::FromPem(*csr_pem);
   if (!csr) return ErrorResponse(csr.error().WithContext("body.csr"));
   if (!csr->VerifySignature()) {
@@ -597,16 +681,26 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
   if (auto* e = std::get_if<Error>(&looked_up)) return ErrorResponse(*e);
   if (auto* r = std::get_if<Refusal>(&looked_up)) return Refuse(*r);
   const DeviceRecord& device = std::get<DeviceRecord>(looked_up);
+  if (auto refused = CheckIdentityCredential(caller, device)) return Refuse(*refused);
+  if (device.is_tpm() != (evidence->format == formats::EvidenceFormat::kTpm2Quote)) {
+    return Refuse({400, "unsupported-evidence",
+                   device.is_tpm() ? "a TPM device (registered with its EK certificate) answers "
+                                     "with tpm2-quote evidence"
+                                   : "this device was registered with an identity key: it answers "
+                                     "with signature evidence"});
+  }
   const SystemTime now_time = clock_.Now();
   const int64_t now = store::UnixSeconds(now_time);
 
   // The nonce is spent whatever happens next: one challenge, one answer.
   std::optional<Refusal> nonce_refusal;
+  std::string challenge_ak_name, challenge_credential_sha256;
   auto spent = db_.Transact([&](store::Session& s) -> Result<void> {
     nonce_refusal.reset();
     const std::string nonce_hex = HexEncode(evidence->nonce);
     auto row = s.QueryOne(
-        "SELECT expires_at FROM attestation_challenges WHERE nonce = ? AND device_id = ?",
+        "SELECT expires_at, ak_name, credential_sha256 FROM attestation_challenges WHERE nonce = "
+        "? AND device_id = ?",
         {nonce_hex, caller.device_id});
     if (!row) {
       if (row.error().code() != ErrorCode::kNotFound) return Fail(row.error());
@@ -616,6 +710,12 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
       return Ok();
     }
     MOAT_ASSIGN_OR_RETURN(int64_t expires_at, row->Int(0));
+    if (!row->IsNull(1)) {
+      MOAT_ASSIGN_OR_RETURN(challenge_ak_name, row->Text(1));
+    }
+    if (!row->IsNull(2)) {
+      MOAT_ASSIGN_OR_RETURN(challenge_credential_sha256, row->Text(2));
+    }
     MOAT_TRY(s.Execute("DELETE FROM attestation_challenges WHERE nonce = ?", {nonce_hex}));
     if (expires_at <= now) {
       nonce_refusal =
@@ -652,9 +752,35 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
   // SECURITY: the signature binds the nonce, the device ID, the OS version and the log; it is
   // checked with the key registered by the manufacturer, never one the request carries.
   const std::vector<uint8_t> signing_input = formats::AttestationSigningInput(*evidence);
-  auto identity_key = crypto::PublicKey::FromDer(device.identity_key_der);
-  if (!identity_key) return ErrorResponse(identity_key.error());
-  if (auto v = identity_key->Verify(signing_input, evidence->signature); !v) {
+  if (device.is_tpm()) {
+    // SECURITY (TPM): the AK that signed the quote is the one the challenge's credential was
+    // made for, and the device activated that credential, so the AK lives in the TPM holding
+    // the registered EK; the quote binds the nonce and the log (qualifying data); the log
+    // replays to the quoted PCRs. The identity signature adds nothing and is not relied on.
+    const formats::Tpm2Quote& quote = *evidence->tpm2_quote;
+    std::string failure;
+    auto ak = formats::ParseTpm2bPublic(quote.ak_tpm_public);
+    if (challenge_ak_name.empty() || challenge_credential_sha256.empty()) {
+      failure = "the challenge carried no credential (ask for a new one naming the AK)";
+    } else if (!ak || HexEncode(formats::TpmName(*ak)) != challenge_ak_name) {
+      failure = "the quote is by another attestation key than the challenge's credential names";
+    } else if (HexEncode(crypto::Sha256(quote.activated_secret)) != challenge_credential_sha256) {
+      failure = "credential activation failed: the activated secret is wrong (not this TPM?)";
+    } else if (auto q = formats::VerifyTpm2Quote(quote, signing_input); !q) {
+      failure = q.error().message();
+    } else if (auto l = CheckLogAgainstQuote(evidence->log, quote); !l) {
+      failure = l.error().message();
+    }
+    if (!failure.empty()) {
+      record_security_event("attestation.bad-quote", failure, "failed: " + failure);
+      return Refuse({403, "attestation-failed",
+                     fmt::format("TPM attestation failed: {}; no certificate was issued",
+                                 failure)});
+    }
+  } else if (auto identity_key = crypto::PublicKey::FromDer(device.identity_key_der);
+             !identity_key) {
+    return ErrorResponse(identity_key.error());
+  } else if (auto v = identity_key->Verify(signing_input, evidence->signature); !v) {
     record_security_event("attestation.bad-signature",
                           "the evidence signature does not verify with the registered identity "
                           "key",
@@ -682,7 +808,34 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
     std::copy(digest->begin(), digest->end(), v.digest.begin());
     reference_values.push_back(std::move(v));
   }
-  const MeasurementVerdict verdict = EvaluateMeasurements(evidence->log, reference_values);
+  MeasurementVerdict verdict = EvaluateMeasurements(evidence->log, reference_values);
+  if (device.is_tpm()) {
+    // The PCR policy of the device's group and of its whole tenant: every PCR named must be
+    // quoted and hold one of its listed values (rows for the same PCR are alternatives).
+    auto group = GroupOf(db_, caller.device_id);
+    if (!group) return ErrorResponse(group.error());
+    const std::string group_id = *group ? (**group).id : std::string();
+    auto rows = db_.Query(
+        "SELECT pcr, sha256 FROM pcr_policies WHERE tenant_id = ? AND (device_group_id IS NULL "
+        "OR device_group_id = ?)",
+        {device.tenant_id, group_id});
+    if (!rows) return ErrorResponse(rows.error());
+    std::map<uint32_t, std::vector<std::string>> allowed;
+    for (const auto& r : *rows) allowed[static_cast<uint32_t>(*r.Int(0))].push_back(*r.Text(1));
+    for (const auto& [pcr, values] : allowed) {
+      auto it = evidence->tpm2_quote->pcr_values.find(pcr);
+      const std::string have = it == evidence->tpm2_quote->pcr_values.end()
+                                   ? std::string("(not quoted)")
+                                   : HexEncode(it->second);
+      if (std::find(values.begin(), values.end(), have) == values.end()) {
+        verdict.passed = false;
+        if (verdict.failures.size() < kMaxVerdictFailures) {
+          verdict.failures.push_back(
+              fmt::format("PCR {} holds {}, which the PCR policy does not allow", pcr, have));
+        }
+      }
+    }
+  }
 
   auto ca = cas_.Issuing(db_, device.tenant_id, now_time);
   if (!ca) return ErrorResponse(ca.error());

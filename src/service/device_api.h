@@ -50,7 +50,7 @@ class DeviceApi {
   struct Caller;  // device_api.cc
 
  private:
-  net::HttpResponse Challenge(const Caller& caller);
+  net::HttpResponse Challenge(const Caller& caller, const net::HttpRequest& req);
   net::HttpResponse Attest(const Caller& caller, const net::HttpRequest& request);
   net::HttpResponse WhoAmI(const Caller& caller);
   net::HttpResponse Reports(const Caller& caller, const net::HttpRequest& request);

@@ -276,6 +276,36 @@ CREATE TABLE device_status (
 );
 )sql";
 
+// TPM 2.0 devices (docs/service-api.md, "TPM devices"): the manufacturers' CAs that sign
+// endorsement key certificates; a TPM device's EK certificate (its `public_key` is then the EK's
+// TPM2B_PUBLIC, from which its ID derives); and, per challenge, the AK it named and the hash of
+// the secret its credential carries. PCR policies: a quoted TPM PCR must hold one of the listed
+// values, for a device group (device_group_id) or the whole tenant (NULL).
+constexpr std::string_view kV7 = R"sql(
+CREATE TABLE manufacturer_cas (
+  sha256 TEXT PRIMARY KEY,
+  subject TEXT NOT NULL,
+  certificate BLOB NOT NULL,
+  not_after BIGINT NOT NULL,
+  added_at BIGINT NOT NULL,
+  added_by TEXT NOT NULL
+);
+ALTER TABLE devices ADD COLUMN ek_certificate BLOB;
+ALTER TABLE attestation_challenges ADD COLUMN ak_name TEXT;
+ALTER TABLE attestation_challenges ADD COLUMN credential_sha256 TEXT;
+CREATE TABLE pcr_policies (
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  device_group_id TEXT REFERENCES device_groups(id),
+  pcr BIGINT NOT NULL,
+  sha256 TEXT NOT NULL,
+  comment TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL
+);
+CREATE INDEX pcr_policies_by_tenant ON pcr_policies (tenant_id, device_group_id);
+)sql";
+
 constexpr store::Migration kMigrations[] = {
     {1, "operators, tenants, tenant CAs, audit log", kV1},
     {2, "devices and ownership transfers", kV2},
@@ -283,6 +313,7 @@ constexpr store::Migration kMigrations[] = {
     {4, "products, device groups, images, image-signing keys", kV4},
     {5, "failure reports and crash buckets", kV5},
     {6, "device group TUF repositories, deployments, device status", kV6},
+    {7, "TPM devices: manufacturer CAs, EK certificates, credential activation", kV7},
 };
 
 }  // namespace

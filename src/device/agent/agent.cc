@@ -9,7 +9,7 @@
 #include "core/unique_fd.h"
 #include "crypto/digest.h"
 #include "device/agent/update_transport.h"
-#include "rot/software_key_store.h"
+#include "rot/open_key_store.h"
 
 namespace moat::device::agent {
 namespace {
@@ -28,10 +28,14 @@ Json ChainJson(const std::optional<CertificateChain>& c, SystemTime now) {
 
 Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config) {
   MOAT_TRY(MakeDirectories(config.state_dir, 0700));
-  MOAT_ASSIGN_OR_RETURN(auto store, rot::SoftwareKeyStore::Open(config.key_store_path));
+  rot::KeyStoreConfig ks{.backend = config.key_store_backend,
+                         .path = config.key_store_path,
+                         .tpm2 = config.key_store_tpm2,
+                         .pkcs11 = config.key_store_pkcs11};
+  MOAT_ASSIGN_OR_RETURN(auto store, rot::OpenKeyStore(ks));
   MOAT_TRY(store->EnsureKey(rot::kIdentityKeyLabel));
   MOAT_TRY(store->EnsureKey(rot::kTlsClientKeyLabel));
-  return std::unique_ptr<rot::KeyStore>(std::move(store));
+  return store;
 }
 
 Result<formats::MeasurementLog> MeasureOs(const Config& config) {

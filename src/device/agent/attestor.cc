@@ -1,5 +1,7 @@
 #include "device/agent/attestor.h"
 
+#include "rot/tpm2_key_store.h"
+
 #include "core/encoding.h"
 #include "core/file.h"
 #include "core/json.h"
@@ -77,6 +79,17 @@ std::string_view CredentialKindName(CredentialKind kind) {
   return "identity";
 }
 
+static Result<std::string> DeviceIdOf(rot::KeyStore& keys) {
+  // A TPM device is known by its endorsement key (what its manufacturer registered with the
+  // EK certificate); other stores by their identity key.
+  if (auto* tpm = dynamic_cast<rot::Tpm2KeyStore*>(&keys)) {
+    MOAT_ASSIGN_OR_RETURN(rot::EndorsementKey ek, tpm->GetEndorsementKey());
+    return ek.DeviceId();
+  }
+  MOAT_ASSIGN_OR_RETURN(crypto::PublicKey identity, keys.GetPublicKey(rot::kIdentityKeyLabel));
+  return rot::DeviceIdOf(identity);
+}
+
 Attestor::Attestor(const Config& config, rot::KeyStore& keys, const Clock& clock,
                    crypto::Certificate service_root)
     : config_(config),
@@ -102,9 +115,12 @@ Result<std::unique_ptr<net::HttpsClient>> Attestor::Connect(bool certified_only,
     // SECURITY: the bootstrap certificate claims only "I hold this key"; its dates do not
     // matter to the service, and the handshake proves possession.
     MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey identity_key, keys_.TlsKey(rot::kIdentityKeyLabel));
-    MOAT_ASSIGN_OR_RETURN(http.tls.certificate, crypto::SelfCertifiedDeviceCertificate(
-                                                    identity_key, now - std::chrono::hours(1),
-                                                    now + std::chrono::hours(1)));
+    MOAT_ASSIGN_OR_RETURN(std::string device_id, DeviceIdOf(keys_));
+    MOAT_ASSIGN_OR_RETURN(http.tls.certificate,
+                          crypto::SelfCertifiedDeviceCertificate(identity_key,
+                                                                 now - std::chrono::hours(1),
+                                                                 now + std::chrono::hours(1),
+                                                                 device_id));
     http.tls.key = identity_key;
   } else {
     auto chain =
@@ -135,15 +151,23 @@ CredentialKind Attestor::BestCredential() const {
 Result<AttestationOutcome> Attestor::AttestOnce(const formats::MeasurementLog& log,
                                                 const std::string& os_version) {
   const SystemTime now = clock_.Now();
-  MOAT_ASSIGN_OR_RETURN(crypto::PublicKey identity, keys_.GetPublicKey(rot::kIdentityKeyLabel));
-  const std::string device_id = rot::DeviceIdOf(identity);
+  MOAT_ASSIGN_OR_RETURN(const std::string device_id, DeviceIdOf(keys_));
+  auto* tpm = dynamic_cast<rot::Tpm2KeyStore*>(&keys_);
   MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey tls_key, keys_.TlsKey(rot::kTlsClientKeyLabel));
 
   MOAT_ASSIGN_OR_RETURN(auto client, Connect(/*certified_only=*/false));
 
-  // 1. The challenge.
+  // 1. The challenge. A TPM device names its attestation key, so that the service can make a
+  // credential for it (docs/service-api.md, "TPM devices").
+  std::string challenge_body;
+  if (tpm != nullptr) {
+    MOAT_TRY(tpm->EnsureAttestationKey());
+    MOAT_ASSIGN_OR_RETURN(std::vector<uint8_t> ak_public, tpm->AttestationKeyPublicArea());
+    challenge_body = DumpJson(Json{
+        {"ak_tpm_public", Base64Encode(ak_public, Base64Alphabet::kUrl, Base64Padding::kWithout)}});
+  }
   MOAT_ASSIGN_OR_RETURN(net::HttpResponse challenge,
-                        client->Send("POST", "/device/v1/attestation/challenge"));
+                        client->Send("POST", "/device/v1/attestation/challenge", challenge_body));
   if (challenge.status != 201) return Fail(FromResponse("attestation challenge", challenge));
   MOAT_ASSIGN_OR_RETURN(Json cj, ParseJson(challenge.body, "challenge response"));
   formats::ObjectReader cr(cj, "challenge response");
@@ -156,9 +180,33 @@ Result<AttestationOutcome> Attestor::AttestOnce(const formats::MeasurementLog& l
   // 2. Evidence, signed inside the key store.
   formats::AttestationEvidence evidence{
       .device_id = device_id, .nonce = std::move(*nonce), .log = log, .os_version = os_version};
+  std::vector<uint8_t> activated;
+  if (tpm != nullptr) {
+    // Only this TPM (its EK's private key, this AK loaded) recovers the service's secret.
+    if (!cj.contains("credential")) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "challenge response: no credential for this TPM device's attestation key");
+    }
+    formats::ObjectReader cred(cj["credential"], "challenge response.credential");
+    cr.MarkSeen("credential");
+    MOAT_ASSIGN_OR_RETURN(std::string blob_text, cred.RequiredString("credential_blob", 4096));
+    MOAT_ASSIGN_OR_RETURN(std::string secret_text, cred.RequiredString("encrypted_secret", 4096));
+    auto blob = Base64Decode(blob_text, Base64Alphabet::kUrl, Base64Padding::kWithout);
+    auto secret = Base64Decode(secret_text, Base64Alphabet::kUrl, Base64Padding::kWithout);
+    if (!blob || !secret) {
+      return Fail(ErrorCode::kInvalidArgument, "challenge response.credential: not base64url");
+    }
+    MOAT_ASSIGN_OR_RETURN(activated, tpm->ActivateCredential(*blob, *secret));
+    evidence.format = formats::EvidenceFormat::kTpm2Quote;
+  }
   MOAT_ASSIGN_OR_RETURN(rot::AttestationProof proof,
                         keys_.Attest(formats::AttestationSigningInput(evidence)));
   evidence.signature = std::move(proof.signature);
+  if (tpm != nullptr) {
+    if (!proof.tpm2_quote) return Fail(ErrorCode::kInternal, "the TPM store made no quote");
+    evidence.tpm2_quote = std::move(*proof.tpm2_quote);
+    evidence.tpm2_quote->activated_secret = std::move(activated);
+  }
   MOAT_ASSIGN_OR_RETURN(auto csr, crypto::CertificateRequest::Create(tls_key, device_id));
   Json body = {{"evidence", formats::ToJson(evidence)}, {"csr", csr.ToPem()}};
 

@@ -4,6 +4,9 @@
 #include "device/sandbox/sandbox_spec.h"
 #include "device/update/update_agent.h"
 
+#include <cerrno>
+#include <cstdlib>
+
 #include <fstream>
 
 #include "core/file.h"
@@ -73,13 +76,58 @@ Result<Config> ParseConfig(std::string_view text, const std::filesystem::path& b
     MOAT_TRY(k.status());
     MOAT_ASSIGN_OR_RETURN(std::string backend, k.OptionalString("backend", 16));
     if (!backend.empty()) c.key_store_backend = backend;
-    if (c.key_store_backend != "software") {
+    if (c.key_store_backend != "software" && c.key_store_backend != "tpm2" &&
+        c.key_store_backend != "pkcs11") {
       return Fail(ErrorCode::kInvalidArgument,
-                  "config.key_store.backend: '{}' is not available in this build (software)",
+                  "config.key_store.backend: '{}' is not one of software, tpm2, pkcs11",
                   c.key_store_backend);
     }
     MOAT_ASSIGN_OR_RETURN(std::string path, k.OptionalString("path", 4096));
     if (!path.empty()) c.key_store_path = Resolve(base, path);
+    // Handles and NV indices: "0x81000001" strings (as tpm2-tools prints them) or numbers.
+    auto handle = [&](std::string_view key, uint32_t& out) -> Result<void> {
+      if (!ks->contains(key)) return Ok();
+      k.MarkSeen(key);
+      const Json& v = (*ks)[std::string(key)];
+      uint64_t n = 0;
+      if (v.is_number_unsigned()) {
+        n = v.get<uint64_t>();
+      } else if (v.is_string()) {
+        const std::string t = v.get<std::string>();
+        char* end = nullptr;
+        errno = 0;
+        n = std::strtoull(t.c_str(), &end, 0);
+        if (t.empty() || t.size() > 18 || *end != '\0' || errno != 0) n = uint64_t{1} << 40;
+      } else {
+        n = uint64_t{1} << 40;
+      }
+      if (n > 0xffffffffu) {
+        return Fail(ErrorCode::kInvalidArgument,
+                    "config.key_store.{}: not a TPM handle (\"0x81000001\" or a number)", key);
+      }
+      out = static_cast<uint32_t>(n);
+      return Ok();
+    };
+    if (c.key_store_backend == "tpm2") {
+      MOAT_ASSIGN_OR_RETURN(std::string tcti, k.OptionalString("tcti", 1024));
+      if (!tcti.empty()) c.key_store_tpm2.tcti = tcti;
+      MOAT_TRY(handle("srk_handle", c.key_store_tpm2.srk_handle));
+      MOAT_TRY(handle("ek_handle", c.key_store_tpm2.ek_handle));
+      MOAT_TRY(handle("ek_certificate_nv_index", c.key_store_tpm2.ek_certificate_nv_index));
+      MOAT_ASSIGN_OR_RETURN(auto pcr, k.OptionalInt("moat_pcr", 0, 23));
+      if (pcr) c.key_store_tpm2.moat_pcr = static_cast<uint32_t>(*pcr);
+    } else if (c.key_store_backend == "pkcs11") {
+      MOAT_ASSIGN_OR_RETURN(c.key_store_pkcs11.module, k.RequiredString("module", 4096));
+      c.key_store_pkcs11.module = Resolve(base, c.key_store_pkcs11.module).string();
+      MOAT_ASSIGN_OR_RETURN(c.key_store_pkcs11.token_label, k.RequiredString("token", 32));
+      MOAT_ASSIGN_OR_RETURN(std::string pin_file, k.OptionalString("pin_file", 4096));
+      if (!pin_file.empty()) c.key_store_pkcs11.pin_file = Resolve(base, pin_file);
+      MOAT_ASSIGN_OR_RETURN(c.key_store_pkcs11.pin_env, k.OptionalString("pin_env", 256));
+      if (pin_file.empty() == c.key_store_pkcs11.pin_env.empty()) {
+        return Fail(ErrorCode::kInvalidArgument,
+                    "config.key_store: the pkcs11 backend needs exactly one of pin_file, pin_env");
+      }
+    }
     MOAT_TRY(k.NoOtherFields());
   }
   if (const Json* os = r.Member("os")) {

@@ -25,6 +25,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "rot/open_key_store.h"
 
 namespace moat::device::agent {
 
@@ -69,6 +70,8 @@ struct Config {
   std::filesystem::path state_dir;
   std::string key_store_backend = "software";
   std::filesystem::path key_store_path;  // default: <state_dir>/keys
+  rot::Tpm2Options key_store_tpm2;       // backend tpm2: tcti, handles, moat_pcr (docs/rot.md)
+  rot::Pkcs11Options key_store_pkcs11;   // backend pkcs11: module, token, pin_file | pin_env
   std::string os_name = "linux";
   std::string os_version;                // default: VERSION_ID of /etc/os-release, else "unknown"
   std::filesystem::path os_image;        // measured at start; default: none (see docs)

@@ -43,6 +43,30 @@ TEST(ConfigTest, FullConfig) {
   EXPECT_EQ(c->attestation.retry_max, std::chrono::seconds(60));
 }
 
+TEST(ConfigTest, KeyStoreBackends) {
+  auto tpm = ParseConfig(
+      R"({"service_url":"https://x","service_root_certificate":"r","state_dir":"/s",
+          "key_store":{"backend":"tpm2","path":"/t","tcti":"swtpm:host=127.0.0.1,port=2321",
+                       "srk_handle":"0x81000002","ek_handle":2164326401,"moat_pcr":23}})",
+      "/");
+  ASSERT_TRUE(tpm.has_value()) << tpm.error().message();
+  EXPECT_EQ(tpm->key_store_backend, "tpm2");
+  EXPECT_EQ(tpm->key_store_path, "/t");
+  EXPECT_EQ(tpm->key_store_tpm2.tcti, "swtpm:host=127.0.0.1,port=2321");
+  EXPECT_EQ(tpm->key_store_tpm2.srk_handle, 0x81000002u);
+  EXPECT_EQ(tpm->key_store_tpm2.ek_handle, 0x81010001u);
+  EXPECT_EQ(tpm->key_store_tpm2.moat_pcr, 23u);
+  EXPECT_EQ(tpm->key_store_tpm2.ek_certificate_nv_index, 0x01c00002u);
+  auto p11 = ParseConfig(
+      R"({"service_url":"https://x","service_root_certificate":"r","state_dir":"/s",
+          "key_store":{"backend":"pkcs11","module":"/m.so","token":"moat","pin_env":"PIN"}})",
+      "/");
+  ASSERT_TRUE(p11.has_value()) << p11.error().message();
+  EXPECT_EQ(p11->key_store_pkcs11.module, "/m.so");
+  EXPECT_EQ(p11->key_store_pkcs11.token_label, "moat");
+  EXPECT_EQ(p11->key_store_pkcs11.pin_env, "PIN");
+}
+
 TEST(ConfigTest, BadConfigsNameTheProblem) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"service_url":"http://x","service_root_certificate":"r","state_dir":"s"})", "https://"},
@@ -50,8 +74,14 @@ TEST(ConfigTest, BadConfigsNameTheProblem) {
       {R"({"service_url":"https://x","service_root_certificate":"r","state_dir":"s","x":1})",
        "unknown field 'x'"},
       {R"({"service_url":"https://x","service_root_certificate":"r","state_dir":"s",
-           "key_store":{"backend":"tpm2"}})",
-       "not available"},
+           "key_store":{"backend":"hsm"}})",
+       "not one of software, tpm2, pkcs11"},
+      {R"({"service_url":"https://x","service_root_certificate":"r","state_dir":"s",
+           "key_store":{"backend":"tpm2","srk_handle":"0x1xyz"}})",
+       "srk_handle"},
+      {R"({"service_url":"https://x","service_root_certificate":"r","state_dir":"s",
+           "key_store":{"backend":"pkcs11","module":"/m.so","token":"moat"}})",
+       "exactly one of pin_file, pin_env"},
       {R"({"service_url":"https://x","service_root_certificate":"r","state_dir":"s",
            "attestation":{"renew_at":1.5}})",
        "renew_at"},
