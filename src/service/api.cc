@@ -265,11 +265,14 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // /api/v1/tenants/{name}/ca-certificates
   if (seg.size() == 5 && seg[2] == "tenants" && seg[4] == "ca-certificates") {
     if (req.method != "GET") return MethodNotAllowed(req);
-    auto tenant = FindTenant(db_, seg[3]);
+    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
+    auto tenant_name = DecodePathSegment(seg[3]);
+    if (!tenant_name) return ErrorResponse(tenant_name.error());
+    auto tenant = FindTenant(db_, *tenant_name);
     // SECURITY: another tenant's objects answer 404, exactly like missing ones.
     if (!tenant || !caller->RoleIn(tenant->id)) {
       return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
     }
     auto rows = db_.Query(
         "SELECT serial_hex, certificate_pem, not_before, not_after FROM tenant_cas WHERE tenant_id "
@@ -543,11 +546,14 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // GET /api/v1/tenants/{t}/failure-buckets[?limit=]
   if (seg.size() == 5 && seg[2] == "tenants" &&
       (seg[4] == "error-report" || seg[4] == "failure-buckets")) {
-    auto tenant = FindTenant(db_, seg[3]);
+    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
+    auto tenant_name = DecodePathSegment(seg[3]);
+    if (!tenant_name) return ErrorResponse(tenant_name.error());
+    auto tenant = FindTenant(db_, *tenant_name);
     // SECURITY: another tenant's objects answer 404, exactly like missing ones.
     if (!tenant || !caller->RoleIn(tenant->id)) {
       return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
     }
     if (req.method != "GET") return MethodNotAllowed(req);
     if (seg[4] == "failure-buckets") {
@@ -600,11 +606,14 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // /api/v1/tenants/{t}/pcr-policies[/{id}]: which values a TPM device's quoted PCRs may hold,
   // per device group or tenant-wide (docs/service-api.md, "TPM devices").
   if (seg.size() >= 5 && seg.size() <= 6 && seg[2] == "tenants" && seg[4] == "pcr-policies") {
-    auto tenant = FindTenant(db_, seg[3]);
+    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
+    auto tenant_name = DecodePathSegment(seg[3]);
+    if (!tenant_name) return ErrorResponse(tenant_name.error());
+    auto tenant = FindTenant(db_, *tenant_name);
     // SECURITY: another tenant's objects answer 404, exactly like missing ones.
     if (!tenant || !caller->RoleIn(tenant->id)) {
       return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
     }
     const Role role = *caller->RoleIn(tenant->id);
     if (seg.size() == 5 && req.method == "GET") {
@@ -708,11 +717,14 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // /api/v1/tenants/{t}/reference-values[/{id}] and /api/v1/tenants/{t}/security-events
   if (seg.size() >= 5 && seg[2] == "tenants" &&
       (seg[4] == "reference-values" || seg[4] == "security-events")) {
-    auto tenant = FindTenant(db_, seg[3]);
+    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
+    auto tenant_name = DecodePathSegment(seg[3]);
+    if (!tenant_name) return ErrorResponse(tenant_name.error());
+    auto tenant = FindTenant(db_, *tenant_name);
     // SECURITY: another tenant's objects answer 404, exactly like missing ones.
     if (!tenant || !caller->RoleIn(tenant->id)) {
       return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
     }
     const Role role = *caller->RoleIn(tenant->id);
     if (seg[4] == "security-events") {
@@ -837,11 +849,14 @@ HttpResponse Api::Handle(const HttpRequest& req) {
 
   // /api/v1/tenants/{t}/devices[/{id}[/claim|/transfer|/accept-transfer]]
   if (seg.size() >= 5 && seg[2] == "tenants" && seg[4] == "devices") {
-    auto tenant = FindTenant(db_, seg[3]);
+    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
+    auto tenant_name = DecodePathSegment(seg[3]);
+    if (!tenant_name) return ErrorResponse(tenant_name.error());
+    auto tenant = FindTenant(db_, *tenant_name);
     // SECURITY: another tenant's objects answer 404, exactly like missing ones.
     if (!tenant || !caller->RoleIn(tenant->id)) {
       return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", seg[3].substr(0, kMaxNameBytes))));
+                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
     }
     const Role role = *caller->RoleIn(tenant->id);
     // What the device's last attestation measured (written by DeviceApi, so it parses).

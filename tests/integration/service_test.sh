@@ -440,6 +440,14 @@ expect 0 "device show-deployment-status" -- "$moat" --config "$cfg" device show-
 contains "last_update:                   ok" "deployment status shows the last update"
 contains "$img2" "deployment status names the image"
 
+# --- a tenant name with a space travels percent-encoded in paths ("Big%20Corp") on every route
+expect 0 "tenant create with a space" -- "$moat" --config "$cfg" tenant create "Big Corp"
+expect 0 "CAs of a tenant named with a space" -- "$moat" --config "$cfg" ca-certificate list --tenant "Big Corp"
+contains "NOT AFTER" "the CA list shows the tenant's CA"
+expect 0 "devices of a tenant named with a space" -- "$moat" --config "$cfg" device list --tenant "Big Corp"
+expect 0 "reference values of a tenant named with a space" -- "$moat" --config "$cfg" reference-value list --tenant "Big Corp"
+expect 0 "products of a tenant named with a space" -- "$moat" --config "$cfg" product list --tenant "Big Corp"
+
 # --- graceful stop
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
