@@ -90,6 +90,17 @@ Result<Tenant> FindTenant(store::Database& db, std::string_view name) {
   return Tenant{id, tname, created};
 }
 
+Result<Tenant> FindCallersTenant(store::Database& db, const Caller& caller,
+                                 std::string_view path_segment) {
+  MOAT_ASSIGN_OR_RETURN(std::string name, DecodePathSegment(path_segment));
+  auto tenant = FindTenant(db, name);
+  if (!tenant && tenant.error().code() != ErrorCode::kNotFound) return tenant;
+  if (!tenant || !caller.RoleIn(tenant->id)) {
+    return Fail(ErrorCode::kNotFound, "no tenant {}", formats::QuoteForMessage(name));
+  }
+  return tenant;
+}
+
 Result<void> AuditAs(store::Session& s, int64_t at, const Caller* caller,
                      std::string_view tenant_id, std::string_view action, std::string_view target,
                      std::string_view outcome, std::string_view detail) {
@@ -265,15 +276,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // /api/v1/tenants/{name}/ca-certificates
   if (seg.size() == 5 && seg[2] == "tenants" && seg[4] == "ca-certificates") {
     if (req.method != "GET") return MethodNotAllowed(req);
-    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
-    auto tenant_name = DecodePathSegment(seg[3]);
-    if (!tenant_name) return ErrorResponse(tenant_name.error());
-    auto tenant = FindTenant(db_, *tenant_name);
-    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
-    if (!tenant || !caller->RoleIn(tenant->id)) {
-      return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
-    }
+    auto tenant = FindCallersTenant(db_, *caller, seg[3]);
+    if (!tenant) return ErrorResponse(tenant.error());
     auto rows = db_.Query(
         "SELECT serial_hex, certificate_pem, not_before, not_after FROM tenant_cas WHERE tenant_id "
         "= ? "
@@ -546,15 +550,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // GET /api/v1/tenants/{t}/failure-buckets[?limit=]
   if (seg.size() == 5 && seg[2] == "tenants" &&
       (seg[4] == "error-report" || seg[4] == "failure-buckets")) {
-    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
-    auto tenant_name = DecodePathSegment(seg[3]);
-    if (!tenant_name) return ErrorResponse(tenant_name.error());
-    auto tenant = FindTenant(db_, *tenant_name);
-    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
-    if (!tenant || !caller->RoleIn(tenant->id)) {
-      return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
-    }
+    auto tenant = FindCallersTenant(db_, *caller, seg[3]);
+    if (!tenant) return ErrorResponse(tenant.error());
     if (req.method != "GET") return MethodNotAllowed(req);
     if (seg[4] == "failure-buckets") {
       auto limit = ParseLimit(QueryParam(req.query, "limit"));
@@ -606,15 +603,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // /api/v1/tenants/{t}/pcr-policies[/{id}]: which values a TPM device's quoted PCRs may hold,
   // per device group or tenant-wide (docs/service-api.md, "TPM devices").
   if (seg.size() >= 5 && seg.size() <= 6 && seg[2] == "tenants" && seg[4] == "pcr-policies") {
-    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
-    auto tenant_name = DecodePathSegment(seg[3]);
-    if (!tenant_name) return ErrorResponse(tenant_name.error());
-    auto tenant = FindTenant(db_, *tenant_name);
-    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
-    if (!tenant || !caller->RoleIn(tenant->id)) {
-      return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
-    }
+    auto tenant = FindCallersTenant(db_, *caller, seg[3]);
+    if (!tenant) return ErrorResponse(tenant.error());
     const Role role = *caller->RoleIn(tenant->id);
     if (seg.size() == 5 && req.method == "GET") {
       auto rows = db_.Query(
@@ -717,15 +707,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   // /api/v1/tenants/{t}/reference-values[/{id}] and /api/v1/tenants/{t}/security-events
   if (seg.size() >= 5 && seg[2] == "tenants" &&
       (seg[4] == "reference-values" || seg[4] == "security-events")) {
-    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
-    auto tenant_name = DecodePathSegment(seg[3]);
-    if (!tenant_name) return ErrorResponse(tenant_name.error());
-    auto tenant = FindTenant(db_, *tenant_name);
-    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
-    if (!tenant || !caller->RoleIn(tenant->id)) {
-      return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
-    }
+    auto tenant = FindCallersTenant(db_, *caller, seg[3]);
+    if (!tenant) return ErrorResponse(tenant.error());
     const Role role = *caller->RoleIn(tenant->id);
     if (seg[4] == "security-events") {
       if (seg.size() != 5) return ErrorResponse(Error(ErrorCode::kNotFound, "no such endpoint"));
@@ -849,15 +832,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
 
   // /api/v1/tenants/{t}/devices[/{id}[/claim|/transfer|/accept-transfer]]
   if (seg.size() >= 5 && seg[2] == "tenants" && seg[4] == "devices") {
-    // The CLI percent-encodes the name ("Big%20Corp"); the route must match what it stored.
-    auto tenant_name = DecodePathSegment(seg[3]);
-    if (!tenant_name) return ErrorResponse(tenant_name.error());
-    auto tenant = FindTenant(db_, *tenant_name);
-    // SECURITY: another tenant's objects answer 404, exactly like missing ones.
-    if (!tenant || !caller->RoleIn(tenant->id)) {
-      return ErrorResponse(Error(ErrorCode::kNotFound,
-                                 fmt::format("no tenant '{}'", tenant_name->substr(0, kMaxNameBytes))));
-    }
+    auto tenant = FindCallersTenant(db_, *caller, seg[3]);
+    if (!tenant) return ErrorResponse(tenant.error());
     const Role role = *caller->RoleIn(tenant->id);
     // What the device's last attestation measured (written by DeviceApi, so it parses).
     auto measured_images = [](const store::Row& r) {

@@ -66,6 +66,13 @@ struct Tenant {
 // the caller's access: a handler answers 404 for a tenant the caller has no role in, too.
 Result<Tenant> FindTenant(store::Database& db, std::string_view name);
 
+// The tenant a route names in its path segment `{t}` (percent-decoded: the CLI sends "Big%20Corp"),
+// if `caller` holds a role in it. SECURITY: a tenant the caller has no role in is kNotFound
+// "no tenant '<name>'", exactly like a missing one; a malformed segment is kInvalidArgument;
+// database errors pass through.
+Result<Tenant> FindCallersTenant(store::Database& db, const Caller& caller,
+                                 std::string_view path_segment);
+
 // Appends to the audit log on behalf of `caller` (nullptr: the service itself).
 Result<void> AuditAs(store::Session& s, int64_t at, const Caller* caller,
                      std::string_view tenant_id, std::string_view action, std::string_view target,

@@ -315,16 +315,8 @@ HttpResponse FleetApi::Forbidden(Context& c, std::string_view action, std::strin
 
 HttpResponse FleetApi::Handle(const HttpRequest& req, const Caller& caller,
                               std::span<const std::string_view> seg) {
-  auto tenant_name = DecodePathSegment(seg[3]);
-  if (!tenant_name) return ErrorResponse(tenant_name.error());
-  auto tenant = FindTenant(db_, *tenant_name);
-  // SECURITY: another tenant's objects answer 404, exactly like missing ones.
-  if (!tenant || !caller.RoleIn(tenant->id)) {
-    if (!tenant && tenant.error().code() != ErrorCode::kNotFound) {
-      return ErrorResponse(tenant.error());
-    }
-    return NotFound(fmt::format("no tenant {}", formats::QuoteForMessage(*tenant_name)));
-  }
+  auto tenant = FindCallersTenant(db_, caller, seg[3]);
+  if (!tenant) return ErrorResponse(tenant.error());
   Context c{.req = req,
             .caller = caller,
             .tenant = *tenant,
