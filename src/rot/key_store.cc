@@ -29,4 +29,14 @@ std::string DeviceIdOf(const crypto::PublicKey& identity_key) {
   return identity_key.FingerprintHex();
 }
 
+Result<void> MemoryRegisters::Extend(uint32_t pcr, const crypto::Sha256Digest& digest) {
+  if (pcr > kMaxRegister) {
+    return Fail(ErrorCode::kInvalidArgument, "register {} does not exist (0..{})", pcr,
+                kMaxRegister);
+  }
+  auto [it, inserted] = values_.try_emplace(pcr, crypto::Sha256Digest{});
+  it->second = crypto::ExtendPcr(it->second, digest);
+  return Ok();
+}
+
 }  // namespace moat::rot

@@ -33,6 +33,21 @@ inline constexpr std::string_view kTlsClientKeyLabel = "tls-client";
 
 Result<void> ValidateKeyLabel(std::string_view label);
 
+// Registers are numbered 0..kMaxRegister, as a TPM's PCRs.
+inline constexpr uint32_t kMaxRegister = 23;
+
+// Registers held in memory, for stores without PCRs (software, PKCS#11): extend-only, and reset
+// when the process starts, as PCRs are at boot.
+class MemoryRegisters {
+ public:
+  // value = SHA-256(value || digest); kInvalidArgument for a register above kMaxRegister.
+  Result<void> Extend(uint32_t pcr, const crypto::Sha256Digest& digest);
+  const std::map<uint32_t, crypto::Sha256Digest>& values() const { return values_; }
+
+ private:
+  std::map<uint32_t, crypto::Sha256Digest> values_;
+};
+
 // A TPM2_Quote, as Tpm2KeyStore::Attest produces it (docs/rot.md, "Evidence"): the wire
 // structure lives in formats (formats/tpm2.h) so that the service verifies it without tpm2-tss;
 // formats::VerifyTpm2Quote checks it.

@@ -15,7 +15,6 @@
 namespace moat::rot {
 namespace {
 
-constexpr uint32_t kMaxRegister = 23;
 // DER of the OID prime256v1 (1.2.840.10045.3.1.7): CKA_EC_PARAMS of a P-256 key.
 constexpr uint8_t kP256Params[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
 
@@ -336,17 +335,11 @@ Result<std::vector<uint8_t>> Pkcs11KeyStore::TryExportPrivateKey(std::string_vie
 }
 
 Result<void> Pkcs11KeyStore::Extend(uint32_t pcr, const crypto::Sha256Digest& digest) {
-  if (pcr > kMaxRegister) {
-    return Fail(ErrorCode::kInvalidArgument, "register {} does not exist (0..{})", pcr,
-                kMaxRegister);
-  }
-  auto [it, inserted] = registers_.try_emplace(pcr, crypto::Sha256Digest{});
-  it->second = crypto::ExtendPcr(it->second, digest);
-  return Ok();
+  return registers_.Extend(pcr, digest);
 }
 
 Result<std::map<uint32_t, crypto::Sha256Digest>> Pkcs11KeyStore::ReadRegisters() const {
-  return registers_;
+  return registers_.values();
 }
 
 Result<AttestationProof> Pkcs11KeyStore::Attest(std::span<const uint8_t> signing_input) {

@@ -65,7 +65,7 @@ class Pkcs11KeyStore final : public KeyStore {
 
   Pkcs11Options options_;
   std::shared_ptr<Session> session_;
-  std::map<uint32_t, crypto::Sha256Digest> registers_;
+  MemoryRegisters registers_;
 };
 
 }  // namespace moat::rot

@@ -15,7 +15,6 @@ namespace {
 using internal::CheckPrivate;
 
 constexpr size_t kMaxKeyFileBytes = 16 * 1024;
-constexpr uint32_t kMaxRegister = 23;
 
 }  // namespace
 
@@ -96,17 +95,11 @@ Result<std::vector<uint8_t>> SoftwareKeyStore::SignDigest(std::string_view label
 Result<crypto::PrivateKey> SoftwareKeyStore::TlsKey(std::string_view label) { return Load(label); }
 
 Result<void> SoftwareKeyStore::Extend(uint32_t pcr, const crypto::Sha256Digest& digest) {
-  if (pcr > kMaxRegister) {
-    return Fail(ErrorCode::kInvalidArgument, "register {} does not exist (0..{})", pcr,
-                kMaxRegister);
-  }
-  auto [it, inserted] = registers_.try_emplace(pcr, crypto::Sha256Digest{});
-  it->second = crypto::ExtendPcr(it->second, digest);
-  return Ok();
+  return registers_.Extend(pcr, digest);
 }
 
 Result<std::map<uint32_t, crypto::Sha256Digest>> SoftwareKeyStore::ReadRegisters() const {
-  return registers_;
+  return registers_.values();
 }
 
 Result<AttestationProof> SoftwareKeyStore::Attest(std::span<const uint8_t> signing_input) {

@@ -42,7 +42,7 @@ class SoftwareKeyStore final : public KeyStore {
 
   std::filesystem::path dir_;
   mutable std::map<std::string, crypto::PrivateKey, std::less<>> cache_;
-  std::map<uint32_t, crypto::Sha256Digest> registers_;
+  MemoryRegisters registers_;
 };
 
 }  // namespace moat::rot

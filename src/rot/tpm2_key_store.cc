@@ -20,7 +20,6 @@ using internal::CheckPrivate;
 namespace {
 
 constexpr size_t kMaxBlobBytes = 4096;
-constexpr uint32_t kMaxRegister = 23;
 constexpr uint32_t kMoatRegister = 13;  // formats::kMoatPcr (rot cannot include formats)
 constexpr uint32_t kBootPcrs = 8;       // PCRs 0-7: the firmware's boot chain
 constexpr std::string_view kAkFile = ".ak";  // not a label: labels never start with '.'
