@@ -11,6 +11,7 @@
 
 #include "core/encoding.h"
 #include "core/file.h"
+#include "formats/attestation.h"
 #include "rot/private_dir.h"
 
 namespace moat::rot {
@@ -20,7 +21,6 @@ using internal::CheckPrivate;
 namespace {
 
 constexpr size_t kMaxBlobBytes = 4096;
-constexpr uint32_t kMoatRegister = 13;  // formats::kMoatPcr (rot cannot include formats)
 constexpr uint32_t kBootPcrs = 8;       // PCRs 0-7: the firmware's boot chain
 constexpr std::string_view kAkFile = ".ak";  // not a label: labels never start with '.'
 
@@ -434,8 +434,8 @@ std::filesystem::path Tpm2KeyStore::KeyFile(std::string_view label) const {
 }
 
 uint32_t Tpm2KeyStore::TpmPcr(uint32_t reg) const {
-  if (reg == kMoatRegister) return options_.moat_pcr;
-  if (reg == options_.moat_pcr) return kMoatRegister;
+  if (reg == formats::kMoatPcr) return options_.moat_pcr;
+  if (reg == options_.moat_pcr) return formats::kMoatPcr;
   return reg;
 }
 uint32_t Tpm2KeyStore::RegisterOf(uint32_t tpm_pcr) const { return TpmPcr(tpm_pcr); }
