@@ -52,17 +52,8 @@ int ServerPolicyIndex() {
   return index;
 }
 
-// A Certificate parsed from the DER of `x` (which stays the caller's).
-Result<Certificate> CertificateFromX509(X509* x) {
-  unsigned char* der = nullptr;
-  const int len = i2d_X509(x, &der);
-  if (len <= 0 || der == nullptr) {
-    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: encoding a certificate"));
-  }
-  auto cert = Certificate::FromDer(std::span<const uint8_t>(der, static_cast<size_t>(len)));
-  OPENSSL_free(der);
-  return cert;
-}
+// A Certificate sharing `x` (the caller keeps its own reference), which the handshake decoded.
+Result<Certificate> CertificateFromX509(X509* x) { return Certificate::FromNative(x); }
 
 // True if `cert` has an extendedKeyUsage extension listing one of `usages`. A certificate without
 // the extension answers false: Moat states the usage of everything it issues.

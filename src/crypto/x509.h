@@ -90,9 +90,15 @@ class Certificate {
 
   // For use inside the crypto component only. The object must not be modified.
   X509* native() const;
+  // For use inside the crypto component only: a Certificate sharing `x` (reference-counted),
+  // which OpenSSL has already decoded (a TLS peer's certificate), checked as FromDer checks it.
+  // It skips the second DER decode, whose public-key decoder setup dominates in OpenSSL 3.0.
+  static Result<Certificate> FromNative(X509* x);
 
  private:
   struct State;
+  // Takes ownership of `x509` (freed on failure too).
+  static Result<Certificate> FromParsed(X509* x509, std::vector<uint8_t> der);
   explicit Certificate(std::shared_ptr<const State> state) : state_(std::move(state)) {}
   std::shared_ptr<const State> state_;
 };

@@ -169,6 +169,48 @@ Result<std::optional<DeviceGroupRef>> GroupOf(store::Database& db, const std::st
       DeviceGroupRef{*rows[0].Text(0), *rows[0].Text(1), *rows[0].Text(2)});
 }
 
+// The tenant's reference values for the names `log` measures (all kinds), in chunks of at most
+// kNamesPerQuery bound parameters. A stored digest that is not 64 hex digits is skipped (the
+// operator API never writes one).
+Result<std::vector<ReferenceValue>> LoadReferenceValues(store::Database& db,
+                                                        const std::string& tenant_id,
+                                                        const formats::MeasurementLog& log) {
+  constexpr size_t kNamesPerQuery = 64;
+  std::vector<std::string> names;
+  names.reserve(log.entries.size());
+  for (const formats::Measurement& m : log.entries) names.push_back(m.name);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  std::vector<ReferenceValue> out;
+  for (size_t first = 0; first < names.size(); first += kNamesPerQuery) {
+    const size_t count = std::min(kNamesPerQuery, names.size() - first);
+    std::string sql =
+        "SELECT kind, name, sha256 FROM reference_values WHERE tenant_id = ? AND name IN (";
+    std::vector<store::Value> params;
+    params.reserve(count + 1);
+    params.emplace_back(tenant_id);
+    for (size_t i = 0; i < count; ++i) {
+      sql += i == 0 ? "?" : ", ?";
+      params.emplace_back(names[first + i]);
+    }
+    sql += ")";
+    MOAT_ASSIGN_OR_RETURN(auto rows, db.Query(sql, params));
+    for (const auto& r : rows) {
+      ReferenceValue v;
+      const std::string kind = *r.Text(0);
+      v.kind = kind == "boot" ? formats::MeasurementKind::kBoot
+               : kind == "os" ? formats::MeasurementKind::kOs
+                              : formats::MeasurementKind::kApp;
+      v.name = *r.Text(1);
+      auto digest = HexDecode(*r.Text(2));
+      if (!digest || digest->size() != v.digest.size()) continue;
+      std::copy(digest->begin(), digest->end(), v.digest.begin());
+      out.push_back(std::move(v));
+    }
+  }
+  return out;
+}
+
 bool AllDigits(std::string_view s) {
   return !s.empty() && s.size() <= 10 && s[0] != '0' &&
          std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -790,25 +832,13 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
                    "identity key; no certificate was issued"});
   }
 
-  // Known-good values of the device's tenant.
-  auto refs = db_.Query("SELECT kind, name, sha256 FROM reference_values WHERE tenant_id = ?",
-                        {device.tenant_id});
-  if (!refs) return ErrorResponse(refs.error());
-  std::vector<ReferenceValue> reference_values;
-  reference_values.reserve(refs->size());
-  for (const auto& r : *refs) {
-    ReferenceValue v;
-    const std::string kind = *r.Text(0);
-    v.kind = kind == "boot" ? formats::MeasurementKind::kBoot
-             : kind == "os" ? formats::MeasurementKind::kOs
-                            : formats::MeasurementKind::kApp;
-    v.name = *r.Text(1);
-    auto digest = HexDecode(*r.Text(2));
-    if (!digest || digest->size() != v.digest.size()) continue;
-    std::copy(digest->begin(), digest->end(), v.digest.begin());
-    reference_values.push_back(std::move(v));
-  }
-  MeasurementVerdict verdict = EvaluateMeasurements(evidence->log, reference_values);
+  // Known-good values of the device's tenant, only for the names the log measures: a tenant
+  // keeps a reference value for every image it ever uploaded, and loading them all made each
+  // attestation cost O(images) (1,000 images: 7% of the service's CPU in bench/, plus the hex
+  // decoding). The UNIQUE (tenant_id, kind, name, sha256) index serves the lookup.
+  auto reference_values = LoadReferenceValues(db_, device.tenant_id, evidence->log);
+  if (!reference_values) return ErrorResponse(reference_values.error());
+  MeasurementVerdict verdict = EvaluateMeasurements(evidence->log, *reference_values);
   if (device.is_tpm()) {
     // The PCR policy of the device's group and of its whole tenant: every PCR named must be
     // quoted and hold one of its listed values (rows for the same PCR are alternatives).
