@@ -288,6 +288,43 @@ TEST_F(DeviceApiTest, UnexpectedMeasurementGetsOnlyAnUpdateCertificateAndASecuri
   EXPECT_TRUE(shown["certificate_not_after"].is_null());
 }
 
+// The service looks reference values up by the names the log measures, 64 names per query: a
+// long log spans several queries, and a value of the same name in another tenant never counts.
+TEST_F(DeviceApiTest, LongLogsAreJudgedAcrossLookupsAndOnlyAgainstTheDevicesTenant) {
+  Device d;
+  for (int i = 0; i < 150; ++i) {
+    const std::string name = fmt::format("app-{:03}", i);
+    d.log.entries.push_back({.pcr = formats::kMoatPcr,
+                             .kind = formats::MeasurementKind::kApp,
+                             .name = name,
+                             .digest = DigestOf(name)});
+    // Every app but the last is known to acme; the last only to globex.
+    Json body = {{"kind", "app"}, {"name", name}, {"sha256", HexEncode(DigestOf(name))}};
+    const std::string tenant = i == 149 ? "globex" : "acme";
+    ASSERT_EQ(
+        Admin("POST", fmt::format("/api/v1/tenants/{}/reference-values", tenant), body.dump())
+            .status,
+        201);
+  }
+  RegisterAndClaim(d);
+  auto boot = Bootstrap(d);
+  auto r = Attest(*boot, AttestationBody(d, Challenge(*boot)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json j = Parse(r);
+  EXPECT_EQ(j["result"], "failed");
+  ASSERT_EQ(j["failures"].size(), 1u) << j.dump();
+  EXPECT_THAT(j["failures"][0].get<std::string>(),
+              HasSubstr("app 'app-149' (sha256 " + HexEncode(DigestOf("app-149")) +
+                        ") has no reference value in this tenant"));
+
+  // Known to acme as well: now all 152 entries pass.
+  Json body = {{"kind", "app"}, {"name", "app-149"}, {"sha256", HexEncode(DigestOf("app-149"))}};
+  ASSERT_EQ(Admin("POST", "/api/v1/tenants/acme/reference-values", body.dump()).status, 201);
+  r = Attest(*boot, AttestationBody(d, Challenge(*boot)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Parse(r)["result"], "passed") << r.body;
+}
+
 TEST_F(DeviceApiTest, NoncesAreSingleUseAndExpire) {
   Device d;
   RegisterAndClaim(d);
