@@ -301,10 +301,9 @@ TEST_F(DeviceApiTest, LongLogsAreJudgedAcrossLookupsAndOnlyAgainstTheDevicesTena
     // Every app but the last is known to acme; the last only to globex.
     Json body = {{"kind", "app"}, {"name", name}, {"sha256", HexEncode(DigestOf(name))}};
     const std::string tenant = i == 149 ? "globex" : "acme";
-    ASSERT_EQ(
-        Admin("POST", fmt::format("/api/v1/tenants/{}/reference-values", tenant), body.dump())
-            .status,
-        201);
+    ASSERT_EQ(Admin("POST", fmt::format("/api/v1/tenants/{}/reference-values", tenant), body.dump())
+                  .status,
+              201);
   }
   RegisterAndClaim(d);
   auto boot = Bootstrap(d);
