@@ -191,8 +191,9 @@ for d in "${devices[@]}"; do
 done
 # Without its "device ID" line: on tpm2 moatd's status names the identity key's hash rather than
 # the EK-derived ID it attests with (src/device/agent/agent.cc; `moat device show` has the ID).
-show "$moatctl" --socket "$fleet/dev1/state/moatctl.sock" status | sed -n 2,8p
-show "$moat" device show "${id[dev1]}" --tenant contoso | grep -E '^(id|device_group|os_version|certificate_not_after|last_attestation)'
+show "$moatctl" --socket "$fleet/dev1/state/moatctl.sock" status | sed -n '/^device ID:/d; 1,8p'
+show "$moat" device show "${id[dev1]}" --tenant contoso |
+  sed -n -E '/^(\$|id|device_group|certificate_not_after|last_attestation)/p'
 if [[ $key_store == tpm2 ]]; then
   keydir=$(dirname "$(ls "$fleet"/dev1/state/keys/srk-*/tls-client.pem)")
   echo "\$ ls $(rel "$keydir"); head -1 tls-client.pem"
