@@ -1,7 +1,7 @@
 # Part 2 of the demo (sourced by scripts/demo.sh, which defines build, root, key_store, moat,
 # step, say, run): a security service and three devices on this machine, each device with its
-# own software TPM (scripts/lib/swtpm.sh) unless key_store is "software". tests/e2e/fleet_e2e_test.sh tells
-# the same story with an assertion at every step.
+# own software TPM (scripts/lib/swtpm.sh) unless key_store is "software".
+# tests/e2e/fleet_e2e_test.sh tells the same story with an assertion at every step.
 if [[ $(id -u) -ne 0 ]]; then
   echo; echo "Part 2 (the fleet) needs root: moatd runs every app in its own sandbox (namespaces,"
   echo "cgroups). Run 'sudo make demo' to see it."; exit 0
@@ -414,7 +414,8 @@ else echo "  broker       127.0.0.1:$mqtt_port_real   received telemetry: $(rel 
     $moat report buckets --tenant contoso
     $moat security-event list --tenant contoso
     $moatctl --socket $(rel $fleet)/dev1/state/moatctl.sock status
-$([[ $key_store == software ]] && echo "    tail -f $(rel $fleet)/received.log")
+$(if [[ $key_store == software ]]; then echo "    tail -f $(rel $fleet)/received.log"
+else echo "    $moat device show ${id[dev1]} --tenant contoso"; fi)
 INFO
 keep=${MOAT_DEMO_KEEP_RUNNING:-auto}
 if [[ $keep == 1 || ($keep == auto && -t 0) ]]; then

@@ -213,6 +213,10 @@ for d in "${devices[@]}"; do
     tls_pem=$(ls "$work/$d/state/keys"/srk-*/tls-client.pem 2>/dev/null)
     [[ -n $tls_pem ]] && grep -q 'BEGIN TSS2 PRIVATE KEY' $tls_pem && pass ||
       fail "$d: no TSS2 PRIVATE KEY for the TLS key under state/keys/srk-*/"
+    # Known gap (src/device/agent/agent.cc): moatd's status names the identity key's hash, not
+    # the EK-derived ID it attests with. Reported, not failed, until it is fixed.
+    moatctl_id=$("$moatctl" --socket "$work/$d/state/moatctl.sock" --json status | jq -r .device_id)
+    [[ $moatctl_id == "${id[$d]}" ]] || echo "    NOTE: $d: moatctl status names device $moatctl_id, the service ${id[$d]}"
   fi
 done
 
@@ -471,12 +475,6 @@ if [[ $key_store == tpm2 ]]; then
   expect 0 "dev1: TPM powered on again" -- swtpm_start "$work/dev1/tpm"
   [[ $(swtpm_ek_device_id "$work/dev1/tpm") == "${id[dev1]}" ]] && pass || fail "dev1: the EK changed"
   write_config dev1 "$work/os-good.img"  # the TCTI's port is new
-fi
-if [[ $key_store == tpm2 ]]; then
-  # Known gap (src/device/agent/agent.cc): moatd's status names the identity key's hash, not the
-  # EK-derived ID it attests with. Reported, not failed, until it is fixed.
-  moatctl_id=$("$moatctl" --socket "$work/dev2/state/moatctl.sock" --json status | jq -r .device_id)
-  [[ $moatctl_id == "${id[dev2]}" ]] || echo "    NOTE: moatctl status names device $moatctl_id, the service ${id[dev2]}"
 fi
 : > "$work/dev1/moatd.log"
 start_moatd dev1
