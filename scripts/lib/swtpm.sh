@@ -49,12 +49,14 @@ signingkey = $dir/ca.key
 issuercert = $dir/ca.crt
 certserial = $dir/localca/certserial
 CONF
-  cat >"$dir/swtpm_setup.conf" <<CONF
-create_certs_tool = $(command -v swtpm_localca)
-create_certs_tool_config = $dir/swtpm-localca.conf
-create_certs_tool_options = /etc/swtpm-localca.options
-active_pcr_banks = sha256
-CONF
+  # The options file (swtpm-tools' /etc/swtpm-localca.options) names the platform certificate's
+  # manufacturer, version and model; optional.
+  {
+    echo "create_certs_tool = $(command -v swtpm_localca)"
+    echo "create_certs_tool_config = $dir/swtpm-localca.conf"
+    [[ -f /etc/swtpm-localca.options ]] && echo "create_certs_tool_options = /etc/swtpm-localca.options"
+    echo "active_pcr_banks = sha256"
+  } >"$dir/swtpm_setup.conf"
 }
 
 swtpm_manufacture() {  # swtpm_manufacture CA_DIR TPM_DIR
