@@ -90,7 +90,7 @@ PY
 }
 
 swtpm_start() {  # swtpm_start TPM_DIR
-  local dir=$1 port pid i
+  local dir=$1 port pid _
   port=$(swtpm_free_ports) || return 1
   swtpm socket --tpm2 --tpmstate "dir=$dir" \
     --server "type=tcp,bindaddr=127.0.0.1,port=$port" \
@@ -102,7 +102,7 @@ swtpm_start() {  # swtpm_start TPM_DIR
   echo "swtpm:host=127.0.0.1,port=$port" >"$dir/tcti"
   # Ready when the control port accepts (a probe on the data port would take swtpm's one
   # client slot until it notices the close).
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null; then return 0; fi
     kill -0 "$pid" 2>/dev/null || { echo "swtpm_start: swtpm exited at start ($dir/swtpm.log)" >&2; return 1; }
     sleep 0.05
@@ -115,13 +115,13 @@ swtpm_start() {  # swtpm_start TPM_DIR
 swtpm_tcti() { cat "$1/tcti"; }
 
 swtpm_stop() {  # swtpm_stop TPM_DIR
-  local dir=$1 pid=${swtpm_pids[$1]:-} i
+  local dir=$1 pid=${swtpm_pids[$1]:-} _
   [[ -n $pid ]] || return 0
   unset "swtpm_pids[$dir]"
   # swtpm acts on SIGTERM between commands; one blocked on an open client connection needs
   # SIGKILL. Its NV state is written by each command it completed, so either is consistent.
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -f "$dir/swtpm.pid"
@@ -135,9 +135,12 @@ swtpm_stop_all() {
 
 swtpm_read_ek_certificate() {  # swtpm_read_ek_certificate TPM_DIR OUT.pem
   local dir=$1 out=$2
-  TPM2TOOLS_TCTI=$(swtpm_tcti "$dir") tpm2_nvread 0x01c00002 -o "$out.der" >"$dir/tpm2-tools.log" 2>&1 &&
-    openssl x509 -inform der -in "$out.der" -out "$out" 2>>"$dir/tpm2-tools.log" ||
-    { echo "swtpm_read_ek_certificate: $(tail -1 "$dir/tpm2-tools.log")" >&2; rm -f "$out.der"; return 1; }
+  if ! TPM2TOOLS_TCTI=$(swtpm_tcti "$dir") tpm2_nvread 0x01c00002 -o "$out.der" >"$dir/tpm2-tools.log" 2>&1 ||
+    ! openssl x509 -inform der -in "$out.der" -out "$out" 2>>"$dir/tpm2-tools.log"; then
+    echo "swtpm_read_ek_certificate: $(tail -1 "$dir/tpm2-tools.log")" >&2
+    rm -f "$out.der"
+    return 1
+  fi
   rm -f "$out.der"
 }
 

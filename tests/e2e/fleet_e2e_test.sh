@@ -157,7 +157,7 @@ if [[ $key_store == tpm2 ]]; then
     swtpm_stop "$work/rogue/tpm" && pass || fail "the rogue TPM"
   expect 1 "an EK certificate from an unregistered maker is refused" -- "$moat" --config "$factory" \
     device register --ek-certificate "$work/rogue/ek.pem"
-  cat "$work/out" | sed 's/^/    /'
+  sed 's/^/    /' "$work/out"
 fi
 for d in "${devices[@]}"; do
   mkdir -p "$work/$d"
@@ -211,7 +211,7 @@ for d in "${devices[@]}"; do
     leaked=$(grep -rlE 'BEGIN (EC |ENCRYPTED )?PRIVATE KEY' "$work/$d/state")
     [[ -z $leaked ]] && pass || fail "$d: private keys in the clear: $leaked"
     tls_pem=$(ls "$work/$d/state/keys"/srk-*/tls-client.pem 2>/dev/null)
-    [[ -n $tls_pem ]] && grep -q 'BEGIN TSS2 PRIVATE KEY' $tls_pem && pass ||
+    [[ -n $tls_pem ]] && grep -q 'BEGIN TSS2 PRIVATE KEY' "$tls_pem" && pass ||
       fail "$d: no TSS2 PRIVATE KEY for the TLS key under state/keys/srk-*/"
     # Known gap (src/device/agent/agent.cc): moatd's status names the identity key's hash, not
     # the EK-derived ID it attests with. Reported, not failed, until it is fixed.
