@@ -1,6 +1,7 @@
-# Part 2 of the demo (sourced by scripts/demo.sh, which defines build, root, moat, step, say,
-# run): a security service and three devices on this machine. tests/e2e/fleet_e2e_test.sh tells
-# the same story with an assertion at every step.
+# Part 2 of the demo (sourced by scripts/demo.sh, which defines build, root, key_store, moat,
+# step, say, run): a security service and three devices on this machine, each device with its
+# own software TPM (scripts/lib/swtpm.sh) unless key_store is "software".
+# tests/e2e/fleet_e2e_test.sh tells the same story with an assertion at every step.
 if [[ $(id -u) -ne 0 ]]; then
   echo; echo "Part 2 (the fleet) needs root: moatd runs every app in its own sandbox (namespaces,"
   echo "cgroups). Run 'sudo make demo' to see it."; exit 0
@@ -10,6 +11,13 @@ for tool in mosquitto mosquitto_pub mosquitto_sub faketime openssl jq curl; do
 done
 faketime_lib=$(dpkg -L libfaketime 2>/dev/null | grep -m1 '/libfaketime\.so\.1$')
 [[ -f $faketime_lib ]] || { echo "demo: libfaketime.so.1 not found: run scripts/install-deps.sh"; exit 1; }
+if [[ $key_store == tpm2 ]]; then
+  for tool in swtpm swtpm_setup swtpm_localca tpm2_nvread tpm2_readpublic python3; do
+    command -v "$tool" >/dev/null ||
+      { echo "demo: $tool is missing: run scripts/install-deps.sh (or: scripts/demo.sh --key-store software)"; exit 1; }
+  done
+  source "$root/scripts/lib/swtpm.sh"
+fi
 service="$build/apps/moat-service" moatd="$build/apps/moatd" moatctl="$build/apps/moatctl"
 samples="$build/samples"
 fleet="demo-data/fleet"
@@ -23,7 +31,7 @@ service_pid="" broker_pid="" sub_pid="" moatd_pids=() telemetry_pids=()
 declare -A id moatd_pid
 
 # Ctrl-C or any exit: telemetry, subscriber, broker, then each moatd (SIGTERM: it stops its apps
-# and removes its cgroups), then the service. Nothing is left running.
+# and removes its cgroups), then the devices' TPMs, then the service. Nothing is left running.
 stop_all() {
   trap - EXIT INT TERM
   local p
@@ -33,9 +41,10 @@ stop_all() {
     for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
   done
+  [[ $key_store == tpm2 ]] && swtpm_stop_all
   [[ -n $service_pid ]] && kill -TERM "$service_pid" 2>/dev/null || true
   wait 2>/dev/null || true
-  echo "demo: everything stopped (service, devices and their apps, broker, telemetry)."
+  echo "demo: everything stopped (service, devices and their apps$([[ $key_store == tpm2 ]] && echo ", their TPMs"), broker, telemetry)."
 }
 trap 'stop_all' EXIT
 trap 'echo; echo "demo: Ctrl-C, stopping..."; exit 130' INT TERM
@@ -96,9 +105,18 @@ say "-> from here on, 'moat' acts as ops (MOAT_CONFIG=$(rel $fleet)/ops.moat.jso
 "$moat" ca-certificate download --tenant contoso --chain --destination "$fleet/contoso-chain.pem" >/dev/null
 
 step "9. Manufacture three devices, register and claim them"
-say "Each device is a moatd with its own state directory, key store and apps. Its ID is the hash"
-say "of an identity key created inside its key store. The factory registers the public key;"
-say "the owner claims the device and puts it in a device group. The tenant also says which OS"
+if [[ $key_store == tpm2 ]]; then
+  say "Each device is a moatd with its own state directory, apps and TPM 2.0 (here swtpm, a"
+  say "software TPM, one per device). The TPM's maker put an endorsement key (EK) in each chip and"
+  say "signed a certificate for it; this demo plays that maker with a CA of its own. The factory"
+  say "registers the maker's CA once, then reads each TPM's EK certificate and registers it: the"
+  say "service checks it against the manufacturer CA and derives the device ID from the EK."
+else
+  say "Each device is a moatd with its own state directory, key store and apps. Its ID is the hash"
+  say "of an identity key created inside its key store (here the development software store: key"
+  say "files on disk). The factory registers the public key."
+fi
+say "The owner claims the device and puts it in a device group. The tenant also says which OS"
 say "image is known-good: a device measures its OS at start, and only that value passes."
 printf 'moat-linux 1.0 demo image' > "$fleet/os-good.img"
 printf 'moat-linux 1.0 demo image, modified' > "$fleet/os-odd.img"
@@ -107,9 +125,12 @@ show "$moat" product create Thermostat --tenant contoso --description "Demo ther
 show "$moat" device-group create Pilot --product Thermostat --tenant contoso --description "The demo's three devices"
 devices=(dev1 dev2 dev3)
 write_config() {  # write_config DEVICE OS_IMAGE
+  local key_store_json='"key_store": {"backend": "software"},'
+  [[ $key_store == tpm2 ]] &&
+    key_store_json="\"key_store\": {\"backend\": \"tpm2\", \"tcti\": \"$(swtpm_tcti "$fleet/$1/tpm")\"},"
   cat > "$fleet/$1/moatd.json" <<JSON
 {"service_url": "$url", "service_root_certificate": "$fleet/service/pki/root-ca.crt",
- "state_dir": "$fleet/$1/state",
+ "state_dir": "$fleet/$1/state", $key_store_json
  "os": {"name": "moat-linux", "version": "1.0", "image": "$2"},
  "attestation": {"retry_initial_seconds": 1, "retry_max_seconds": 2},
  "update": {"retry_initial_seconds": 1, "retry_max_seconds": 5},
@@ -121,27 +142,64 @@ start_moatd() {
   moatd_pid[$1]=$!
   moatd_pids+=($!)
 }
+if [[ $key_store == tpm2 ]]; then
+  swtpm_ca_create "$fleet/tpm-vendor"
+  show "$moat" --config "$fleet/factory.moat.json" manufacturer-ca add "$fleet/tpm-vendor/ca.crt"
+  echo "\$ moat --config $(rel $fleet)/factory.moat.json device register --ek-certificate $(rel $fleet)/DEVICE/ek.pem  # each"
+fi
 for d in "${devices[@]}"; do
   mkdir -p "$fleet/$d"
-  write_config "$d" "$fleet/os-good.img"
-  id[$d]=$("$moatd" --config "$fleet/$d/moatd.json" identity --public-key-out "$fleet/$d/identity.pem" 2>/dev/null)
-  echo "  $d: device ID ${id[$d]}"
-  "$moat" --config "$fleet/factory.moat.json" device register --public-key "$fleet/$d/identity.pem" >/dev/null
+  if [[ $key_store == tpm2 ]]; then
+    # The factory: make the TPM (EK and its certificate), power it on, read the certificate.
+    swtpm_manufacture "$fleet/tpm-vendor" "$fleet/$d/tpm"
+    swtpm_start "$fleet/$d/tpm"
+    swtpm_read_ek_certificate "$fleet/$d/tpm" "$fleet/$d/ek.pem"
+    write_config "$d" "$fleet/os-good.img"
+    id[$d]=$("$moat" --config "$fleet/factory.moat.json" -o json device register --ek-certificate "$fleet/$d/ek.pem" | jq -r .id)
+    echo "  $d: TPM at $(swtpm_tcti "$fleet/$d/tpm"), EK certificate from $(openssl x509 -noout -issuer -in "$fleet/$d/ek.pem" | sed 's/.*CN *= *//') -> device ID ${id[$d]}"
+  else
+    write_config "$d" "$fleet/os-good.img"
+    id[$d]=$("$moatd" --config "$fleet/$d/moatd.json" identity --public-key-out "$fleet/$d/identity.pem" 2>/dev/null)
+    echo "  $d: device ID ${id[$d]}"
+    "$moat" --config "$fleet/factory.moat.json" device register --public-key "$fleet/$d/identity.pem" >/dev/null
+  fi
   "$moat" device claim "${id[$d]}" --tenant contoso >/dev/null
   "$moat" device update "${id[$d]}" --tenant contoso --device-group "Thermostat/Pilot" >/dev/null
 done
 show "$moat" device list --tenant contoso
 
 step "10. Start the devices: attestation and 24 h certificates"
-say "Each moatd signs evidence of what it runs with its identity key; the service checks it"
-say "against the known-good values and issues a client certificate valid 24 hours, chained to"
-say "the tenant CA. Devices renew it at about 80 % of its life — a device that stops passing"
-say "attestation is locked out within a day."
+if [[ $key_store == tpm2 ]]; then
+  say "Each moatd creates its keys inside its TPM: a private key never leaves it (on disk there"
+  say "are only blobs that this one TPM can load). At start moatd measures its OS image into the"
+  say "TPM's Moat PCR (13), which software can extend but not reset before the next boot, and"
+  say "writes the measurement to its event log. To attest, the service sends a nonce and a secret"
+  say "encrypted to the EK of the registered certificate; only that TPM can recover it. The TPM"
+  say "then signs a quote over its PCRs (0-7 and 13) and the nonce. The service checks the quote,"
+  say "replays the log to the quoted PCR 13 and checks the log against the known-good values."
+else
+  say "Each moatd signs evidence of what it runs with its identity key; the service checks it"
+  say "against the known-good values. (Only a TPM's quote proves the log true: a software store"
+  say "signs whatever its process says.)"
+fi
+say "A device that passes gets a client certificate valid 24 hours, chained to the tenant CA."
+say "Devices renew it at about 80 % of its life — a device that stops passing attestation is"
+say "locked out within a day."
 for d in "${devices[@]}"; do start_moatd "$d"; done
 for d in "${devices[@]}"; do
-  wait_until 30 "$d attests" status_is "$d" '.last_attestation.result == "passed"'
+  wait_until 60 "$d attests" status_is "$d" '.last_attestation.result == "passed"'
 done
-show "$moatctl" --socket "$fleet/dev1/state/moatctl.sock" status | sed -n 1,8p
+# Without its "device ID" line: on tpm2 moatd's status names the identity key's hash rather than
+# the EK-derived ID it attests with (src/device/agent/agent.cc; `moat device show` has the ID).
+show "$moatctl" --socket "$fleet/dev1/state/moatctl.sock" status | sed -n '/^device ID:/d; 1,8p'
+show "$moat" device show "${id[dev1]}" --tenant contoso |
+  sed -n -E '/^(\$|id|device_group|certificate_not_after|last_attestation)/p'
+if [[ $key_store == tpm2 ]]; then
+  keydir=$(dirname "$(ls "$fleet"/dev1/state/keys/srk-*/tls-client.pem)")
+  echo "\$ ls $(rel "$keydir"); head -1 tls-client.pem"
+  (cd "$keydir" && ls | sed 's/^/  /' | paste -sd' ' && head -1 tls-client.pem | sed 's/^/  /')
+  say "-> the TLS key as a TPM-wrapped blob (TSS2 PRIVATE KEY): no private key in the clear."
+fi
 cert="$fleet/dev1/state/certificates/client.pem"
 show openssl verify -purpose sslclient -CAfile "$fleet/contoso-chain.pem" "$cert" | sed "s|$root/||"
 openssl x509 -noout -subject -startdate -enddate -in "$cert" | sed 's/^/  /'
@@ -238,6 +296,12 @@ say "-> crash events for 1.0.0: $before, and $after after 1.0.1 has run past the
 say "   1.0.1 has $(bucket_count "$fixed_image") crash(es)."
 [[ $before == "$after" ]] || { echo "DEMO FAILED: crashes went on after the fix"; exit 1; }
 
+# swtpm: the stand-in below reads the software store's key file; auth's sandboxed telemetry app
+# replaces this section (and the broker part of step 16) and works on any store.
+if [[ $key_store != software ]]; then
+  step "15. A relying party: an MQTT broker that accepts only the tenant's devices"
+  say "(telemetry stand-in needs the software key store; replaced by the sandboxed telemetry app)"
+else
 step "15. A relying party: an MQTT broker that accepts only the tenant's devices"
 say "Mosquitto requires a client certificate chained to the tenant CA (cafile = the chain from"
 say "'moat ca-certificate download --chain'). dev1 publishes a reading every 2 s over mutual TLS."
@@ -285,21 +349,40 @@ wait_until 30 "readings arrive" bash -c "(( \$(wc -l < '$fleet/received.log') >=
 say "-> received by a subscriber (itself authenticated with dev2's certificate):"
 echo "  topic moat/devices/${id[dev1]}/telemetry:"
 head -3 "$fleet/received.log" | cut -d' ' -f2- | sed 's/^/    /'
+fi
 
 step "16. A device whose software nobody vouched for"
-say "dev3 restarts with a modified OS image. Its measurement no longer matches a known-good"
-say "value: attestation fails, the service issues no new client certificate (only an update"
-say "certificate, good for fetching a fix) and records a security event."
+if [[ $key_store == tpm2 ]]; then
+  say "dev3 reboots (its TPM too: PCRs start again from zero) with a modified OS image. moatd"
+  say "measures it into PCR 13 and its log; the quote proves that PCR 13 holds exactly what the"
+  say "log says, and the log's OS value is not a known-good one: attestation fails, the service"
+  say "issues no new client certificate (only an update certificate, good for fetching a fix)"
+  say "and records a security event."
+else
+  say "dev3 restarts with a modified OS image. Its measurement no longer matches a known-good"
+  say "value: attestation fails, the service issues no new client certificate (only an update"
+  say "certificate, good for fetching a fix) and records a security event."
+fi
 kill -TERM "${moatd_pid[dev3]}"; wait "${moatd_pid[dev3]}" || true
 serial=$(openssl x509 -noout -serial -in "$fleet/dev3/state/certificates/client.pem")
+if [[ $key_store == tpm2 ]]; then swtpm_stop "$fleet/dev3/tpm"; swtpm_start "$fleet/dev3/tpm"; fi
 write_config dev3 "$fleet/os-odd.img"
 start_moatd dev3
-wait_until 30 "dev3's attestation fails" status_is dev3 '.last_attestation.result == "failed"'
+wait_until 60 "dev3's attestation fails" status_is dev3 '.last_attestation.result == "failed"'
 echo "\$ moatctl --socket demo-data/fleet/dev3/state/moatctl.sock status"
 "$moatctl" --socket "$fleet/dev3/state/moatctl.sock" status | grep -E "attestation|credential|known-good" | head -4
 show "$moat" security-event list --tenant contoso | cut -c1-160
 [[ $(openssl x509 -noout -serial -in "$fleet/dev3/state/certificates/client.pem") == "$serial" ]] ||
   { echo "DEMO FAILED: dev3 got a new client certificate"; exit 1; }
+if [[ $key_store != software ]]; then  # swtpm: the broker part below needs the stand-in's key file
+  say "-> dev3 still holds the certificate it got before, with at most 24 h left:"
+  echo "\$ openssl verify -attime <now + 25 h> -CAfile $(rel $fleet)/contoso-chain.pem $(rel $fleet)/dev3/state/certificates/client.pem"
+  if openssl verify -attime $(($(date +%s) + 25 * 3600)) -CAfile "$fleet/contoso-chain.pem" \
+      "$fleet/dev3/state/certificates/client.pem" >"$fleet/verify-25h.out" 2>&1; then
+    echo "DEMO FAILED: dev3's certificate is still valid in 25 h"; exit 1
+  fi
+  grep -m1 'expired' "$fleet/verify-25h.out" | sed 's/^/  /'
+else
 say "-> dev3 still holds the certificate it got before (at most 24 h left). What happens when"
 say "   it expires? A second broker with the same configuration, its clock 25 h ahead (faketime):"
 real_broker=$broker_pid
@@ -313,6 +396,7 @@ if pub "$mqtt_port" dev3 '{"note":"dev3 in 25 h"}' 2>/dev/null; then echo "DEMO 
 say "   in 25 hours:  dev3 refused — broker log: $(grep -m1 'verify failed' "$log/mosquitto-25h-later.log" | cut -d' ' -f2-)"
 kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null || true
 broker_pid=$real_broker
+fi
 
 echo
 echo "${bold}Done in $((SECONDS - t0)) s.${plain} What ran, and where it is:"
@@ -320,7 +404,8 @@ cat <<INFO
   service      $url   data: $(rel $fleet)/service   log: $(rel $log)/moat-service.log
   devices      $(rel $fleet)/dev{1,2,3}/   (moatd.json, state/: keys, certificates, apps, logs/<app>/)
                moatd logs: $(rel $log)/moatd-dev{1,2,3}.log
-  broker       127.0.0.1:$mqtt_port_real   received telemetry: $(rel $fleet)/received.log
+$(if [[ $key_store == tpm2 ]]; then echo "  TPMs         swtpm per device: $(rel $fleet)/dev{1,2,3}/tpm/ (state, swtpm.log); maker CA $(rel $fleet)/tpm-vendor/"
+else echo "  broker       127.0.0.1:$mqtt_port_real   received telemetry: $(rel $fleet)/received.log"; fi)
   offline      demo-data/offline/
 
   Try, while it runs:
@@ -329,7 +414,8 @@ cat <<INFO
     $moat report buckets --tenant contoso
     $moat security-event list --tenant contoso
     $moatctl --socket $(rel $fleet)/dev1/state/moatctl.sock status
-    tail -f $(rel $fleet)/received.log
+$(if [[ $key_store == software ]]; then echo "    tail -f $(rel $fleet)/received.log"
+else echo "    $moat device show ${id[dev1]} --tenant contoso"; fi)
 INFO
 keep=${MOAT_DEMO_KEEP_RUNNING:-auto}
 if [[ $keep == 1 || ($keep == auto && -t 0) ]]; then

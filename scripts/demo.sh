@@ -4,12 +4,27 @@
 #   2. a fleet on this machine (root): a security service, three devices, signed deployments,
 #      sandboxed apps, crash reports, a fix, a relying party that trusts device certificates,
 #      and a device whose software nobody vouched for.
-#   scripts/demo.sh BUILD_DIR      (run through `make demo`)
+#   scripts/demo.sh [BUILD_DIR] [--key-store tpm2|software]     (run through `make demo`)
+# Each device keeps its keys in a TPM of its own (swtpm, a software TPM 2.0) unless
+# `--key-store software` (or MOAT_DEMO_KEY_STORE=software) picks the development store: quicker
+# to read, nothing to set up, and no hardware protection at all (docs/rot.md).
 # Everything it makes goes to ./demo-data; nothing leaves this machine (loopback only).
 # Ctrl-C stops everything it started. At the end it keeps the fleet running until Ctrl-C when
 # run on a terminal (MOAT_DEMO_KEEP_RUNNING=0: stop at once; =1: wait even without one).
 set -euo pipefail
-build=${1:-build}
+build=build
+key_store=${MOAT_DEMO_KEY_STORE:-tpm2}
+while (($#)); do
+  case $1 in
+    --key-store) key_store=${2:-}; shift 2 || { echo "demo: --key-store needs tpm2 or software"; exit 2; } ;;
+    --key-store=*) key_store=${1#*=}; shift ;;
+    -h | --help) sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "demo: unknown option $1 (try --help)"; exit 2 ;;
+    *) build=$1; shift ;;
+  esac
+done
+[[ $key_store == tpm2 || $key_store == software ]] ||
+  { echo "demo: --key-store must be tpm2 or software, not '$key_store'"; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 moat="$build/apps/moat"
