@@ -150,7 +150,7 @@ Result<void> Agent::StartApps() {
   }
   for (const auto& app : installed) {
     // Measured before it runs; an app that cannot be measured does not run.
-    if (auto m = measurements_->Record(AppMeasurement(app.current)); !m) {
+    if (auto m = measurements_->RecordApp(app.current); !m) {
       log::Error("app '{}' {} not started: {}", app.current.name, app.current.version,
                  m.error().message());
       continue;
@@ -189,7 +189,7 @@ Result<void> Agent::RunApp(const update::InstalledApp& app) {
   if (!runner_) return Fail(ErrorCode::kFailedPrecondition, "{}", runner_error_);
   // Measured before it runs. A new measurement changes what the device would attest to, so
   // attest now: the client certificate then reflects the installed app (docs/moatd.md).
-  MOAT_ASSIGN_OR_RETURN(bool extended, measurements_->Record(AppMeasurement(app.current)));
+  MOAT_ASSIGN_OR_RETURN(bool extended, measurements_->RecordApp(app.current));
   if (extended) AttestNow();
   return runner_->Run(app);
 }

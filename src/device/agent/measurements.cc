@@ -86,16 +86,16 @@ std::filesystem::path MeasurementFile(const Config& config) {
   return config.supervisor.run_dir / instance / "measurements.json";
 }
 
-formats::Measurement AppMeasurement(const update::InstalledImage& image) {
+Result<formats::Measurement> AppMeasurement(const update::InstalledImage& image) {
   formats::Measurement m{.pcr = formats::kMoatPcr,
                          .kind = formats::MeasurementKind::kApp,
                          .name = image.component_id.ToString(),
                          .version = image.version};
-  // The app store names each image by the SHA-256 of its package file (app_store.h) and has
-  // checked that name against the bytes it installed.
-  if (auto bytes = HexDecode(image.image_id); bytes && bytes->size() == m.digest.size()) {
-    std::copy(bytes->begin(), bytes->end(), m.digest.begin());
-  }
+  // The app store names each image by the SHA-256 of its package file (app_store.h), computed
+  // from the bytes it installed; the package itself is not kept.
+  MOAT_ASSIGN_OR_RETURN(m.digest,
+                        DigestFromHex(image.image_id, fmt::format("app '{}' {}: image ID",
+                                                                  image.name, image.version)));
   return m;
 }
 
@@ -222,6 +222,11 @@ Result<bool> Measurements::Record(const formats::Measurement& m) {
   log::Info("measured {} '{}' {}: sha256 {}", formats::MeasurementKindName(m.kind), m.name,
             m.version, HexEncode(m.digest));
   return true;
+}
+
+Result<bool> Measurements::RecordApp(const update::InstalledImage& image) {
+  MOAT_ASSIGN_OR_RETURN(formats::Measurement m, AppMeasurement(image));
+  return Record(m);
 }
 
 formats::MeasurementLog Measurements::Log() const {

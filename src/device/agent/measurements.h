@@ -58,8 +58,9 @@ std::string_view MeasurementStartName(MeasurementStart start);  // "fresh", "res
 // The run file for `config`: <supervisor.run_dir>/<instance ID>/measurements.json (instance.h).
 std::filesystem::path MeasurementFile(const Config& config);
 
-// The measurement of an installed app's current image (see the file comment).
-formats::Measurement AppMeasurement(const update::InstalledImage& image);
+// The measurement of an installed app's image (see the file comment); kInvalidArgument if its
+// image ID is not 64 hex digits.
+Result<formats::Measurement> AppMeasurement(const update::InstalledImage& image);
 
 class Measurements {
  public:
@@ -73,6 +74,8 @@ class Measurements {
   // and digest. Returns whether it extended. On error (the run file cannot be written, the
   // extend fails) the log is unchanged and the caller must not run what was measured.
   Result<bool> Record(const formats::Measurement& m);
+  // Record(AppMeasurement(image)).
+  Result<bool> RecordApp(const update::InstalledImage& image);
 
   // A copy of this boot's log.
   formats::MeasurementLog Log() const;

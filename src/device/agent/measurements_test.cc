@@ -241,12 +241,19 @@ TEST(AppMeasurementTest, IsWhatTheServiceRegistersForTheImage) {
   image.component_id = *formats::Guid::Parse(kComponent);
   image.image_id = HexEncode(crypto::Sha256(AsBytes(package)));
   image.version = "3.1";
-  const formats::Measurement m = AppMeasurement(image);
+  auto measured = AppMeasurement(image);
+  ASSERT_TRUE(measured) << measured.error().message();
+  const formats::Measurement& m = *measured;
   EXPECT_EQ(m.pcr, formats::kMoatPcr);
   EXPECT_EQ(m.kind, formats::MeasurementKind::kApp);
   EXPECT_EQ(m.name, std::string(kComponent));
   EXPECT_EQ(m.version, "3.1");
   EXPECT_EQ(m.digest, crypto::Sha256(AsBytes(package)));
+
+  image.image_id = "not hex";
+  auto bad = AppMeasurement(image);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
 }
 
 TEST(MeasurementFileTest, IsPerInstanceUnderTheRunDirectory) {

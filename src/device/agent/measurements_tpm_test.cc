@@ -60,7 +60,7 @@ class MeasurementsTpmTest : public ::testing::Test {
     image.component_id = *formats::Guid::Parse(kComponent);
     image.image_id = HexEncode(crypto::Sha256(AsBytes("app package")));
     image.version = "2.0";
-    return AppMeasurement(image);
+    return *AppMeasurement(image);
   }
 
   std::unique_ptr<TempDir> tmp_;
