@@ -78,8 +78,15 @@ Result<std::unique_ptr<Agent>> Agent::Start(const Config& config, const Clock& c
   log::Info("device ID {} (key store: {})", agent->device_id_, agent->keys_->backend());
 
   // This boot's log continues across restarts (measurements.h); only what is new is extended.
-  MOAT_ASSIGN_OR_RETURN(agent->measurements_,
-                        Measurements::Open(*agent->keys_, MeasurementFile(agent->config_)));
+  auto measurements = Measurements::Open(*agent->keys_, MeasurementFile(agent->config_));
+  if (!measurements) {
+    log::Warn("the measurement log is kept in memory only ({}); on a TPM, a moatd restart "
+              "without a reboot then cannot resume it and attestation fails until the next boot",
+              measurements.error().message());
+    measurements = Measurements::Open(*agent->keys_, {});  // fails only if the registers do
+    if (!measurements) return Fail(measurements.error().WithContext("reading the registers"));
+  }
+  agent->measurements_ = std::move(*measurements);
   log::Info("measurement log: {}", agent->measurements_->start_detail());
   MOAT_ASSIGN_OR_RETURN(formats::MeasurementLog os, MeasureOs(agent->config_));
   for (const auto& m : os.entries) MOAT_TRY(agent->measurements_->Record(m));

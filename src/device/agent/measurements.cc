@@ -109,7 +109,8 @@ Result<std::unique_ptr<Measurements>> Measurements::Open(rot::KeyStore& keys,
   const crypto::Sha256Digest value = it == registers.end() ? zero : it->second;
 
   std::optional<SavedLog> saved;
-  auto text = ReadFile(out->file_, kMaxMeasurementFileBytes);
+  auto text = out->file_.empty() ? Result<std::string>(Fail(ErrorCode::kNotFound, "no run file"))
+                                 : ReadFile(out->file_, kMaxMeasurementFileBytes);
   if (text) {
     auto parsed = ParseSaved(*text, out->file_);
     if (parsed) {
@@ -184,6 +185,7 @@ Result<std::unique_ptr<Measurements>> Measurements::Open(rot::KeyStore& keys,
 }
 
 Result<void> Measurements::Save(const formats::MeasurementLog& log) const {
+  if (file_.empty()) return Ok();
   MOAT_TRY(MakeDirectories(file_.parent_path(), 0700));
   Json j = {{"format", kFileFormat},
             {"pcr", formats::kMoatPcr},

@@ -65,8 +65,10 @@ Result<formats::Measurement> AppMeasurement(const update::InstalledImage& image)
 class Measurements {
  public:
   // Reads the register and `file` and decides how this boot's log continues (file comment).
-  // Errors: reading the registers fails; `file` exists but cannot be read (a file that does not
-  // parse is treated as absent, with a warning).
+  // An empty `file` keeps the log in memory only (moatd falls back to that, with a warning, when
+  // the run directory is not writable, e.g. not root: restarts then cannot resume).
+  // Errors: reading the registers fails; `file` exists but cannot be read, or cannot be written
+  // (a file that does not parse is treated as absent, with a warning).
   static Result<std::unique_ptr<Measurements>> Open(rot::KeyStore& keys,
                                                     std::filesystem::path file);
 

@@ -4,6 +4,7 @@
 #include "device/agent/measurements.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "core/encoding.h"
 #include "core/file.h"
@@ -223,6 +224,25 @@ TEST_F(MeasurementsTest, AMalformedRunFileIsIgnored) {
   auto again = Open();
   ASSERT_TRUE(again);
   EXPECT_EQ(again->start(), MeasurementStart::kFresh);
+}
+
+TEST_F(MeasurementsTest, WithoutARunFileTheLogIsInMemoryOnly) {
+  auto m = Measurements::Open(*keys_, {});
+  ASSERT_TRUE(m) << m.error().message();
+  EXPECT_EQ((*m)->start(), MeasurementStart::kFresh);
+  ASSERT_TRUE((*m)->Record(Os("os image")));
+  EXPECT_FALSE(std::filesystem::exists(file_.parent_path()));
+  // A restart cannot resume it: the register is accounted for by nothing.
+  auto again = Measurements::Open(*keys_, {});
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)->start(), MeasurementStart::kUnverifiable);
+}
+
+TEST_F(MeasurementsTest, AnUnwritableRunDirectoryIsAnError) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root writes anywhere";
+  ASSERT_TRUE(MakeDirectories(tmp_->path() / "ro", 0500));
+  auto m = Measurements::Open(*keys_, tmp_->path() / "ro" / "x" / "measurements.json");
+  EXPECT_FALSE(m);
 }
 
 TEST_F(MeasurementsTest, OnlyTheMoatPcr) {
