@@ -78,17 +78,25 @@ Result<std::unique_ptr<Agent>> Agent::Start(const Config& config, const Clock& c
   log::Info("device ID {} (key store: {})", agent->device_id_, agent->keys_->backend());
 
   // This boot's log continues across restarts (measurements.h); only what is new is extended.
-  auto measurements = Measurements::Open(*agent->keys_, MeasurementFile(agent->config_));
+  MOAT_ASSIGN_OR_RETURN(formats::MeasurementLog os, MeasureOs(agent->config_));
+  std::vector<update::InstalledApp> installed;
+  {
+    MOAT_ASSIGN_OR_RETURN(auto store, update::AppStore::Open(StateLayout(config.state_dir).apps(),
+                                                             clock));
+    MOAT_ASSIGN_OR_RETURN(installed, store.List());
+  }
+  const auto expected = StartMeasurements(os, installed);
+  auto measurements =
+      Measurements::Open(*agent->keys_, MeasurementFile(agent->config_), expected);
   if (!measurements) {
     log::Warn("the measurement log is kept in memory only ({}); on a TPM, a moatd restart "
               "without a reboot then cannot resume it and attestation fails until the next boot",
               measurements.error().message());
-    measurements = Measurements::Open(*agent->keys_, {});  // fails only if the registers do
+    measurements = Measurements::Open(*agent->keys_, {}, expected);  // fails only on registers
     if (!measurements) return Fail(measurements.error().WithContext("reading the registers"));
   }
   agent->measurements_ = std::move(*measurements);
   log::Info("measurement log: {}", agent->measurements_->start_detail());
-  MOAT_ASSIGN_OR_RETURN(formats::MeasurementLog os, MeasureOs(agent->config_));
   for (const auto& m : os.entries) MOAT_TRY(agent->measurements_->Record(m));
   MOAT_ASSIGN_OR_RETURN(std::string root_pem,
                         ReadFile(agent->config_.service_root_certificate, 64 * 1024));

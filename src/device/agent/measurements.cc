@@ -99,8 +99,18 @@ Result<formats::Measurement> AppMeasurement(const update::InstalledImage& image)
   return m;
 }
 
-Result<std::unique_ptr<Measurements>> Measurements::Open(rot::KeyStore& keys,
-                                                         std::filesystem::path file) {
+std::vector<formats::Measurement> StartMeasurements(const formats::MeasurementLog& os,
+                                                    std::span<const update::InstalledApp> apps) {
+  std::vector<formats::Measurement> out = os.entries;
+  for (const auto& app : apps) {
+    if (auto m = AppMeasurement(app.current)) out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+Result<std::unique_ptr<Measurements>> Measurements::Open(
+    rot::KeyStore& keys, std::filesystem::path file,
+    std::span<const formats::Measurement> expected) {
   auto out = std::unique_ptr<Measurements>(new Measurements(keys, std::move(file)));
   const std::string where = out->file_.string();
   MOAT_ASSIGN_OR_RETURN(auto registers, keys.ReadRegisters());
@@ -166,6 +176,29 @@ Result<std::unique_ptr<Measurements>> Measurements::Open(rot::KeyStore& keys,
                   "cannot pass until the device reboots or its TPM is reset",
                   formats::kMoatPcr);
       }
+      return out;
+    }
+  }
+
+  // The run file is gone (or stale) but the inputs may be what they were: what this start
+  // measures, replayed from zero, may be exactly what the register holds. The hash chain proves
+  // it; a partial match (a prefix) too.
+  {
+    crypto::Sha256Digest v = zero;
+    std::optional<size_t> match;
+    for (size_t i = 0; i < expected.size() && expected[i].pcr == formats::kMoatPcr; ++i) {
+      v = crypto::ExtendPcr(v, expected[i].digest);
+      if (v == value) match = i + 1;
+    }
+    if (match) {
+      out->start_ = MeasurementStart::kResumed;
+      out->log_.entries.assign(expected.begin(), expected.begin() + static_cast<ptrdiff_t>(*match));
+      out->start_detail_ = fmt::format(
+          "no saved log replays to PCR {} ({}), but the first {} of this start's measurements do: "
+          "rebuilt the log from them",
+          formats::kMoatPcr, saved ? "the saved log does not" : "none saved", *match);
+      log::Warn("{}", out->start_detail_);
+      MOAT_TRY(out->Save(out->log_));
       return out;
     }
   }

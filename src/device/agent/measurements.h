@@ -24,7 +24,11 @@
 //                but /run was not, e.g. swtpm restarted).
 //   kResumed     the saved log, replayed from its base, gives the register's value (or a prefix
 //                of it does: the entries after it were written but never extended, and are
-//                dropped with a warning): reused; only what is new is extended.
+//                dropped with a warning): reused; only what is new is extended. Without a saved
+//                log that replays, the measurements moatd is about to make (`expected`: the OS,
+//                then the installed apps), or a prefix of them, replayed from zero may give the
+//                register's value (the run file was lost, the inputs are unchanged): that log is
+//                adopted. Either way the hash chain proves the log; nothing is assumed.
 //   kUnverifiable the register holds measurements no saved log accounts for (the run file was
 //                deleted, or belongs to another TPM). moatd does not invent history: it starts a
 //                log whose base is the current value, extends and logs from there, and warns
@@ -39,7 +43,9 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/json.h"
@@ -62,6 +68,11 @@ std::filesystem::path MeasurementFile(const Config& config);
 // image ID is not 64 hex digits.
 Result<formats::Measurement> AppMeasurement(const update::InstalledImage& image);
 
+// What moatd measures at start, in order: `os`'s entries, then each app's current image (apps
+// whose image ID is malformed are left out: they are not run).
+std::vector<formats::Measurement> StartMeasurements(const formats::MeasurementLog& os,
+                                                    std::span<const update::InstalledApp> apps);
+
 class Measurements {
  public:
   // Reads the register and `file` and decides how this boot's log continues (file comment).
@@ -69,8 +80,9 @@ class Measurements {
   // the run directory is not writable, e.g. not root: restarts then cannot resume).
   // Errors: reading the registers fails; `file` exists but cannot be read, or cannot be written
   // (a file that does not parse is treated as absent, with a warning).
-  static Result<std::unique_ptr<Measurements>> Open(rot::KeyStore& keys,
-                                                    std::filesystem::path file);
+  static Result<std::unique_ptr<Measurements>> Open(
+      rot::KeyStore& keys, std::filesystem::path file,
+      std::span<const formats::Measurement> expected = {});
 
   // Extends `m` (pcr must be kMoatPcr) unless the log already has an entry with its kind, name
   // and digest. Returns whether it extended. On error (the run file cannot be written, the

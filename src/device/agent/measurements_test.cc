@@ -201,6 +201,51 @@ TEST_F(MeasurementsTest, RegistersNoLogAccountsForAreReportedNotHidden) {
   EXPECT_EQ(m->start(), MeasurementStart::kFresh);
 }
 
+TEST_F(MeasurementsTest, ALostRunFileIsRebuiltFromThisStartsMeasurementsWhenTheyReplay) {
+  {
+    auto m = Open();
+    ASSERT_TRUE(m->Record(Os("os image")));
+    ASSERT_TRUE(m->Record(App(kComponent, "package")));
+  }
+  std::filesystem::remove_all(file_.parent_path());
+  const crypto::Sha256Digest before = Register();
+  const std::vector<formats::Measurement> expected = {Os("os image"), App(kComponent, "package")};
+  auto m = Measurements::Open(*keys_, file_, expected);
+  ASSERT_TRUE(m) << m.error().message();
+  EXPECT_EQ((*m)->start(), MeasurementStart::kResumed) << (*m)->start_detail();
+  EXPECT_NE((*m)->start_detail().find("rebuilt"), std::string::npos) << (*m)->start_detail();
+  EXPECT_EQ((*m)->Log().entries, expected);
+  for (const auto& e : expected) {
+    auto r = (*m)->Record(e);
+    ASSERT_TRUE(r);
+    EXPECT_FALSE(*r);
+  }
+  EXPECT_EQ(Register(), before);
+  EXPECT_TRUE(std::filesystem::exists(file_));
+
+  // An app installed while moatd was down: the prefix (the OS, the old app) replays; the new
+  // one is extended as new.
+  std::filesystem::remove_all(file_.parent_path());
+  const std::vector<formats::Measurement> more = {Os("os image"), App(kComponent, "package"),
+                                                  App("other", "new package")};
+  m = Measurements::Open(*keys_, file_, more);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)->start(), MeasurementStart::kResumed);
+  EXPECT_EQ((*m)->Log().entries.size(), 2u);
+  auto added = (*m)->Record(more[2]);
+  ASSERT_TRUE(added);
+  EXPECT_TRUE(*added);
+  EXPECT_EQ(formats::ReplayMeasurementLog((*m)->Log()).at(formats::kMoatPcr), Register());
+
+  // Other inputs than the register's: not adopted.
+  std::filesystem::remove_all(file_.parent_path());
+  const std::vector<formats::Measurement> other = {Os("another os image")};
+  m = Measurements::Open(*keys_, file_, other);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)->start(), MeasurementStart::kUnverifiable);
+  EXPECT_TRUE((*m)->Log().entries.empty());
+}
+
 TEST_F(MeasurementsTest, ASavedLogThatDoesNotReplayIsNotReused) {
   {
     auto m = Open();
