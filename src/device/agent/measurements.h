@@ -17,7 +17,7 @@
 // Writing first means a crash between the two leaves a log one entry ahead of the register,
 // never a register ahead of its log; Open drops entries that were never extended.
 //
-// Open, at moatd's start, reads the register and the run file and decides (StartCase):
+// Open, at moatd's start, reads the register and the run file and decides (MeasurementStart):
 //   kFresh       the register is at its reset value (never extended this boot; the software and
 //                PKCS#11 stores' registers are in memory, so this is every start there): a new
 //                log. A saved log with entries is discarded with a warning (the TPM was reset
@@ -29,8 +29,8 @@
 //                then the installed apps), or a prefix of them, replayed from zero may give the
 //                register's value (the run file was lost, the inputs are unchanged): that log is
 //                adopted. Either way the hash chain proves the log; nothing is assumed.
-//   kUnverifiable the register holds measurements no saved log accounts for (the run file was
-//                deleted, or belongs to another TPM). moatd does not invent history: it starts a
+//   kUnverifiable the register holds measurements neither a saved log nor `expected` accounts
+//                for (something else extended it, or the run file is another TPM's). moatd does not invent history: it starts a
 //                log whose base is the current value, extends and logs from there, and warns
 //                that attestation cannot pass (the service replays from zero) until the device
 //                reboots or the TPM is reset. A restart in this state resumes that log.
