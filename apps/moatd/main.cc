@@ -63,7 +63,14 @@ int Identity(const Config& config, const std::string& public_key_out) {
       return kExitFailure;
     }
   }
-  std::cout << moat::rot::DeviceIdOf(*pub) << "\n";
+  // The ID the service knows the device by (on a TPM, its endorsement key's), as moatd run and
+  // moatctl status report it.
+  auto device_id = moat::device::agent::DeviceId(**keys);
+  if (!device_id) {
+    std::cerr << "moatd identity: " << device_id.error().message() << "\n";
+    return kExitFailure;
+  }
+  std::cout << *device_id << "\n";
   return kExitOk;
 }
 
@@ -92,7 +99,8 @@ int main(int argc, char** argv) {
   auto* identity = app.add_subcommand(
       "identity",
       "Create the identity key if needed; print the device ID (lowercase hex SHA-256 of the\n"
-      "identity public key's DER) and optionally write the public key for registration.");
+      "identity public key's DER; with the tpm2 key store, of the TPM's endorsement key's\n"
+      "public area) and optionally write the identity public key for registration.");
   identity->add_option("--public-key-out", public_key_out, "Write the identity public key (PEM)");
   try {
     app.parse(argc, argv);

@@ -10,6 +10,7 @@
 #include "crypto/digest.h"
 #include "device/agent/update_transport.h"
 #include "rot/open_key_store.h"
+#include "rot/tpm2_key_store.h"
 
 namespace moat::device::agent {
 namespace {
@@ -38,6 +39,16 @@ Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config) {
   return store;
 }
 
+Result<std::string> DeviceId(const rot::KeyStore& keys) {
+  // The same rule as the Attestor's (attestor.cc): a TPM device is known by its endorsement key.
+  if (const auto* tpm = dynamic_cast<const rot::Tpm2KeyStore*>(&keys)) {
+    MOAT_ASSIGN_OR_RETURN(rot::EndorsementKey ek, tpm->GetEndorsementKey());
+    return ek.DeviceId();
+  }
+  MOAT_ASSIGN_OR_RETURN(crypto::PublicKey identity, keys.GetPublicKey(rot::kIdentityKeyLabel));
+  return rot::DeviceIdOf(identity);
+}
+
 Result<formats::MeasurementLog> MeasureOs(const Config& config) {
   const std::filesystem::path source =
       config.os_image.empty() ? std::filesystem::path("/etc/os-release") : config.os_image;
@@ -63,17 +74,30 @@ Result<std::unique_ptr<Agent>> Agent::Start(const Config& config, const Clock& c
                                             Random& random) {
   auto agent = std::unique_ptr<Agent>(new Agent(config, clock, random));
   MOAT_ASSIGN_OR_RETURN(agent->keys_, OpenKeyStore(agent->config_));
-  MOAT_ASSIGN_OR_RETURN(crypto::PublicKey identity,
-                        agent->keys_->GetPublicKey(rot::kIdentityKeyLabel));
-  agent->device_id_ = rot::DeviceIdOf(identity);
+  MOAT_ASSIGN_OR_RETURN(agent->device_id_, DeviceId(*agent->keys_));
   log::Info("device ID {} (key store: {})", agent->device_id_, agent->keys_->backend());
 
-  MOAT_ASSIGN_OR_RETURN(agent->log_, MeasureOs(agent->config_));
-  for (const auto& m : agent->log_.entries) {
-    MOAT_TRY(agent->keys_->Extend(m.pcr, m.digest));
-    log::Info("measured {} '{}' {}: sha256 {}", formats::MeasurementKindName(m.kind), m.name,
-              m.version, HexEncode(m.digest));
+  // This boot's log continues across restarts (measurements.h); only what is new is extended.
+  MOAT_ASSIGN_OR_RETURN(formats::MeasurementLog os, MeasureOs(agent->config_));
+  std::vector<update::InstalledApp> installed;
+  {
+    MOAT_ASSIGN_OR_RETURN(auto store, update::AppStore::Open(StateLayout(config.state_dir).apps(),
+                                                             clock));
+    MOAT_ASSIGN_OR_RETURN(installed, store.List());
   }
+  const auto expected = StartMeasurements(os, installed);
+  auto measurements =
+      Measurements::Open(*agent->keys_, MeasurementFile(agent->config_), expected);
+  if (!measurements) {
+    log::Warn("the measurement log is kept in memory only ({}); on a TPM, a moatd restart "
+              "without a reboot then cannot resume it and attestation fails until the next boot",
+              measurements.error().message());
+    measurements = Measurements::Open(*agent->keys_, {}, expected);  // fails only on registers
+    if (!measurements) return Fail(measurements.error().WithContext("reading the registers"));
+  }
+  agent->measurements_ = std::move(*measurements);
+  log::Info("measurement log: {}", agent->measurements_->start_detail());
+  for (const auto& m : os.entries) MOAT_TRY(agent->measurements_->Record(m));
   MOAT_ASSIGN_OR_RETURN(std::string root_pem,
                         ReadFile(agent->config_.service_root_certificate, 64 * 1024));
   auto root = crypto::Certificate::FromPem(root_pem);
@@ -140,6 +164,12 @@ Result<void> Agent::StartApps() {
         runner_error_);
   }
   for (const auto& app : installed) {
+    // Measured before it runs; an app that cannot be measured does not run.
+    if (auto m = measurements_->RecordApp(app.current); !m) {
+      log::Error("app '{}' {} not started: {}", app.current.name, app.current.version,
+                 m.error().message());
+      continue;
+    }
     if (auto r = runner_->Run(app); !r) {
       log::Error("app '{}' {} not started: {}", app.current.name, app.current.version,
                  r.error().message());
@@ -172,6 +202,10 @@ Result<void> Agent::StartApps() {
 
 Result<void> Agent::RunApp(const update::InstalledApp& app) {
   if (!runner_) return Fail(ErrorCode::kFailedPrecondition, "{}", runner_error_);
+  // Measured before it runs. A new measurement changes what the device would attest to, so
+  // attest now: the client certificate then reflects the installed app (docs/moatd.md).
+  MOAT_ASSIGN_OR_RETURN(bool extended, measurements_->RecordApp(app.current));
+  if (extended) AttestNow();
   return runner_->Run(app);
 }
 
@@ -307,7 +341,10 @@ void Agent::Loop() {
     if (stopping_) return;
     attest_now_ = false;
     lock.unlock();
-    auto outcome = attestor_->AttestOnce(log_, config_.os_version);
+    // No extend between the log read here and the registers quoted (Measurements::WithLog).
+    auto outcome = measurements_->WithLog([&](const formats::MeasurementLog& log) {
+      return attestor_->AttestOnce(log, config_.os_version);
+    });
     lock.lock();
     const SystemTime now = clock_.Now();
     if (outcome) {
@@ -351,7 +388,7 @@ Json Agent::Status() const {
             {"result", last_outcome_->passed ? "passed" : "failed"},
             {"failures", last_outcome_->failures}};
   }
-  Json log = formats::ToJson(log_);
+  Json log = measurements_->Status();
   const auto queue = failures_->Stats();
   return {{"device_id", device_id_},
           {"service_url", config_.service_url},
@@ -368,7 +405,8 @@ Json Agent::Status() const {
           {"next_update_check", FormatRfc3339(next_check_)},
           {"apps", runner_ ? runner_->Status() : Json::array()},
           {"apps_error", runner_error_.empty() ? Json() : Json(runner_error_)},
-          {"measurements", log}};
+          {"measurements", log["log"]},
+          {"measurement_log", log}};
 }
 
 Json Agent::HandleControl(const Json& request) {

@@ -19,6 +19,7 @@
 #include "device/agent/attestor.h"
 #include "device/agent/config.h"
 #include "device/agent/control.h"
+#include "device/agent/measurements.h"
 #include "device/agent/schedule.h"
 #include "device/reporting/failure_queue.h"
 #include "device/reporting/uploader.h"
@@ -32,6 +33,11 @@ namespace moat::device::agent {
 // Opens the key store the config names, creating the identity and TLS client keys on first
 // use. Shared by `moatd run` and `moatd identity`.
 Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config);
+
+// The device ID the service knows this device by, the one the Attestor attests with: on a TPM,
+// the endorsement key's (rot::EndorsementKey::DeviceId), else the identity key's
+// (rot::DeviceIdOf). Shared by `moatd run`, `moatd identity` and moatctl status.
+Result<std::string> DeviceId(const rot::KeyStore& keys);
 
 // What the device measures at start: the OS image (config "os.image"; without one, the bytes
 // of /etc/os-release, which identify a plain Linux install), extended into kMoatPcr.
@@ -77,7 +83,7 @@ class Agent {
   const Clock& clock_;
   std::unique_ptr<rot::KeyStore> keys_;
   std::string device_id_;
-  formats::MeasurementLog log_;
+  std::unique_ptr<Measurements> measurements_;  // this boot's log (measurements.h)
   std::unique_ptr<Attestor> attestor_;
   AttestationScheduler scheduler_;
   std::unique_ptr<ControlServer> control_;
