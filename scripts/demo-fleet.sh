@@ -189,9 +189,7 @@ for d in "${devices[@]}"; do start_moatd "$d"; done
 for d in "${devices[@]}"; do
   wait_until 60 "$d attests" status_is "$d" '.last_attestation.result == "passed"'
 done
-# Without its "device ID" line: on tpm2 moatd's status names the identity key's hash rather than
-# the EK-derived ID it attests with (src/device/agent/agent.cc; `moat device show` has the ID).
-show "$moatctl" --socket "$fleet/dev1/state/moatctl.sock" status | sed -n '/^device ID:/d; 1,8p'
+show "$moatctl" --socket "$fleet/dev1/state/moatctl.sock" status | sed -n 1,8p
 show "$moat" device show "${id[dev1]}" --tenant contoso |
   sed -n -E '/^(\$|id|device_group|certificate_not_after|last_attestation)/p'
 if [[ $key_store == tpm2 ]]; then
