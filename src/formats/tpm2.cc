@@ -18,6 +18,7 @@ constexpr uint16_t kTpmAlgAes = 0x0006;
 constexpr uint16_t kTpmAlgCfb = 0x0043;
 constexpr uint16_t kTpmEccNistP256 = 0x0003;
 constexpr uint32_t kTpmGeneratedValue = 0xff544347;
+constexpr uint16_t kTpmStAttestCertify = 0x8017;
 constexpr uint16_t kTpmStAttestQuote = 0x8018;
 constexpr size_t kMaxTpmBlob = 4096;
 
@@ -171,30 +172,59 @@ Json ToJson(const Tpm2Quote& q) {
             {"ak_public", B64(q.ak_public)},
             {"ak_tpm_public", B64(q.ak_tpm_public)}};
   if (!q.activated_secret.empty()) j["activated_secret"] = B64(q.activated_secret);
+  if (q.certify) {
+    j["certify"] = {{"key_tpm_public", B64(q.certify->key_tpm_public)},
+                    {"attest", B64(q.certify->attest)},
+                    {"signature", B64(q.certify->signature)}};
+  }
   return j;
 }
+
+namespace {
+
+// A member holding unpadded base64url of 1..kMaxTpmBlob bytes; an absent optional one leaves
+// `out` empty.
+Result<void> ReadBlob(ObjectReader& r, std::string_view path, std::string_view key,
+                      std::vector<uint8_t>& out, bool required) {
+  MOAT_ASSIGN_OR_RETURN(std::string text, required ? r.RequiredString(key, kMaxTpmBlob * 2)
+                                                   : r.OptionalString(key, kMaxTpmBlob * 2));
+  if (text.empty() && !required) return Ok();
+  auto bytes = Base64Decode(text, Base64Alphabet::kUrl, Base64Padding::kWithout);
+  if (!bytes || bytes->empty() || bytes->size() > kMaxTpmBlob) {
+    return Fail(ErrorCode::kInvalidArgument, "{}.{}: not unpadded base64url of 1..{} bytes", path,
+                key, kMaxTpmBlob);
+  }
+  out = std::move(*bytes);
+  return Ok();
+}
+
+Result<Tpm2Certify> Tpm2CertifyFromJson(const Json& json, std::string_view path) {
+  ObjectReader r(json, path);
+  MOAT_TRY(r.status());
+  Tpm2Certify c;
+  MOAT_TRY(ReadBlob(r, path, "key_tpm_public", c.key_tpm_public, true));
+  MOAT_TRY(ReadBlob(r, path, "attest", c.attest, true));
+  MOAT_TRY(ReadBlob(r, path, "signature", c.signature, true));
+  MOAT_TRY(r.NoOtherFields());
+  return c;
+}
+
+}  // namespace
 
 Result<Tpm2Quote> Tpm2QuoteFromJson(const Json& json, std::string_view path) {
   ObjectReader r(json, path);
   MOAT_TRY(r.status());
   Tpm2Quote q;
-  auto blob = [&](std::string_view key, std::vector<uint8_t>& out, bool required) -> Result<void> {
-    MOAT_ASSIGN_OR_RETURN(std::string text, required ? r.RequiredString(key, kMaxTpmBlob * 2)
-                                                     : r.OptionalString(key, kMaxTpmBlob * 2));
-    if (text.empty() && !required) return Ok();
-    auto bytes = Base64Decode(text, Base64Alphabet::kUrl, Base64Padding::kWithout);
-    if (!bytes || bytes->empty() || bytes->size() > kMaxTpmBlob) {
-      return Fail(ErrorCode::kInvalidArgument, "{}.{}: not unpadded base64url of 1..{} bytes", path,
-                  key, kMaxTpmBlob);
-    }
-    out = std::move(*bytes);
-    return Ok();
-  };
-  MOAT_TRY(blob("attest", q.attest, true));
-  MOAT_TRY(blob("signature", q.signature, true));
-  MOAT_TRY(blob("ak_public", q.ak_public, true));
-  MOAT_TRY(blob("ak_tpm_public", q.ak_tpm_public, true));
-  MOAT_TRY(blob("activated_secret", q.activated_secret, false));
+  MOAT_TRY(ReadBlob(r, path, "attest", q.attest, true));
+  MOAT_TRY(ReadBlob(r, path, "signature", q.signature, true));
+  MOAT_TRY(ReadBlob(r, path, "ak_public", q.ak_public, true));
+  MOAT_TRY(ReadBlob(r, path, "ak_tpm_public", q.ak_tpm_public, true));
+  MOAT_TRY(ReadBlob(r, path, "activated_secret", q.activated_secret, false));
+  if (json.contains("certify")) {
+    r.MarkSeen("certify");
+    MOAT_ASSIGN_OR_RETURN(q.certify,
+                          Tpm2CertifyFromJson(json["certify"], fmt::format("{}.certify", path)));
+  }
   if (!json.contains("pcrs") || !json["pcrs"].is_array() || json["pcrs"].size() > 24) {
     return Fail(ErrorCode::kInvalidArgument, "{}.pcrs: required, an array of at most 24 PCRs",
                 path);
@@ -229,21 +259,44 @@ Result<Tpm2Quote> Tpm2QuoteFromJson(const Json& json, std::string_view path) {
   return q;
 }
 
+namespace {
+
+// The TPMS_ATTEST header every attestation structure shares: magic, type, qualified signer,
+// extra data, clock info, firmware version.
+struct AttestHeader {
+  std::vector<uint8_t> qualified_signer, extra_data;
+  uint64_t clock = 0;
+  uint32_t reset_count = 0, restart_count = 0;
+};
+
+Result<AttestHeader> ReadAttestHeader(ByteReader& r, uint16_t want_type, std::string_view what) {
+  AttestHeader h;
+  MOAT_ASSIGN_OR_RETURN(uint32_t magic, r.ReadBigEndian<uint32_t>("the magic"));
+  MOAT_ASSIGN_OR_RETURN(uint16_t type, r.ReadBigEndian<uint16_t>("the type"));
+  if (magic != kTpmGeneratedValue || type != want_type) {
+    return Fail(ErrorCode::kVerificationFailed, "{}: not a TPM-generated {}", what, what);
+  }
+  MOAT_ASSIGN_OR_RETURN(h.qualified_signer, ReadTpm2b(r, "the qualified signer", 68));
+  MOAT_ASSIGN_OR_RETURN(h.extra_data, ReadTpm2b(r, "the extra data", 64));
+  MOAT_ASSIGN_OR_RETURN(h.clock, r.ReadBigEndian<uint64_t>("the clock"));
+  MOAT_ASSIGN_OR_RETURN(h.reset_count, r.ReadBigEndian<uint32_t>("the reset count"));
+  MOAT_ASSIGN_OR_RETURN(h.restart_count, r.ReadBigEndian<uint32_t>("the restart count"));
+  MOAT_TRY(r.ReadBigEndian<uint8_t>("the safe flag"));
+  MOAT_TRY(r.ReadBigEndian<uint64_t>("the firmware version"));
+  return h;
+}
+
+}  // namespace
+
 Result<TpmQuoteInfo> ParseQuoteAttest(std::span<const uint8_t> attest) {
   ByteReader r(attest, "TPMS_ATTEST");
   TpmQuoteInfo info;
-  MOAT_ASSIGN_OR_RETURN(uint32_t magic, r.ReadBigEndian<uint32_t>("the magic"));
-  MOAT_ASSIGN_OR_RETURN(uint16_t type, r.ReadBigEndian<uint16_t>("the type"));
-  if (magic != kTpmGeneratedValue || type != kTpmStAttestQuote) {
-    return Fail(ErrorCode::kVerificationFailed, "quote: not a TPM-generated quote");
-  }
-  MOAT_ASSIGN_OR_RETURN(info.qualified_signer, ReadTpm2b(r, "the qualified signer", 68));
-  MOAT_ASSIGN_OR_RETURN(info.extra_data, ReadTpm2b(r, "the extra data", 64));
-  MOAT_ASSIGN_OR_RETURN(info.clock, r.ReadBigEndian<uint64_t>("the clock"));
-  MOAT_ASSIGN_OR_RETURN(info.reset_count, r.ReadBigEndian<uint32_t>("the reset count"));
-  MOAT_ASSIGN_OR_RETURN(info.restart_count, r.ReadBigEndian<uint32_t>("the restart count"));
-  MOAT_TRY(r.ReadBigEndian<uint8_t>("the safe flag"));
-  MOAT_TRY(r.ReadBigEndian<uint64_t>("the firmware version"));
+  MOAT_ASSIGN_OR_RETURN(AttestHeader h, ReadAttestHeader(r, kTpmStAttestQuote, "quote"));
+  info.qualified_signer = std::move(h.qualified_signer);
+  info.extra_data = std::move(h.extra_data);
+  info.clock = h.clock;
+  info.reset_count = h.reset_count;
+  info.restart_count = h.restart_count;
   MOAT_ASSIGN_OR_RETURN(uint32_t banks, r.ReadBigEndian<uint32_t>("the PCR selection count"));
   if (banks != 1) {
     return Fail(ErrorCode::kVerificationFailed, "quote: PCR selection is not one SHA-256 bank");
@@ -311,6 +364,81 @@ Result<void> VerifyTpm2Quote(const Tpm2Quote& q, std::span<const uint8_t> signin
   if (!std::ranges::equal(info.pcr_digest, crypto::Sha256(concat))) {
     return Fail(ErrorCode::kVerificationFailed,
                 "quote: PCR digest does not match pcr_values (changed since the quote?)");
+  }
+  return Ok();
+}
+
+Result<TpmCertifyInfo> ParseCertifyAttest(std::span<const uint8_t> attest) {
+  ByteReader r(attest, "TPMS_ATTEST");
+  MOAT_ASSIGN_OR_RETURN(AttestHeader h,
+                        ReadAttestHeader(r, kTpmStAttestCertify, "certify structure"));
+  TpmCertifyInfo info;
+  info.qualified_signer = std::move(h.qualified_signer);
+  info.extra_data = std::move(h.extra_data);
+  MOAT_ASSIGN_OR_RETURN(info.name, ReadTpm2b(r, "the certified name", 68));
+  MOAT_ASSIGN_OR_RETURN(info.qualified_name, ReadTpm2b(r, "the certified qualified name", 68));
+  if (r.remaining() != 0) {
+    return Fail(ErrorCode::kInvalidArgument, "TPMS_ATTEST: {} trailing bytes", r.remaining());
+  }
+  return info;
+}
+
+std::vector<uint8_t> CertifyQualifyingData(std::span<const uint8_t> nonce) {
+  static constexpr std::string_view kLabel = "moat-certify";
+  std::vector<uint8_t> input(nonce.begin(), nonce.end());
+  input.insert(input.end(), kLabel.begin(), kLabel.end());
+  const crypto::Sha256Digest digest = crypto::Sha256(input);
+  return std::vector<uint8_t>(digest.begin(), digest.end());
+}
+
+Result<void> VerifyTpm2Certify(const Tpm2Certify& c, const crypto::PublicKey& ak,
+                               std::span<const uint8_t> nonce,
+                               const crypto::PublicKey& expected_key) {
+  // SECURITY: verify the AK's signature first, then parse only the signed bytes.
+  if (auto v = ak.Verify(c.attest, c.signature); !v) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "certify: the signature is not the attestation key's (another TPM?)");
+  }
+  MOAT_ASSIGN_OR_RETURN(TpmCertifyInfo info, ParseCertifyAttest(c.attest));
+  if (!std::ranges::equal(info.extra_data, CertifyQualifyingData(nonce))) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "certify: qualifying data is not bound to this challenge's nonce (old nonce?)");
+  }
+  auto key = ParseTpm2bPublic(c.key_tpm_public);
+  if (!key) return Fail(key.error().WithContext("certify: key_tpm_public"));
+  // The name hashes the whole public area (attributes included), so the attributes checked
+  // below are the certified key's.
+  if (!std::ranges::equal(info.name, TpmName(*key))) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "certify: the certified key is not the one key_tpm_public describes (names "
+                "differ)");
+  }
+  // SECURITY: fixedTPM and fixedParent: the key cannot be duplicated out of the TPM;
+  // sensitiveDataOrigin: the TPM generated it (an imported or loaded-from-outside key has
+  // existed outside the TPM, and the TPM clears fixedTPM for both). An unrestricted signing key
+  // only: a TLS key signs digests the TPM did not make.
+  const uint32_t want = kTpmaFixedTpm | kTpmaFixedParent | kTpmaSensitiveDataOrigin | kTpmaSign;
+  if ((key->attributes & want) != want) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "certify: the certified key is not a TPM-generated, non-duplicable signing key "
+                "(attributes {:#010x} lack fixedTPM, fixedParent, sensitiveDataOrigin or sign)",
+                key->attributes);
+  }
+  if ((key->attributes & (kTpmaDecrypt | kTpmaRestricted)) != 0) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "certify: the certified key is a decryption or restricted key (attributes "
+                "{:#010x}), not a TLS signing key",
+                key->attributes);
+  }
+  auto point = EccPoint(*key);
+  if (!point) {
+    return Fail(ErrorCode::kVerificationFailed, "certify: the certified key is not ECC P-256");
+  }
+  MOAT_ASSIGN_OR_RETURN(crypto::PublicKey certified,
+                        crypto::PublicKey::FromRaw(crypto::KeyType::kEcdsaP256, *point));
+  if (!(certified == expected_key)) {
+    return Fail(ErrorCode::kVerificationFailed,
+                "certify: the certified TPM key is not the key the certificate request names");
   }
   return Ok();
 }

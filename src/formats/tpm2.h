@@ -7,6 +7,8 @@
 //    EK-derived device ID as the device (Tpm2KeyStore's EndorsementKey::DeviceId()).
 //  * TPMS_ATTEST (quote) parsing and VerifyTpm2Quote: AK signature, qualifying data, PCR
 //    selection and digest.
+//  * TPMS_ATTEST (certify) parsing and VerifyTpm2Certify: the AK's statement that a key with
+//    this public area is loaded in its TPM, checked against the key a CSR names.
 //  * MakeCredential (TPM 2.0 Part 1 §24; Part 3 TPM2_MakeCredential) for an RSA EK: a seed
 //    wrapped with RSA-OAEP-SHA256 under the label "IDENTITY\0"; KDFa(seed, "STORAGE", AK name)
 //    keys AES-128-CFB over the secret; KDFa(seed, "INTEGRITY") keys the HMAC over the
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,6 +27,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "crypto/digest.h"
+#include "crypto/key.h"
 
 namespace moat::formats {
 
@@ -31,6 +35,7 @@ inline constexpr uint16_t kTpmAlgRsa = 0x0001;
 inline constexpr uint16_t kTpmAlgSha256 = 0x000b;
 inline constexpr uint16_t kTpmAlgEcc = 0x0023;
 inline constexpr uint32_t kTpmaFixedTpm = 0x00000002;
+inline constexpr uint32_t kTpmaFixedParent = 0x00000010;
 inline constexpr uint32_t kTpmaSensitiveDataOrigin = 0x00000020;
 inline constexpr uint32_t kTpmaRestricted = 0x00010000;
 inline constexpr uint32_t kTpmaDecrypt = 0x00020000;
@@ -62,6 +67,17 @@ std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus);
 // The AK as an uncompressed P-256 point (0x04 || x || y); kInvalidArgument unless ECC P-256.
 Result<std::vector<uint8_t>> EccPoint(const TpmPublic& key);
 
+// A TPM2_Certify as a device presents it (docs/rot.md, "Evidence"): the AK certifies that the
+// key with public area `key_tpm_public` is loaded in the same TPM. A TPM device sends one for
+// its TLS client key, so that the service issues certificates only for a key that lives in the
+// TPM.
+struct Tpm2Certify {
+  std::vector<uint8_t> key_tpm_public;  // the certified key's TPM2B_PUBLIC (TPM wire format)
+  std::vector<uint8_t> attest;          // TPMS_ATTEST bytes, type TPM_ST_ATTEST_CERTIFY
+  std::vector<uint8_t> signature;       // AK's DER ECDSA signature over SHA-256(attest)
+  bool operator==(const Tpm2Certify&) const = default;
+};
+
 // A TPM2_Quote as a device presents it (docs/rot.md, "Evidence").
 struct Tpm2Quote {
   std::vector<uint8_t> attest;     // TPMS_ATTEST bytes (the TPM2B_ATTEST's buffer)
@@ -73,6 +89,9 @@ struct Tpm2Quote {
   // The answer to the challenge's credential (TPM2_ActivateCredential's output); empty when
   // the service sent none.
   std::vector<uint8_t> activated_secret;
+  // TPM2_Certify of the TLS client key by the same AK (JSON member "certify"); the service
+  // requires it from TPM devices. Its qualifying data is CertifyQualifyingData(nonce).
+  std::optional<Tpm2Certify> certify;
   bool operator==(const Tpm2Quote&) const = default;
 };
 
@@ -100,6 +119,33 @@ Result<TpmQuoteInfo> ParseQuoteAttest(std::span<const uint8_t> attest);
 // for malformed input. Not checked here: credential activation (the AK's TPM holds the EK) and
 // whether the PCR values are the expected ones (the log, the policy).
 Result<void> VerifyTpm2Quote(const Tpm2Quote& quote, std::span<const uint8_t> signing_input);
+
+// The certify's TPMS_ATTEST, parsed.
+struct TpmCertifyInfo {
+  std::vector<uint8_t> qualified_signer;  // TPM2B_NAME buffer
+  std::vector<uint8_t> extra_data;        // the qualifying data
+  std::vector<uint8_t> name;              // the certified object's name
+  std::vector<uint8_t> qualified_name;    // its qualified name (hashes in its parents)
+};
+// kInvalidArgument if malformed; kVerificationFailed if not a TPM-generated certify structure.
+Result<TpmCertifyInfo> ParseCertifyAttest(std::span<const uint8_t> attest);
+
+// The qualifying data of the TLS key's certify: SHA-256(nonce || "moat-certify"), so that a
+// certify answers one challenge only and cannot be mistaken for a quote's (whose qualifying
+// data hashes a signing input that starts with another domain label).
+std::vector<uint8_t> CertifyQualifyingData(std::span<const uint8_t> nonce);
+
+// Checks that `ak` signed `certify.attest`; that it is a TPM-generated certify structure whose
+// qualifying data is CertifyQualifyingData(nonce) and whose certified name is the name of
+// `certify.key_tpm_public`; that this public area is an ECC P-256 key the TPM generated and
+// cannot let go of (fixedTPM, fixedParent, sensitiveDataOrigin) and an unrestricted signing key
+// (sign, neither decrypt nor restricted: what a TLS key is); and that its point is
+// `expected_key`. The caller has established that `ak` is an AK of the right TPM (credential
+// activation). kVerificationFailed naming the first check that fails; kInvalidArgument for
+// malformed input.
+Result<void> VerifyTpm2Certify(const Tpm2Certify& certify, const crypto::PublicKey& ak,
+                               std::span<const uint8_t> nonce,
+                               const crypto::PublicKey& expected_key);
 
 // KDFa with SHA-256 (TPM 2.0 Part 1 §11.4.10.2): counter mode over HMAC(key, i || label || 0 ||
 // context_u || context_v || bits).

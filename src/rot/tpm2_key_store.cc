@@ -639,6 +639,43 @@ Result<AttestationProof> Tpm2KeyStore::Attest(std::span<const uint8_t> signing_i
   return proof;
 }
 
+Result<formats::Tpm2Certify> Tpm2KeyStore::CertifyKey(std::string_view label,
+                                                      std::span<const uint8_t> qualifying_data) {
+  MOAT_TRY(ValidateKeyLabel(label));
+  if (qualifying_data.size() > sizeof(TPM2B_DATA{}.buffer)) {
+    return Fail(ErrorCode::kInvalidArgument, "certify: qualifying data is {} bytes (at most {})",
+                qualifying_data.size(), sizeof(TPM2B_DATA{}.buffer));
+  }
+  MOAT_ASSIGN_OR_RETURN(Blobs key_blobs, ReadBlobs(options_.dir, label));
+  MOAT_TRY(EnsureAttestationKey());
+  MOAT_ASSIGN_OR_RETURN(Blobs ak_blobs, ReadBlobs(options_.dir, kAkFile));
+  TPM2B_DATA data{};
+  data.size = static_cast<UINT16>(qualifying_data.size());
+  std::memcpy(data.buffer, qualifying_data.data(), qualifying_data.size());
+  TPMT_SIG_SCHEME scheme{};
+  scheme.scheme = TPM2_ALG_NULL;  // the AK's own scheme: ECDSA with SHA-256
+
+  std::lock_guard lock(context_->mu);
+  MOAT_ASSIGN_OR_RETURN(auto key, context_->Load(key_blobs.pub, key_blobs.priv));
+  MOAT_ASSIGN_OR_RETURN(auto ak, context_->Load(ak_blobs.pub, ak_blobs.priv));
+  TPM2B_ATTEST* certified_raw = nullptr;
+  TPMT_SIGNATURE* sig_raw = nullptr;
+  // Both objects have empty auth values: one password session each.
+  if (TSS2_RC rc = Esys_Certify(context_->esys, key->handle, ak->handle, ESYS_TR_PASSWORD,
+                                ESYS_TR_PASSWORD, ESYS_TR_NONE, &data, &scheme, &certified_raw,
+                                &sig_raw);
+      rc != TSS2_RC_SUCCESS) {
+    return Fail(TssError("Esys_Certify", rc));
+  }
+  EsysPtr<TPM2B_ATTEST> certified(certified_raw);
+  EsysPtr<TPMT_SIGNATURE> sig(sig_raw);
+  formats::Tpm2Certify out;
+  out.attest.assign(certified->attestationData, certified->attestationData + certified->size);
+  MOAT_ASSIGN_OR_RETURN(out.signature, Context::EcdsaDer(*sig));
+  out.key_tpm_public = std::move(key_blobs.pub);
+  return out;
+}
+
 namespace {
 
 // The TCG EK Credential Profile's default RSA 2048 EK (template L-1): what a manufacturer's EK

@@ -20,7 +20,8 @@
 // Attestation. Attest() signs the input with the identity key (like every store) and adds a
 // TPM2_Quote by the attestation key (AK: restricted ECC P-256 signing key, ECDSA/SHA-256,
 // under the SRK, kept as .ak.pub/.ak.priv) over PCRs 0-7 and the Moat PCR, with
-// qualifying data SHA-256(signing input).
+// qualifying data SHA-256(signing input). CertifyKey() has the AK certify a key (the TLS
+// key), which proves to a verifier that the key lives in this TPM.
 //
 // TLS. TlsKey() returns a crypto::PrivateKey whose signatures the TPM makes through this
 // store's connection (PrivateKey::FromSigner), so the key never exists outside the TPM.
@@ -92,6 +93,13 @@ class Tpm2KeyStore final : public KeyStore {
   Result<std::vector<uint8_t>> AttestationKeyPublicArea();
   // The AK's TPM name (0x000b || SHA-256(TPMT_PUBLIC)): what MakeCredential binds to.
   Result<std::vector<uint8_t>> AttestationKeyName();
+
+  // TPM2_Certify of key `label` by the AK, with `qualifying_data` (at most 64 bytes; the
+  // attestor passes formats::CertifyQualifyingData(nonce)): the AK's signed statement that a key
+  // with this public area is loaded in this TPM. The verifier checks it with
+  // formats::VerifyTpm2Certify. kNotFound if the key does not exist.
+  Result<formats::Tpm2Certify> CertifyKey(std::string_view label,
+                                          std::span<const uint8_t> qualifying_data);
 
   // TPM2_ActivateCredential: the verifier ran MakeCredential(EK public, AK name, secret) and
   // sent `credential_blob` (TPM2B_ID_OBJECT) and `encrypted_secret` (TPM2B_ENCRYPTED_SECRET),

@@ -154,6 +154,34 @@ TEST_F(Tpm2KeyStoreTest, QuotesBindTheNonceAndThePcrs) {
   EXPECT_FALSE(VerifyTpm2Quote(tampered, old_input));
 }
 
+// The TPM's own TPM2_Certify output, checked by the service's pure verifier: the TLS key is a
+// TPM-generated, non-duplicable signing key the AK vouches for, bound to the nonce.
+TEST_F(Tpm2KeyStoreTest, TheAkCertifiesTheTlsKey) {
+  auto store = *Open();
+  auto tls = store->CreateKey(kTlsClientKeyLabel);
+  ASSERT_TRUE(tls) << tls.error().message();
+  const std::vector<uint8_t> nonce(32, 0x17);
+  auto certified = store->CertifyKey(kTlsClientKeyLabel, formats::CertifyQualifyingData(nonce));
+  ASSERT_TRUE(certified) << certified.error().message();
+  auto ak = store->EnsureAttestationKey();
+  ASSERT_TRUE(ak);
+  auto ok = formats::VerifyTpm2Certify(*certified, *ak, nonce, *tls);
+  EXPECT_TRUE(ok) << ok.error().message();
+  auto info = formats::ParseCertifyAttest(certified->attest);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->name, formats::TpmName(*formats::ParseTpm2bPublic(certified->key_tpm_public)));
+  // Another nonce, another key, another signer: refused.
+  const std::vector<uint8_t> other_nonce(32, 0x18);
+  EXPECT_EQ(formats::VerifyTpm2Certify(*certified, *ak, other_nonce, *tls).error().code(),
+            ErrorCode::kVerificationFailed);
+  auto identity = *store->EnsureKey(kIdentityKeyLabel);
+  EXPECT_FALSE(formats::VerifyTpm2Certify(*certified, *ak, nonce, identity));
+  EXPECT_FALSE(formats::VerifyTpm2Certify(*certified, identity, nonce, *tls));
+  // A label without a key.
+  auto missing = store->CertifyKey("no-such-key", formats::CertifyQualifyingData(nonce));
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(Tpm2KeyStoreTest, MoatRegisterCanLiveInAnotherPcr) {
   auto store = *Tpm2KeyStore::Open(
       {.dir = tmp_->path() / "store", .tcti = tpm_->tcti(), .moat_pcr = 23});

@@ -55,6 +55,13 @@ struct TpmDevice {
   std::string id;
 };
 
+// How a hand-made round misbehaves (TpmAttestationTest::MakeRound).
+struct Tweaks {
+  bool certify = true;                          // send the TLS key's TPM2_Certify
+  TpmDevice* certifier = nullptr;               // whose TPM certifies its own TLS key (d's)
+  const crypto::PrivateKey* csr_key = nullptr;  // the CSR's key (default: d's TLS key)
+};
+
 class TpmAttestationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -167,7 +174,8 @@ class TpmAttestationTest : public ::testing::Test {
     std::string body;  // the attestation request
   };
   Round MakeRound(TpmDevice& d, net::HttpsClient& c, const std::string& id,
-                  const formats::MeasurementLog& log, bool activate = true) {
+                  const formats::MeasurementLog& log, bool activate = true,
+                  const Tweaks& tweaks = {}) {
     Round round;
     Json req = {{"ak_tpm_public", Base64Encode(*d.store->AttestationKeyPublicArea(),
                                                Base64Alphabet::kUrl, Base64Padding::kWithout)}};
@@ -197,7 +205,15 @@ class TpmAttestationTest : public ::testing::Test {
     e.signature = proof->signature;
     e.tpm2_quote = *proof->tpm2_quote;
     e.tpm2_quote->activated_secret = secret;
-    auto csr = crypto::CertificateRequest::Create(*d.store->TlsKey(rot::kTlsClientKeyLabel), id);
+    if (tweaks.certify) {
+      TpmDevice& certifier = tweaks.certifier ? *tweaks.certifier : d;
+      auto certified = certifier.store->CertifyKey(rot::kTlsClientKeyLabel,
+                                                   formats::CertifyQualifyingData(e.nonce));
+      EXPECT_TRUE(certified.has_value()) << certified.error().message();
+      if (certified) e.tpm2_quote->certify = *certified;
+    }
+    auto tls_key = d.store->TlsKey(rot::kTlsClientKeyLabel);
+    auto csr = crypto::CertificateRequest::Create(tweaks.csr_key ? *tweaks.csr_key : *tls_key, id);
     round.body = Json{{"evidence", formats::ToJson(e)}, {"csr", csr->ToPem()}}.dump();
     return round;
   }
@@ -333,6 +349,60 @@ TEST_F(TpmAttestationTest, AnotherDevicesEkCertificateWithoutItsTpmFailsActivati
   auto r = c->Send("POST", "/device/v1/attestation", round.body);
   EXPECT_EQ(r->status, 403) << r->body;
   EXPECT_NE(r->body.find("credential activation failed"), std::string::npos) << r->body;
+}
+
+// TPM2_Certify: the client certificate is issued only for a TLS key the activated AK certified,
+// over this challenge's nonce, as a TPM-generated non-duplicable key.
+TEST_F(TpmAttestationTest, TheClientCertificateIsOnlyForATlsKeyTheTpmCertified) {
+  TpmDevice d, other;
+  MakeDevice(d, "dev");
+  MakeDevice(other, "other");
+  RegisterAndClaim(d);
+  Measure(d, GoodLog());
+  auto c = Bootstrap(d, d.id);
+  auto events = [&] {
+    return Parse(Admin("GET", "/api/v1/tenants/acme/security-events"))["security_events"];
+  };
+  auto refused = [&](const Round& round, std::string_view why) {
+    SCOPED_TRACE(why);
+    const size_t before = events().size();
+    auto r = c->Send("POST", "/device/v1/attestation", round.body);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status, 403) << r->body;
+    EXPECT_NE(r->body.find("attestation-failed"), std::string::npos) << r->body;
+    EXPECT_NE(r->body.find(why), std::string::npos) << r->body;
+    EXPECT_EQ(r->body.find("BEGIN CERTIFICATE"), std::string::npos) << "no certificate at all";
+    Json after = events();
+    ASSERT_EQ(after.size(), before + 1) << after.dump();
+    EXPECT_EQ(after[0]["kind"], "attestation.bad-certify") << after.dump();  // newest first
+  };
+
+  // Good: the certify is checked and passes (the other tests' rounds pass the same way).
+  Round good = MakeRound(d, *c, d.id, GoodLog());
+  EXPECT_TRUE(Parse(net::HttpResponse{.body = good.body})["evidence"]["tpm2_quote"].contains(
+      "certify"));
+  auto ok = c->Send("POST", "/device/v1/attestation", good.body);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(Parse(*ok)["result"], "passed");
+
+  // A CSR for a software key while the TPM certified its own TLS key.
+  auto outside = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
+  refused(MakeRound(d, *c, d.id, GoodLog(), true, {.csr_key = &outside}),
+          "not the key the certificate request names");
+  // The TLS key certified by another TPM's AK (and the CSR for that key).
+  auto other_tls = other.store->TlsKey(rot::kTlsClientKeyLabel);
+  ASSERT_TRUE(other_tls.has_value());
+  refused(MakeRound(d, *c, d.id, GoodLog(), true, {.certifier = &other, .csr_key = &*other_tls}),
+          "not the attestation key's");
+  // No certify at all.
+  refused(MakeRound(d, *c, d.id, GoodLog(), true, {.certify = false}),
+          "no TPM2_Certify of the TLS key");
+  // A certify from an earlier round (another nonce).
+  Round next = MakeRound(d, *c, d.id, GoodLog());
+  Json forged = Parse(net::HttpResponse{.body = next.body});
+  forged["evidence"]["tpm2_quote"]["certify"] =
+      Parse(net::HttpResponse{.body = good.body})["evidence"]["tpm2_quote"]["certify"];
+  refused(Round{.challenge = next.challenge, .body = forged.dump()}, "old nonce");
 }
 
 // Self-certified certificates may name any device ID (a TPM device's is not its key's), so the
