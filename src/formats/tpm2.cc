@@ -126,11 +126,16 @@ std::vector<uint8_t> TpmName(const TpmPublic& key) {
 
 std::string EkDeviceId(const TpmPublic& ek) { return HexEncode(crypto::Sha256(ek.marshalled)); }
 
+namespace {
+// PolicySecret(TPM_RH_ENDORSEMENT), the authPolicy of the TCG default EKs (L-1, L-2).
+constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8,
+                                   0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
+                                   0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64,
+                                   0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+}  // namespace
+
 std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus) {
-  static constexpr uint8_t kPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8,
-                                          0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
-                                          0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64,
-                                          0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+  const auto& kPolicy = kEkPolicy;
   std::vector<uint8_t> t;
   PutU16(t, kTpmAlgRsa);
   PutU16(t, kTpmAlgSha256);
@@ -146,6 +151,30 @@ std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus) {
   PutU32(t, 0);  // exponent: default
   PutU16(t, static_cast<uint16_t>(modulus.size()));
   t.insert(t.end(), modulus.begin(), modulus.end());
+  std::vector<uint8_t> out;
+  PutU16(out, static_cast<uint16_t>(t.size()));
+  out.insert(out.end(), t.begin(), t.end());
+  return out;
+}
+
+std::vector<uint8_t> DefaultEccEkTpm2bPublic(std::span<const uint8_t> x,
+                                             std::span<const uint8_t> y) {
+  std::vector<uint8_t> t;
+  PutU16(t, kTpmAlgEcc);
+  PutU16(t, kTpmAlgSha256);
+  PutU32(t, 0x000300b2);  // as L-1
+  PutU16(t, sizeof(kEkPolicy));
+  t.insert(t.end(), std::begin(kEkPolicy), std::end(kEkPolicy));
+  PutU16(t, kTpmAlgAes);
+  PutU16(t, 128);
+  PutU16(t, kTpmAlgCfb);
+  PutU16(t, kTpmAlgNull);  // scheme
+  PutU16(t, kTpmEccNistP256);
+  PutU16(t, kTpmAlgNull);  // KDF
+  PutU16(t, static_cast<uint16_t>(x.size()));
+  t.insert(t.end(), x.begin(), x.end());
+  PutU16(t, static_cast<uint16_t>(y.size()));
+  t.insert(t.end(), y.begin(), y.end());
   std::vector<uint8_t> out;
   PutU16(out, static_cast<uint16_t>(t.size()));
   out.insert(out.end(), t.begin(), t.end());
@@ -463,29 +492,69 @@ Result<std::vector<uint8_t>> KdfaSha256(std::span<const uint8_t> key, std::strin
   return out;
 }
 
+std::vector<uint8_t> KdfeSha256(std::span<const uint8_t> z, std::string_view label,
+                                std::span<const uint8_t> party_u, std::span<const uint8_t> party_v,
+                                uint32_t bits) {
+  std::vector<uint8_t> out;
+  const size_t bytes = (bits + 7) / 8;
+  for (uint32_t counter = 1; out.size() < bytes; ++counter) {
+    std::vector<uint8_t> in;
+    PutU32(in, counter);
+    in.insert(in.end(), z.begin(), z.end());
+    in.insert(in.end(), label.begin(), label.end());
+    in.push_back(0);
+    in.insert(in.end(), party_u.begin(), party_u.end());
+    in.insert(in.end(), party_v.begin(), party_v.end());
+    const crypto::Sha256Digest block = crypto::Sha256(in);
+    out.insert(out.end(), block.begin(), block.end());
+  }
+  out.resize(bytes);
+  return out;
+}
+
 Result<MadeCredential> MakeCredential(const TpmPublic& ek, std::span<const uint8_t> ak_name,
                                       std::span<const uint8_t> secret,
-                                      std::span<const uint8_t> seed) {
-  if (ek.type != kTpmAlgRsa ||
+                                      std::span<const uint8_t> random) {
+  if ((ek.type != kTpmAlgRsa && ek.type != kTpmAlgEcc) ||
       (ek.attributes & (kTpmaRestricted | kTpmaDecrypt)) != (kTpmaRestricted | kTpmaDecrypt) ||
       ek.symmetric != kTpmAlgAes || ek.symmetric_bits != 128) {
     return Fail(ErrorCode::kInvalidArgument,
-                "MakeCredential: the EK is not an RSA restricted decryption key with AES-128-CFB");
+                "MakeCredential: the EK is not an RSA or ECC restricted decryption key with "
+                "AES-128-CFB");
   }
-  if (secret.empty() || secret.size() > 32 || seed.size() != 32) {
+  if (secret.empty() || secret.size() > 32 || random.size() != 32) {
     return Fail(ErrorCode::kInvalidArgument,
                 "MakeCredential: the secret is 1..32 bytes and the seed 32");
   }
-  // The seed, for the EK only: RSA-OAEP with the label "IDENTITY" and its NUL.
-  static constexpr uint8_t kIdentity[] = {'I', 'D', 'E', 'N', 'T', 'I', 'T', 'Y', 0};
-  std::vector<uint8_t> exponent;
-  PutU32(exponent, ek.rsa_exponent);
-  MOAT_ASSIGN_OR_RETURN(auto wrapped_seed,
-                        crypto::RsaOaepSha256Encrypt(
-                            {.modulus = ek.rsa_modulus, .exponent = exponent}, kIdentity, seed));
   MadeCredential out;
-  PutU16(out.encrypted_secret, static_cast<uint16_t>(wrapped_seed.size()));
-  out.encrypted_secret.insert(out.encrypted_secret.end(), wrapped_seed.begin(), wrapped_seed.end());
+  std::vector<uint8_t> seed;
+  if (ek.type == kTpmAlgRsa) {
+    // The seed, for the EK only: RSA-OAEP with the label "IDENTITY" and its NUL.
+    static constexpr uint8_t kIdentity[] = {'I', 'D', 'E', 'N', 'T', 'I', 'T', 'Y', 0};
+    std::vector<uint8_t> exponent;
+    PutU32(exponent, ek.rsa_exponent);
+    MOAT_ASSIGN_OR_RETURN(auto wrapped_seed,
+                          crypto::RsaOaepSha256Encrypt(
+                              {.modulus = ek.rsa_modulus, .exponent = exponent}, kIdentity, random));
+    seed.assign(random.begin(), random.end());
+    PutU16(out.encrypted_secret, static_cast<uint16_t>(wrapped_seed.size()));
+    out.encrypted_secret.insert(out.encrypted_secret.end(), wrapped_seed.begin(),
+                                wrapped_seed.end());
+  } else {
+    // The seed, shared with the EK only: ECDH between an ephemeral key and the EK, then
+    // KDFe(Z, "IDENTITY", ephemeral x, EK x) (Part 1 §C.6.4); the ephemeral point, a
+    // TPMS_ECC_POINT, is the encrypted secret.
+    MOAT_ASSIGN_OR_RETURN(crypto::EcdhP256Shared shared,
+                          crypto::EcdhP256(random, ek.ecc_x, ek.ecc_y));
+    seed = KdfeSha256(shared.z, "IDENTITY", shared.ephemeral_x, ek.ecc_x, 256);
+    std::vector<uint8_t> point;
+    PutU16(point, 32);
+    point.insert(point.end(), shared.ephemeral_x.begin(), shared.ephemeral_x.end());
+    PutU16(point, 32);
+    point.insert(point.end(), shared.ephemeral_y.begin(), shared.ephemeral_y.end());
+    PutU16(out.encrypted_secret, static_cast<uint16_t>(point.size()));
+    out.encrypted_secret.insert(out.encrypted_secret.end(), point.begin(), point.end());
+  }
 
   // encIdentity = AES-128-CFB(KDFa(seed, "STORAGE", name, 128), IV 0, TPM2B_DIGEST(secret)).
   MOAT_ASSIGN_OR_RETURN(auto sym_key, KdfaSha256(seed, "STORAGE", ak_name, {}, 128));

@@ -9,8 +9,9 @@
 //    selection and digest.
 //  * TPMS_ATTEST (certify) parsing and VerifyTpm2Certify: the AK's statement that a key with
 //    this public area is loaded in its TPM, checked against the key a CSR names.
-//  * MakeCredential (TPM 2.0 Part 1 §24; Part 3 TPM2_MakeCredential) for an RSA EK: a seed
-//    wrapped with RSA-OAEP-SHA256 under the label "IDENTITY\0"; KDFa(seed, "STORAGE", AK name)
+//  * MakeCredential (TPM 2.0 Part 1 §24; Part 3 TPM2_MakeCredential) for an RSA EK (a seed
+//    wrapped with RSA-OAEP-SHA256 under the label "IDENTITY\0") or an ECC P-256 EK (a seed
+//    from ephemeral ECDH with the EK through KDFe); KDFa(seed, "STORAGE", AK name)
 //    keys AES-128-CFB over the secret; KDFa(seed, "INTEGRITY") keys the HMAC over the
 //    encrypted secret and the AK name. Only the TPM holding the EK's private key, with an
 //    object of that exact name loaded, recovers the secret (TPM2_ActivateCredential).
@@ -64,6 +65,10 @@ std::string EkDeviceId(const TpmPublic& ek);
 // AES-128-CFB storage parent, policy PolicySecret(TPM_RH_ENDORSEMENT)) with this modulus: what
 // a TPM's EK certificate certifies, rebuilt exactly.
 std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus);
+// The TPM2B_PUBLIC of the TCG default ECC P-256 EK (template L-2: the same attributes, policy
+// and AES-128-CFB as L-1, curve NIST P-256, no scheme, no KDF) with this point (x and y of 32
+// bytes each).
+std::vector<uint8_t> DefaultEccEkTpm2bPublic(std::span<const uint8_t> x, std::span<const uint8_t> y);
 // The AK as an uncompressed P-256 point (0x04 || x || y); kInvalidArgument unless ECC P-256.
 Result<std::vector<uint8_t>> EccPoint(const TpmPublic& key);
 
@@ -153,12 +158,21 @@ Result<std::vector<uint8_t>> KdfaSha256(std::span<const uint8_t> key, std::strin
                                         std::span<const uint8_t> context_u,
                                         std::span<const uint8_t> context_v, uint32_t bits);
 
+// KDFe with SHA-256 (TPM 2.0 Part 1 §11.4.10.3): counter mode over SHA-256(i || z || label ||
+// 0 || party_u || party_v).
+std::vector<uint8_t> KdfeSha256(std::span<const uint8_t> z, std::string_view label,
+                                std::span<const uint8_t> party_u, std::span<const uint8_t> party_v,
+                                uint32_t bits);
+
 struct MadeCredential {
   std::vector<uint8_t> credential_blob;   // TPM2B_ID_OBJECT, wire format
   std::vector<uint8_t> encrypted_secret;  // TPM2B_ENCRYPTED_SECRET, wire format
 };
-// MakeCredential for an RSA EK (restricted decryption, AES-128-CFB, SHA-256 name algorithm).
-// `secret` at most 32 bytes; `seed` is the 32 random bytes the credential derives from.
+// MakeCredential for an RSA 2048 or ECC P-256 EK (restricted decryption, AES-128-CFB, SHA-256
+// name algorithm). `secret` at most 32 bytes; `seed` is 32 random bytes: for an RSA EK the seed
+// itself, wrapped with RSA-OAEP; for an ECC EK the ephemeral ECDH private key (Part 1 §C.6.4:
+// seed = KDFe(Z, "IDENTITY", ephemeral x, EK x), the ephemeral point is the encrypted secret).
+// kInvalidArgument for another kind of EK (or, negligibly rarely, an ECC scalar out of range).
 Result<MadeCredential> MakeCredential(const TpmPublic& ek, std::span<const uint8_t> ak_name,
                                       std::span<const uint8_t> secret,
                                       std::span<const uint8_t> seed);

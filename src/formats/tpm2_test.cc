@@ -6,6 +6,7 @@
 
 #include "core/encoding.h"
 #include "crypto/key.h"
+#include "crypto/tpm_primitives.h"
 #include "formats/byte_io.h"
 
 namespace moat::formats {
@@ -219,6 +220,61 @@ TEST_F(Tpm2CertifyTest, TheCertifyTravelsInTheQuotesJson) {
   auto m = Tpm2QuoteFromJson(missing, "q");
   ASSERT_FALSE(m);
   EXPECT_NE(m.error().message().find("attest"), std::string::npos) << m.error().message();
+}
+
+// The ECC P-256 EK (template L-2) and its credential; the TPM's side of both is checked against
+// swtpm in src/rot/tpm2_key_store_test.cc.
+TEST(Tpm2EccEkTest, TemplateL2AndMakeCredentialByEcdh) {
+  const auto ek_key = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
+  const std::vector<uint8_t> raw = ek_key.public_key().ToRaw();
+  auto ek = ParseTpm2bPublic(
+      DefaultEccEkTpm2bPublic(std::span(raw).subspan(1, 32), std::span(raw).subspan(33, 32)));
+  ASSERT_TRUE(ek.has_value()) << ek.error().message();
+  EXPECT_EQ(ek->type, kTpmAlgEcc);
+  EXPECT_EQ(ek->attributes, 0x000300b2u);
+  EXPECT_EQ(ek->symmetric_bits, 128);
+  EXPECT_EQ(*EccPoint(*ek), raw);
+
+  const std::vector<uint8_t> name(34, 0x0b);
+  const std::vector<uint8_t> secret(32, 0x5a);
+  const std::vector<uint8_t> ephemeral(32, 0x07);
+  auto made = MakeCredential(*ek, name, secret, ephemeral);
+  ASSERT_TRUE(made.has_value()) << made.error().message();
+  // TPM2B_ENCRYPTED_SECRET holding a TPMS_ECC_POINT: 7 * G.
+  ASSERT_EQ(made->encrypted_secret.size(), 2u + 2 + 32 + 2 + 32);
+  EXPECT_EQ(made->encrypted_secret[0], 0);
+  EXPECT_EQ(made->encrypted_secret[1], 68);
+  auto shared = crypto::EcdhP256(ephemeral, ek->ecc_x, ek->ecc_y);
+  ASSERT_TRUE(shared.has_value());
+  EXPECT_TRUE(std::equal(shared->ephemeral_x.begin(), shared->ephemeral_x.end(),
+                         made->encrypted_secret.begin() + 4));
+  // The same inputs give the same credential; another ephemeral key another one.
+  EXPECT_EQ(MakeCredential(*ek, name, secret, ephemeral)->credential_blob, made->credential_blob);
+  EXPECT_NE(MakeCredential(*ek, name, secret, std::vector<uint8_t>(32, 8))->credential_blob,
+            made->credential_blob);
+  // An ephemeral scalar of zero or past the group order is refused, as is a point off the curve.
+  EXPECT_FALSE(MakeCredential(*ek, name, secret, std::vector<uint8_t>(32, 0)));
+  EXPECT_FALSE(MakeCredential(*ek, name, secret, std::vector<uint8_t>(32, 0xff)));
+  TpmPublic off_curve = *ek;
+  off_curve.ecc_y.back() ^= 1;
+  auto refused = MakeCredential(off_curve, name, secret, ephemeral);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("not on the curve"), std::string::npos);
+}
+
+TEST(Tpm2EccEkTest, KdfeIsCounterModeSha256) {
+  const std::vector<uint8_t> z(32, 1), u(32, 2), v(32, 3);
+  std::vector<uint8_t> in = {0, 0, 0, 1};
+  in.insert(in.end(), z.begin(), z.end());
+  for (char ch : std::string_view("IDENTITY")) in.push_back(static_cast<uint8_t>(ch));
+  in.push_back(0);
+  in.insert(in.end(), u.begin(), u.end());
+  in.insert(in.end(), v.begin(), v.end());
+  const auto first = crypto::Sha256(in);
+  EXPECT_EQ(KdfeSha256(z, "IDENTITY", u, v, 256), std::vector<uint8_t>(first.begin(), first.end()));
+  const std::vector<uint8_t> longer = KdfeSha256(z, "IDENTITY", u, v, 384);
+  ASSERT_EQ(longer.size(), 48u);
+  EXPECT_TRUE(std::equal(first.begin(), first.end(), longer.begin()));
 }
 
 }  // namespace

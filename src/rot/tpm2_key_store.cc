@@ -704,8 +704,30 @@ TPM2B_PUBLIC EkTemplateRsa2048() {
   return t;
 }
 
-// The EK: the persistent one at `handle` if there is one, else the default RSA EK recreated
-// from its template (deterministic: the same key every time, until the TPM is reset).
+// The TCG default ECC P-256 EK (template L-2): what an EK certificate at 0x01c0000a certifies.
+// As L-1 but ECC: NIST P-256, no scheme, no KDF, x and y 32 zero bytes each.
+TPM2B_PUBLIC EkTemplateEccP256() {
+  TPM2B_PUBLIC rsa = EkTemplateRsa2048();
+  TPM2B_PUBLIC t{};
+  t.publicArea.type = TPM2_ALG_ECC;
+  t.publicArea.nameAlg = TPM2_ALG_SHA256;
+  t.publicArea.objectAttributes = rsa.publicArea.objectAttributes;
+  t.publicArea.authPolicy = rsa.publicArea.authPolicy;
+  auto& ecc = t.publicArea.parameters.eccDetail;
+  ecc.symmetric.algorithm = TPM2_ALG_AES;
+  ecc.symmetric.keyBits.aes = 128;
+  ecc.symmetric.mode.aes = TPM2_ALG_CFB;
+  ecc.scheme.scheme = TPM2_ALG_NULL;
+  ecc.curveID = TPM2_ECC_NIST_P256;
+  ecc.kdf.scheme = TPM2_ALG_NULL;
+  t.publicArea.unique.ecc.x.size = 32;  // zeros
+  t.publicArea.unique.ecc.y.size = 32;
+  return t;
+}
+
+// The EK: the persistent one at `handle` if there is one, else the default EK recreated from
+// its template (deterministic: the same key every time, until the TPM is reset): ECC P-256
+// (L-2) when the certificate is configured at the ECC P-256 index, else RSA 2048 (L-1).
 struct EkRef {
   ESYS_CONTEXT* esys;
   ESYS_TR handle = ESYS_TR_NONE;
@@ -720,7 +742,8 @@ struct EkRef {
   }
 };
 
-Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle) {
+Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle,
+                                      uint32_t certificate_nv_index) {
   auto ek = std::make_unique<EkRef>(EkRef{c.esys});
   MOAT_ASSIGN_OR_RETURN(bool exists, PersistentExists(c, handle));
   if (exists) {
@@ -733,7 +756,8 @@ Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle)
     return ek;
   }
   TPM2B_SENSITIVE_CREATE sensitive{};
-  TPM2B_PUBLIC in_public = EkTemplateRsa2048();
+  const bool ecc = certificate_nv_index == kEccP256EkCertificateNvIndex;
+  TPM2B_PUBLIC in_public = ecc ? EkTemplateEccP256() : EkTemplateRsa2048();
   TPM2B_DATA outside{};
   TPML_PCR_SELECTION creation_pcr{};
   if (TSS2_RC rc = Esys_CreatePrimary(c.esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD,
@@ -743,9 +767,9 @@ Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle)
       rc != TSS2_RC_SUCCESS) {
     ek->handle = ESYS_TR_NONE;
     return Fail(ErrorCode::kNotFound,
-                "TPM: no EK at persistent handle 0x{:08x}, and creating the default RSA EK "
+                "TPM: no EK at persistent handle 0x{:08x}, and creating the default {} EK "
                 "failed: {}",
-                handle, Tss2_RC_Decode(rc));
+                handle, ecc ? "ECC P-256" : "RSA 2048", Tss2_RC_Decode(rc));
   }
   ek->transient = true;
   return ek;
@@ -786,7 +810,8 @@ Result<std::vector<uint8_t>> Tpm2KeyStore::ActivateCredential(
   std::lock_guard lock(context_->mu);
   ESYS_CONTEXT* esys = context_->esys;
   MOAT_ASSIGN_OR_RETURN(auto ak, context_->Load(b.pub, b.priv));
-  MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle));
+  MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle,
+                                            options_.ek_certificate_nv_index));
   ESYS_TR ek = ek_ref->handle;
   // The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT): satisfy it in a policy session.
   TPMT_SYM_DEF symmetric{};
@@ -825,7 +850,8 @@ Result<EndorsementKey> Tpm2KeyStore::GetEndorsementKey() const {
   TPM2B_NAME* name_raw = nullptr;
   TSS2_RC rc;
   {
-    MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle));
+    MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle,
+                                            options_.ek_certificate_nv_index));
     rc = Esys_ReadPublic(esys, ek_ref->handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                          &pub_raw, &name_raw, nullptr);
   }

@@ -118,14 +118,19 @@ class TpmAttestationTest : public ::testing::Test {
   }
 
   // Manufactures a device: a fresh swtpm, the store, the log measured into the TPM.
-  void MakeDevice(TpmDevice& d, const std::string& name, bool fresh = true) {
+  void MakeDevice(TpmDevice& d, const std::string& name, bool fresh = true, bool ecc_ek = false) {
     d.dir = dir_->path() / name;
     if (!d.tpm) {
       auto tpm = rot::testing::Swtpm::Start(d.dir / "swtpm", fresh);
       ASSERT_TRUE(tpm.has_value()) << tpm.error().message();
       d.tpm = std::make_unique<rot::testing::Swtpm>(std::move(*tpm));
     }
-    auto store = rot::Tpm2KeyStore::Open({.dir = d.dir / "keys", .tcti = d.tpm->tcti()});
+    rot::Tpm2Options options{.dir = d.dir / "keys", .tcti = d.tpm->tcti()};
+    if (ecc_ek) {
+      options.ek_handle = 0x81010002;  // not persisted by swtpm_setup: recreated from L-2
+      options.ek_certificate_nv_index = rot::kEccP256EkCertificateNvIndex;
+    }
+    auto store = rot::Tpm2KeyStore::Open(options);
     ASSERT_TRUE(store.has_value()) << store.error().message();
     d.store = std::move(*store);
     ASSERT_TRUE(d.store->EnsureKey(rot::kIdentityKeyLabel));
@@ -403,6 +408,63 @@ TEST_F(TpmAttestationTest, TheClientCertificateIsOnlyForATlsKeyTheTpmCertified) 
   forged["evidence"]["tpm2_quote"]["certify"] =
       Parse(net::HttpResponse{.body = good.body})["evidence"]["tpm2_quote"]["certify"];
   refused(Round{.challenge = next.challenge, .body = forged.dump()}, "old nonce");
+}
+
+// An ECC P-256 EK (template L-2): the service derives the device ID from the certificate's point
+// and makes the credential by ECDH (KDFe) rather than RSA-OAEP. swtpm_setup certifies no P-256
+// EK, so a test manufacturer CA certifies it here.
+TEST_F(TpmAttestationTest, AnEccP256EkDeviceEnrolsAndAttests) {
+  TpmDevice d;
+  MakeDevice(d, "ecc", /*fresh=*/true, /*ecc_ek=*/true);
+  auto ek = d.store->GetEndorsementKey();
+  ASSERT_TRUE(ek.has_value()) << ek.error().message();
+  auto ek_public = formats::ParseTpm2bPublic(ek->tpm_public);
+  ASSERT_TRUE(ek_public.has_value());
+  ASSERT_EQ(ek_public->type, formats::kTpmAlgEcc);
+  auto point = formats::EccPoint(*ek_public);
+  auto ek_key = crypto::PublicKey::FromRaw(crypto::KeyType::kEcdsaP256, *point);
+  ASSERT_TRUE(ek_key.has_value());
+
+  const auto now = std::chrono::system_clock::now();
+  auto ca_key = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
+  auto ca = crypto::SelfSignCertificate({.kind = crypto::CertificateProfile::Kind::kRootCa,
+                                         .common_name = "Test TPM Manufacturer EK CA",
+                                         .not_before = now - 1h,
+                                         .not_after = now + 24h * 365},
+                                        ca_key);
+  ASSERT_TRUE(ca.has_value()) << ca.error().message();
+  auto ek_cert = crypto::IssueCertificate({.common_name = "EK",
+                                           .not_before = now - 1h,
+                                           .not_after = now + 24h * 365},
+                                          *ek_key, *ca, ca_key);
+  ASSERT_TRUE(ek_cert.has_value()) << ek_cert.error().message();
+  ASSERT_EQ(Admin("POST", "/api/v1/manufacturer-cas", Json{{"certificate", ca->ToPem()}}.dump())
+                .status,
+            201);
+  auto r = Admin("POST", "/api/v1/devices", Json{{"ek_certificate", ek_cert->ToPem()}}.dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(Parse(r)["id"], d.id) << "the service derives the ID the device computes";
+  ASSERT_EQ(Admin("POST", fmt::format("/api/v1/tenants/acme/devices/{}/claim", d.id)).status, 200);
+
+  Measure(d, GoodLog());
+  auto out = d.attestor->AttestOnce(GoodLog(), "1.0");
+  ASSERT_TRUE(out.has_value()) << out.error().message();
+  EXPECT_TRUE(out->passed);
+  ASSERT_TRUE(out->client.has_value());
+  EXPECT_EQ(*crypto::DeviceIdFromCertificate(out->client->leaf()), d.id);
+  // Another device's TPM cannot answer this EK's credential.
+  TpmDevice thief;
+  MakeDevice(thief, "thief", /*fresh=*/true, /*ecc_ek=*/true);
+  Measure(thief, GoodLog());
+  auto c = Bootstrap(thief, d.id);
+  Round round = MakeRound(thief, *c, d.id, GoodLog(), /*activate=*/false);
+  auto blob = Base64Decode(round.challenge["credential"]["credential_blob"].get<std::string>(),
+                           Base64Alphabet::kUrl, Base64Padding::kWithout);
+  auto enc = Base64Decode(round.challenge["credential"]["encrypted_secret"].get<std::string>(),
+                          Base64Alphabet::kUrl, Base64Padding::kWithout);
+  auto activated = thief.store->ActivateCredential(*blob, *enc);
+  ASSERT_FALSE(activated.has_value());
+  EXPECT_EQ(activated.error().code(), ErrorCode::kVerificationFailed);
 }
 
 // Self-certified certificates may name any device ID (a TPM device's is not its key's), so the
