@@ -2,9 +2,9 @@
 // and no tpm2-tss: the service (which must not link tpm2-tss) and the device's key store both
 // use this. Everything here is pure: parsing, marshalling, and crypto:: primitives.
 //
-//  * TPM2B_PUBLIC parsing (ECC and RSA keys), object names, and the TCG default RSA 2048 EK
-//    (template L-1) rebuilt from an EK certificate's modulus, so the service computes the same
-//    EK-derived device ID as the device (Tpm2KeyStore's EndorsementKey::DeviceId()).
+//  * TPM2B_PUBLIC parsing (ECC and RSA keys), object names, and the TCG default EKs (RSA 2048,
+//    template L-1; ECC P-256, template L-2) rebuilt from an EK certificate's key, so the service
+//    computes the same EK-derived device ID as the device (EndorsementKey::DeviceId()).
 //  * TPMS_ATTEST (quote) parsing and VerifyTpm2Quote: AK signature, qualifying data, PCR
 //    selection and digest.
 //  * TPMS_ATTEST (certify) parsing and VerifyTpm2Certify: the AK's statement that a key with
