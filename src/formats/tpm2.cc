@@ -135,14 +135,13 @@ constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf
 }  // namespace
 
 std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus) {
-  const auto& kPolicy = kEkPolicy;
   std::vector<uint8_t> t;
   PutU16(t, kTpmAlgRsa);
   PutU16(t, kTpmAlgSha256);
   // fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt
   PutU32(t, 0x000300b2);
-  PutU16(t, sizeof(kPolicy));
-  t.insert(t.end(), std::begin(kPolicy), std::end(kPolicy));
+  PutU16(t, sizeof(kEkPolicy));
+  t.insert(t.end(), std::begin(kEkPolicy), std::end(kEkPolicy));
   PutU16(t, kTpmAlgAes);
   PutU16(t, 128);
   PutU16(t, kTpmAlgCfb);
@@ -252,7 +251,7 @@ Result<Tpm2Quote> Tpm2QuoteFromJson(const Json& json, std::string_view path) {
   if (json.contains("certify")) {
     r.MarkSeen("certify");
     MOAT_ASSIGN_OR_RETURN(q.certify,
-                          Tpm2CertifyFromJson(json["certify"], fmt::format("{}.certify", path)));
+                          Tpm2CertifyFromJson(json["certify"], JsonPathJoin(path, "certify")));
   }
   if (!json.contains("pcrs") || !json["pcrs"].is_array() || json["pcrs"].size() > 24) {
     return Fail(ErrorCode::kInvalidArgument, "{}.pcrs: required, an array of at most 24 PCRs",
