@@ -384,8 +384,8 @@ TEST_F(TpmAttestationTest, TheClientCertificateIsOnlyForATlsKeyTheTpmCertified) 
 
   // Good: the certify is checked and passes (the other tests' rounds pass the same way).
   Round good = MakeRound(d, *c, d.id, GoodLog());
-  EXPECT_TRUE(Parse(net::HttpResponse{.body = good.body})["evidence"]["tpm2_quote"].contains(
-      "certify"));
+  EXPECT_TRUE(
+      Parse(net::HttpResponse{.body = good.body})["evidence"]["tpm2_quote"].contains("certify"));
   auto ok = c->Send("POST", "/device/v1/attestation", good.body);
   ASSERT_EQ(ok->status, 200) << ok->body;
   EXPECT_EQ(Parse(*ok)["result"], "passed");
@@ -433,14 +433,13 @@ TEST_F(TpmAttestationTest, AnEccP256EkDeviceEnrolsAndAttests) {
                                          .not_after = now + 24h * 365},
                                         ca_key);
   ASSERT_TRUE(ca.has_value()) << ca.error().message();
-  auto ek_cert = crypto::IssueCertificate({.common_name = "EK",
-                                           .not_before = now - 1h,
-                                           .not_after = now + 24h * 365},
-                                          *ek_key, *ca, ca_key);
+  auto ek_cert = crypto::IssueCertificate(
+      {.common_name = "EK", .not_before = now - 1h, .not_after = now + 24h * 365}, *ek_key, *ca,
+      ca_key);
   ASSERT_TRUE(ek_cert.has_value()) << ek_cert.error().message();
-  ASSERT_EQ(Admin("POST", "/api/v1/manufacturer-cas", Json{{"certificate", ca->ToPem()}}.dump())
-                .status,
-            201);
+  ASSERT_EQ(
+      Admin("POST", "/api/v1/manufacturer-cas", Json{{"certificate", ca->ToPem()}}.dump()).status,
+      201);
   auto r = Admin("POST", "/api/v1/devices", Json{{"ek_certificate", ek_cert->ToPem()}}.dump());
   ASSERT_EQ(r.status, 201) << r.body;
   EXPECT_EQ(Parse(r)["id"], d.id) << "the service derives the ID the device computes";
@@ -513,6 +512,32 @@ TEST_F(TpmAttestationTest, APcrPolicyDecidesTheClientCertificate) {
   EXPECT_TRUE(again->passed);
   auto listed = Admin("GET", "/api/v1/tenants/acme/pcr-policies");
   EXPECT_EQ(Parse(listed)["pcr_policies"].size(), 2u) << listed.body;
+
+  // A policy for the device's group, named PRODUCT/GROUP: applies once the device is in it,
+  // and not to the tenant's other groups.
+  ASSERT_EQ(Admin("POST", "/api/v1/tenants/acme/products", R"({"name":"Thermostat"})").status, 201);
+  Json pin = {
+      {"pcr", 7}, {"sha256", std::string(64, 'b')}, {"device_group", "Thermostat/Field Test"}};
+  auto grouped = Admin("POST", "/api/v1/tenants/acme/pcr-policies", pin.dump());
+  ASSERT_EQ(grouped.status, 201) << grouped.body;
+  EXPECT_EQ(Parse(grouped)["product"], "Thermostat");
+  EXPECT_EQ(Parse(grouped)["device_group"], "Field Test");
+  EXPECT_TRUE(d.attestor->AttestOnce(GoodLog(), "1.0")->passed) << "not in that group yet";
+  auto moved = Admin("PATCH", fmt::format("/api/v1/tenants/acme/devices/{}", d.id),
+                     R"({"device_group":"Thermostat/Field Test"})");
+  ASSERT_EQ(moved.status, 200) << moved.body;
+  auto pinned = d.attestor->AttestOnce(GoodLog(), "1.0");
+  ASSERT_TRUE(pinned.has_value()) << pinned.error().message();
+  EXPECT_FALSE(pinned->passed);
+  ASSERT_FALSE(pinned->failures.empty());
+  EXPECT_NE(pinned->failures.front().find("PCR 7"), std::string::npos) << pinned->failures.front();
+  listed = Admin("GET", "/api/v1/tenants/acme/pcr-policies");
+  EXPECT_NE(listed.body.find("\"device_group\":\"Field Test\""), std::string::npos) << listed.body;
+  // An unknown group name is 404 naming it.
+  pin["device_group"] = "Thermostat/Nope";
+  auto unknown = Admin("POST", "/api/v1/tenants/acme/pcr-policies", pin.dump());
+  EXPECT_EQ(unknown.status, 404) << unknown.body;
+  EXPECT_NE(unknown.body.find("Thermostat/Nope"), std::string::npos) << unknown.body;
 }
 
 }  // namespace
