@@ -133,12 +133,11 @@ void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
       MOAT_ASSIGN_OR_RETURN(Json j,
                             session.Call("POST", TenantPath(po->tenant, "/pcr-policies"), &body));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
-      s.out << fmt::format("Added PCR policy {}: PCR {} sha256 {}{}\n", Str(j, "id"), po->pcr,
-                           po->sha256,
-                           j.value("device_group", Json()).is_string()
-                               ? " for device group " + Str(j, "product") + "/" +
-                                     Str(j, "device_group")
-                               : std::string(" (whole tenant)"));
+      s.out << fmt::format(
+          "Added PCR policy {}: PCR {} sha256 {}{}\n", Str(j, "id"), po->pcr, po->sha256,
+          j.value("device_group", Json()).is_string()
+              ? " for device group " + Str(j, "product") + "/" + Str(j, "device_group")
+              : std::string(" (whole tenant)"));
       return Ok();
     });
   });

@@ -2,9 +2,9 @@
 
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
-#include <openssl/obj_mac.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
+#include <openssl/obj_mac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -290,8 +290,7 @@ std::vector<uint8_t> Bn32(const BIGNUM* bn) {
 }  // namespace
 
 Result<EcdhP256Shared> EcdhP256(std::span<const uint8_t> private_scalar,
-                                std::span<const uint8_t> peer_x,
-                                std::span<const uint8_t> peer_y) {
+                                std::span<const uint8_t> peer_x, std::span<const uint8_t> peer_y) {
   if (private_scalar.size() != 32 || peer_x.empty() || peer_x.size() > 32 || peer_y.empty() ||
       peer_y.size() > 32) {
     return Fail(ErrorCode::kInvalidArgument,
@@ -335,8 +334,8 @@ Result<EcdhP256Shared> EcdhP256(std::span<const uint8_t> private_scalar,
           1) {
     return Fail(OpenSslError(ErrorCode::kInternal, "ECDH P-256 coordinates"));
   }
-  EcdhP256Shared out{.ephemeral_x = Bn32(ex.get()), .ephemeral_y = Bn32(ey.get()),
-                     .z = Bn32(zx.get())};
+  EcdhP256Shared out{
+      .ephemeral_x = Bn32(ex.get()), .ephemeral_y = Bn32(ey.get()), .z = Bn32(zx.get())};
   return out;
 }
 

@@ -128,10 +128,9 @@ std::string EkDeviceId(const TpmPublic& ek) { return HexEncode(crypto::Sha256(ek
 
 namespace {
 // PolicySecret(TPM_RH_ENDORSEMENT), the authPolicy of the TCG default EKs (L-1, L-2).
-constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8,
-                                   0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
-                                   0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64,
-                                   0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
+                                   0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
+                                   0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
 }  // namespace
 
 std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus) {
@@ -532,9 +531,9 @@ Result<MadeCredential> MakeCredential(const TpmPublic& ek, std::span<const uint8
     static constexpr uint8_t kIdentity[] = {'I', 'D', 'E', 'N', 'T', 'I', 'T', 'Y', 0};
     std::vector<uint8_t> exponent;
     PutU32(exponent, ek.rsa_exponent);
-    MOAT_ASSIGN_OR_RETURN(auto wrapped_seed,
-                          crypto::RsaOaepSha256Encrypt(
-                              {.modulus = ek.rsa_modulus, .exponent = exponent}, kIdentity, random));
+    MOAT_ASSIGN_OR_RETURN(auto wrapped_seed, crypto::RsaOaepSha256Encrypt(
+                                                 {.modulus = ek.rsa_modulus, .exponent = exponent},
+                                                 kIdentity, random));
     seed.assign(random.begin(), random.end());
     PutU16(out.encrypted_secret, static_cast<uint16_t>(wrapped_seed.size()));
     out.encrypted_secret.insert(out.encrypted_secret.end(), wrapped_seed.begin(),

@@ -68,7 +68,8 @@ std::vector<uint8_t> DefaultRsaEkTpm2bPublic(std::span<const uint8_t> modulus);
 // The TPM2B_PUBLIC of the TCG default ECC P-256 EK (template L-2: the same attributes, policy
 // and AES-128-CFB as L-1, curve NIST P-256, no scheme, no KDF) with this point (x and y of 32
 // bytes each).
-std::vector<uint8_t> DefaultEccEkTpm2bPublic(std::span<const uint8_t> x, std::span<const uint8_t> y);
+std::vector<uint8_t> DefaultEccEkTpm2bPublic(std::span<const uint8_t> x,
+                                             std::span<const uint8_t> y);
 // The AK as an uncompressed P-256 point (0x04 || x || y); kInvalidArgument unless ECC P-256.
 Result<std::vector<uint8_t>> EccPoint(const TpmPublic& key);
 

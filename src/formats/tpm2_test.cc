@@ -147,15 +147,14 @@ TEST_F(Tpm2CertifyTest, KeysThatExistedOutsideTheTpmOrAreNotTlsKeysAreRefused) {
     const char* what;
     uint32_t attributes;
   };
-  for (const Case& k : {Case{"imported (not fixedTPM/fixedParent/sensitiveDataOrigin)",
-                             kImportedKeyAttributes},
-                        Case{"no fixedTPM", kTpmKeyAttributes & ~kTpmaFixedTpm},
-                        Case{"no fixedParent", kTpmKeyAttributes & ~kTpmaFixedParent},
-                        Case{"no sensitiveDataOrigin",
-                             kTpmKeyAttributes & ~kTpmaSensitiveDataOrigin},
-                        Case{"not a signing key", (kTpmKeyAttributes & ~kTpmaSign) | kTpmaDecrypt},
-                        Case{"sign and decrypt", kTpmKeyAttributes | kTpmaDecrypt},
-                        Case{"restricted (an AK)", kTpmKeyAttributes | kTpmaRestricted}}) {
+  for (const Case& k :
+       {Case{"imported (not fixedTPM/fixedParent/sensitiveDataOrigin)", kImportedKeyAttributes},
+        Case{"no fixedTPM", kTpmKeyAttributes & ~kTpmaFixedTpm},
+        Case{"no fixedParent", kTpmKeyAttributes & ~kTpmaFixedParent},
+        Case{"no sensitiveDataOrigin", kTpmKeyAttributes & ~kTpmaSensitiveDataOrigin},
+        Case{"not a signing key", (kTpmKeyAttributes & ~kTpmaSign) | kTpmaDecrypt},
+        Case{"sign and decrypt", kTpmKeyAttributes | kTpmaDecrypt},
+        Case{"restricted (an AK)", kTpmKeyAttributes | kTpmaRestricted}}) {
     SCOPED_TRACE(k.what);
     auto r = Verify(Make(k.attributes));
     ASSERT_FALSE(r);

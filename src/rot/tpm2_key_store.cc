@@ -661,9 +661,9 @@ Result<formats::Tpm2Certify> Tpm2KeyStore::CertifyKey(std::string_view label,
   TPM2B_ATTEST* certified_raw = nullptr;
   TPMT_SIGNATURE* sig_raw = nullptr;
   // Both objects have empty auth values: one password session each.
-  if (TSS2_RC rc = Esys_Certify(context_->esys, key->handle, ak->handle, ESYS_TR_PASSWORD,
-                                ESYS_TR_PASSWORD, ESYS_TR_NONE, &data, &scheme, &certified_raw,
-                                &sig_raw);
+  if (TSS2_RC rc =
+          Esys_Certify(context_->esys, key->handle, ak->handle, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD,
+                       ESYS_TR_NONE, &data, &scheme, &certified_raw, &sig_raw);
       rc != TSS2_RC_SUCCESS) {
     return Fail(TssError("Esys_Certify", rc));
   }
@@ -810,8 +810,8 @@ Result<std::vector<uint8_t>> Tpm2KeyStore::ActivateCredential(
   std::lock_guard lock(context_->mu);
   ESYS_CONTEXT* esys = context_->esys;
   MOAT_ASSIGN_OR_RETURN(auto ak, context_->Load(b.pub, b.priv));
-  MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle,
-                                            options_.ek_certificate_nv_index));
+  MOAT_ASSIGN_OR_RETURN(auto ek_ref,
+                        OpenEk(*context_, options_.ek_handle, options_.ek_certificate_nv_index));
   ESYS_TR ek = ek_ref->handle;
   // The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT): satisfy it in a policy session.
   TPMT_SYM_DEF symmetric{};
@@ -850,8 +850,8 @@ Result<EndorsementKey> Tpm2KeyStore::GetEndorsementKey() const {
   TPM2B_NAME* name_raw = nullptr;
   TSS2_RC rc;
   {
-    MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle,
-                                            options_.ek_certificate_nv_index));
+    MOAT_ASSIGN_OR_RETURN(auto ek_ref,
+                          OpenEk(*context_, options_.ek_handle, options_.ek_certificate_nv_index));
     rc = Esys_ReadPublic(esys, ek_ref->handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                          &pub_raw, &name_raw, nullptr);
   }

@@ -405,8 +405,8 @@ TEST_F(Tpm2KeyStoreTest, EccP256EkFromTemplateL2AndPureMakeCredentialActivates) 
   auto parsed = formats::ParseTpm2bPublic(ek->tpm_public);
   ASSERT_TRUE(parsed) << parsed.error().message();
   ASSERT_EQ(parsed->type, formats::kTpmAlgEcc);
-  const std::vector<uint8_t> rebuilt = formats::DefaultEccEkTpm2bPublic(parsed->ecc_x,
-                                                                        parsed->ecc_y);
+  const std::vector<uint8_t> rebuilt =
+      formats::DefaultEccEkTpm2bPublic(parsed->ecc_x, parsed->ecc_y);
   EXPECT_EQ(rebuilt, ek->tpm_public) << "template L-2 with the point equals the TPM's EK";
   EXPECT_EQ(formats::EkDeviceId(*parsed), ek->DeviceId());
   EXPECT_EQ(formats::TpmName(*parsed), ek->name);
@@ -431,16 +431,15 @@ TEST_F(Tpm2KeyStoreTest, EccP256EkFromTemplateL2AndPureMakeCredentialActivates) 
   const std::vector<uint8_t> small_secret = {1, 2, 3};
   auto other = formats::MakeCredential(*parsed, wrong_name, small_secret, crypto::RandomBytes(32));
   ASSERT_TRUE(other);
-  EXPECT_EQ(store->ActivateCredential(other->credential_blob, other->encrypted_secret)
-                .error()
-                .code(),
-            ErrorCode::kVerificationFailed);
+  EXPECT_EQ(
+      store->ActivateCredential(other->credential_blob, other->encrypted_secret).error().code(),
+      ErrorCode::kVerificationFailed);
   const std::vector<uint8_t> a =
       crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256)->public_key().ToRaw();
   const std::vector<uint8_t> b =
       crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256)->public_key().ToRaw();
-  auto mixed = *formats::ParseTpm2bPublic(formats::DefaultEccEkTpm2bPublic(
-      std::span(a).subspan(1, 32), std::span(b).subspan(33, 32)));
+  auto mixed = *formats::ParseTpm2bPublic(
+      formats::DefaultEccEkTpm2bPublic(std::span(a).subspan(1, 32), std::span(b).subspan(33, 32)));
   EXPECT_FALSE(formats::MakeCredential(mixed, *ak_name, small_secret, crypto::RandomBytes(32)))
       << "a point off the curve (x and y of two different keys) is refused";
 }

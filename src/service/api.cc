@@ -698,12 +698,12 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                            "sha256, comment, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, "
                            "?, ?)",
                            values));
-        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "pcr-policy.add", id, "ok",
-                         fmt::format("PCR {} sha256 {}{}", **pcr, *sha256,
-                                     group_id.empty() ? ""
-                                                      : fmt::format(" for device group {}/{} ({})",
-                                                                    product_name, group_name,
-                                                                    group_id))));
+        MOAT_TRY(AuditAs(
+            s, now, &*caller, tenant->id, "pcr-policy.add", id, "ok",
+            fmt::format("PCR {} sha256 {}{}", **pcr, *sha256,
+                        group_id.empty() ? ""
+                                         : fmt::format(" for device group {}/{} ({})", product_name,
+                                                       group_name, group_id))));
         return Ok();
       });
       if (!added) return ErrorResponse(added.error());

@@ -208,9 +208,9 @@ Result<AttestationOutcome> Attestor::AttestOnce(const formats::MeasurementLog& l
     evidence.tpm2_quote->activated_secret = std::move(activated);
     // The AK certifies the TLS key, so that the service issues the client certificate only
     // for a key that lives in this TPM (docs/service-api.md, "TPM devices").
-    MOAT_ASSIGN_OR_RETURN(evidence.tpm2_quote->certify,
-                          tpm->CertifyKey(rot::kTlsClientKeyLabel,
-                                          formats::CertifyQualifyingData(evidence.nonce)));
+    MOAT_ASSIGN_OR_RETURN(
+        evidence.tpm2_quote->certify,
+        tpm->CertifyKey(rot::kTlsClientKeyLabel, formats::CertifyQualifyingData(evidence.nonce)));
   }
   MOAT_ASSIGN_OR_RETURN(auto csr, crypto::CertificateRequest::Create(tls_key, device_id));
   Json body = {{"evidence", formats::ToJson(evidence)}, {"csr", csr.ToPem()}};
