@@ -120,7 +120,9 @@ void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
   pp_add->add_option("--tenant", po->tenant, "Tenant name")->required();
   pp_add->add_option("--pcr", po->pcr, "TPM PCR, 0-23")->required()->check(CLI::Range(0, 23));
   pp_add->add_option("--sha256", po->sha256, "The value, 64 lowercase hex digits")->required();
-  pp_add->add_option("--device-group", po->group, "Only for this device group (its ID)");
+  pp_add->add_option("--device-group", po->group,
+                     "Only for this device group: PRODUCT/GROUP, e.g. \"Thermostat/Field Test\" "
+                     "(or the group's ID)");
   pp_add->add_option("--comment", po->comment, "Why this value is good");
   pp_add->callback([=, &exit_code] {
     Run(s, exit_code, "pcr-policy add", [&]() -> Result<void> {
@@ -131,8 +133,11 @@ void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
       MOAT_ASSIGN_OR_RETURN(Json j,
                             session.Call("POST", TenantPath(po->tenant, "/pcr-policies"), &body));
       if (g->output == OutputFormat::kJson) return json_out(j), Ok();
-      s.out << fmt::format("Added PCR policy {}: PCR {} sha256 {}\n", Str(j, "id"), po->pcr,
-                           po->sha256);
+      s.out << fmt::format(
+          "Added PCR policy {}: PCR {} sha256 {}{}\n", Str(j, "id"), po->pcr, po->sha256,
+          j.value("device_group", Json()).is_string()
+              ? " for device group " + Str(j, "product") + "/" + Str(j, "device_group")
+              : std::string(" (whole tenant)"));
       return Ok();
     });
   });
@@ -146,7 +151,9 @@ void RegisterAttestation(CLI::App& app, Streams s, int& exit_code,
       std::vector<std::vector<std::string>> rows;
       for (const auto& v : j["pcr_policies"]) {
         rows.push_back({Str(v, "id"), std::to_string(v.value("pcr", -1)),
-                        v["device_group"].is_string() ? Str(v, "device_group") : "(tenant)",
+                        v.value("device_group", Json()).is_string()
+                            ? Str(v, "product") + "/" + Str(v, "device_group")
+                            : "(tenant)",
                         Str(v, "sha256"), Str(v, "comment")});
       }
       PrintTable(s.out, {"ID", "PCR", "DEVICE GROUP", "SHA256", "COMMENT"}, rows);

@@ -1,8 +1,10 @@
 #include "crypto/tpm_primitives.h"
 
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
+#include <openssl/obj_mac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -10,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "crypto/key.h"
 #include "crypto/openssl_util.h"
 
 namespace moat::crypto {
@@ -255,6 +258,84 @@ Result<std::vector<uint8_t>> RsaOaepSha256Encrypt(const RsaPublicNumbers& key,
     return Fail(OpenSslError(ErrorCode::kInvalidArgument, "RSA-OAEP encryption"));
   }
   out.resize(len);
+  return out;
+}
+
+Result<std::vector<uint8_t>> EcP256PointOfCertificateDer(std::span<const uint8_t> der) {
+  MOAT_ASSIGN_OR_RETURN(X509Ptr x, ParseDer(der));
+  EVP_PKEY* key = X509_get0_pubkey(x.get());
+  if (key == nullptr) return Fail(OpenSslError(ErrorCode::kInvalidArgument, "certificate key"));
+  unsigned char* spki = nullptr;
+  const int len = i2d_PUBKEY(key, &spki);
+  if (len <= 0) return Fail(OpenSslError(ErrorCode::kInvalidArgument, "certificate key"));
+  std::vector<uint8_t> spki_der(spki, spki + len);
+  OPENSSL_free(spki);
+  auto pub = PublicKey::FromDer(spki_der);
+  if (!pub || pub->type() != KeyType::kEcdsaP256) {
+    return Fail(ErrorCode::kInvalidArgument, "the certificate's key is not EC P-256");
+  }
+  return pub->ToRaw();
+}
+
+namespace {
+using EcGroupPtr = std::unique_ptr<EC_GROUP, internal::Deleter<EC_GROUP_free>>;
+using EcPointPtr = std::unique_ptr<EC_POINT, internal::Deleter<EC_POINT_free>>;
+using BnCtxPtr = std::unique_ptr<BN_CTX, internal::Deleter<BN_CTX_free>>;
+
+std::vector<uint8_t> Bn32(const BIGNUM* bn) {
+  std::vector<uint8_t> out(32);
+  BN_bn2binpad(bn, out.data(), 32);
+  return out;
+}
+}  // namespace
+
+Result<EcdhP256Shared> EcdhP256(std::span<const uint8_t> private_scalar,
+                                std::span<const uint8_t> peer_x, std::span<const uint8_t> peer_y) {
+  if (private_scalar.size() != 32 || peer_x.empty() || peer_x.size() > 32 || peer_y.empty() ||
+      peer_y.size() > 32) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "ECDH P-256: a 32-byte scalar and coordinates of at most 32 bytes");
+  }
+  EcGroupPtr group(EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1));
+  BnCtxPtr ctx(BN_CTX_new());
+  BignumPtr d(BN_bin2bn(private_scalar.data(), 32, nullptr));
+  BignumPtr px(BN_bin2bn(peer_x.data(), static_cast<int>(peer_x.size()), nullptr));
+  BignumPtr py(BN_bin2bn(peer_y.data(), static_cast<int>(peer_y.size()), nullptr));
+  if (!group || !ctx || !d || !px || !py) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "ECDH P-256 setup"));
+  }
+  const BIGNUM* order = EC_GROUP_get0_order(group.get());
+  if (BN_is_zero(d.get()) || BN_cmp(d.get(), order) >= 0) {
+    return Fail(ErrorCode::kInvalidArgument, "ECDH P-256: the private scalar is out of range");
+  }
+  EcPointPtr peer(EC_POINT_new(group.get()));
+  EcPointPtr ephemeral(EC_POINT_new(group.get()));
+  EcPointPtr shared(EC_POINT_new(group.get()));
+  if (!peer || !ephemeral || !shared) return Fail(OpenSslError(ErrorCode::kInternal, "EC_POINT"));
+  // SECURITY: a point off the curve (or at infinity) would leak the scalar (invalid-curve attack)
+  // or give a predictable secret.
+  if (EC_POINT_set_affine_coordinates(group.get(), peer.get(), px.get(), py.get(), ctx.get()) !=
+          1 ||
+      EC_POINT_is_on_curve(group.get(), peer.get(), ctx.get()) != 1 ||
+      EC_POINT_is_at_infinity(group.get(), peer.get())) {
+    ERR_clear_error();
+    return Fail(ErrorCode::kInvalidArgument, "ECDH P-256: the peer's point is not on the curve");
+  }
+  if (EC_POINT_mul(group.get(), ephemeral.get(), d.get(), nullptr, nullptr, ctx.get()) != 1 ||
+      EC_POINT_mul(group.get(), shared.get(), nullptr, peer.get(), d.get(), ctx.get()) != 1 ||
+      EC_POINT_is_at_infinity(group.get(), shared.get())) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "ECDH P-256 multiplication"));
+  }
+  BignumPtr ex(BN_new()), ey(BN_new()), zx(BN_new());
+  if (!ex || !ey || !zx ||
+      EC_POINT_get_affine_coordinates(group.get(), ephemeral.get(), ex.get(), ey.get(),
+                                      ctx.get()) != 1 ||
+      EC_POINT_get_affine_coordinates(group.get(), shared.get(), zx.get(), nullptr, ctx.get()) !=
+          1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "ECDH P-256 coordinates"));
+  }
+  EcdhP256Shared out{
+      .ephemeral_x = Bn32(ex.get()), .ephemeral_y = Bn32(ey.get()), .z = Bn32(zx.get())};
   return out;
 }
 

@@ -1,7 +1,8 @@
 // The OpenSSL primitives TPM 2.0 credential protection needs (TPM 2.0 Part 1 §24, MakeCredential):
 // HMAC-SHA256 (KDFa and the integrity HMAC), AES-128-CFB (the credential's symmetric
-// encryption), RSA-OAEP-SHA256 with a label (the seed, wrapped with the EK). formats/tpm2.h
-// builds MakeCredential from these; nothing here knows TPM structures.
+// encryption), RSA-OAEP-SHA256 with a label (the seed, wrapped with an RSA EK), and ECDH on
+// P-256 (the seed, shared with an ECC EK). formats/tpm2.h builds MakeCredential from these;
+// nothing here knows TPM structures.
 #pragma once
 
 #include <cstdint>
@@ -69,5 +70,19 @@ Result<void> VerifyEkCertificateDer(std::span<const uint8_t> ek_certificate,
 Result<std::vector<uint8_t>> RsaOaepSha256Encrypt(const RsaPublicNumbers& key,
                                                   std::span<const uint8_t> label,
                                                   std::span<const uint8_t> plaintext);
+
+// The EC P-256 key of a DER certificate (an ECC EK certificate) as an uncompressed point
+// (0x04 || x || y); kInvalidArgument if the key is not EC P-256.
+Result<std::vector<uint8_t>> EcP256PointOfCertificateDer(std::span<const uint8_t> der);
+
+// One side of ECDH on NIST P-256 with `private_scalar` (32 bytes big-endian, 1..n-1) as the
+// ephemeral private key and (`peer_x`, `peer_y`) as the other side's public point.
+struct EcdhP256Shared {
+  std::vector<uint8_t> ephemeral_x, ephemeral_y;  // private_scalar * G, 32 bytes each
+  std::vector<uint8_t> z;                         // x of private_scalar * peer, 32 bytes
+};
+// kInvalidArgument if the peer point is not on the curve or the scalar is out of range.
+Result<EcdhP256Shared> EcdhP256(std::span<const uint8_t> private_scalar,
+                                std::span<const uint8_t> peer_x, std::span<const uint8_t> peer_y);
 
 }  // namespace moat::crypto

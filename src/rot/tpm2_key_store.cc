@@ -639,6 +639,43 @@ Result<AttestationProof> Tpm2KeyStore::Attest(std::span<const uint8_t> signing_i
   return proof;
 }
 
+Result<formats::Tpm2Certify> Tpm2KeyStore::CertifyKey(std::string_view label,
+                                                      std::span<const uint8_t> qualifying_data) {
+  MOAT_TRY(ValidateKeyLabel(label));
+  if (qualifying_data.size() > sizeof(TPM2B_DATA{}.buffer)) {
+    return Fail(ErrorCode::kInvalidArgument, "certify: qualifying data is {} bytes (at most {})",
+                qualifying_data.size(), sizeof(TPM2B_DATA{}.buffer));
+  }
+  MOAT_ASSIGN_OR_RETURN(Blobs key_blobs, ReadBlobs(options_.dir, label));
+  MOAT_TRY(EnsureAttestationKey());
+  MOAT_ASSIGN_OR_RETURN(Blobs ak_blobs, ReadBlobs(options_.dir, kAkFile));
+  TPM2B_DATA data{};
+  data.size = static_cast<UINT16>(qualifying_data.size());
+  std::memcpy(data.buffer, qualifying_data.data(), qualifying_data.size());
+  TPMT_SIG_SCHEME scheme{};
+  scheme.scheme = TPM2_ALG_NULL;  // the AK's own scheme: ECDSA with SHA-256
+
+  std::lock_guard lock(context_->mu);
+  MOAT_ASSIGN_OR_RETURN(auto key, context_->Load(key_blobs.pub, key_blobs.priv));
+  MOAT_ASSIGN_OR_RETURN(auto ak, context_->Load(ak_blobs.pub, ak_blobs.priv));
+  TPM2B_ATTEST* certified_raw = nullptr;
+  TPMT_SIGNATURE* sig_raw = nullptr;
+  // Both objects have empty auth values: one password session each.
+  if (TSS2_RC rc =
+          Esys_Certify(context_->esys, key->handle, ak->handle, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD,
+                       ESYS_TR_NONE, &data, &scheme, &certified_raw, &sig_raw);
+      rc != TSS2_RC_SUCCESS) {
+    return Fail(TssError("Esys_Certify", rc));
+  }
+  EsysPtr<TPM2B_ATTEST> certified(certified_raw);
+  EsysPtr<TPMT_SIGNATURE> sig(sig_raw);
+  formats::Tpm2Certify out;
+  out.attest.assign(certified->attestationData, certified->attestationData + certified->size);
+  MOAT_ASSIGN_OR_RETURN(out.signature, Context::EcdsaDer(*sig));
+  out.key_tpm_public = std::move(key_blobs.pub);
+  return out;
+}
+
 namespace {
 
 // The TCG EK Credential Profile's default RSA 2048 EK (template L-1): what a manufacturer's EK
@@ -667,8 +704,30 @@ TPM2B_PUBLIC EkTemplateRsa2048() {
   return t;
 }
 
-// The EK: the persistent one at `handle` if there is one, else the default RSA EK recreated
-// from its template (deterministic: the same key every time, until the TPM is reset).
+// The TCG default ECC P-256 EK (template L-2): what an EK certificate at 0x01c0000a certifies.
+// As L-1 but ECC: NIST P-256, no scheme, no KDF, x and y 32 zero bytes each.
+TPM2B_PUBLIC EkTemplateEccP256() {
+  TPM2B_PUBLIC rsa = EkTemplateRsa2048();
+  TPM2B_PUBLIC t{};
+  t.publicArea.type = TPM2_ALG_ECC;
+  t.publicArea.nameAlg = TPM2_ALG_SHA256;
+  t.publicArea.objectAttributes = rsa.publicArea.objectAttributes;
+  t.publicArea.authPolicy = rsa.publicArea.authPolicy;
+  auto& ecc = t.publicArea.parameters.eccDetail;
+  ecc.symmetric.algorithm = TPM2_ALG_AES;
+  ecc.symmetric.keyBits.aes = 128;
+  ecc.symmetric.mode.aes = TPM2_ALG_CFB;
+  ecc.scheme.scheme = TPM2_ALG_NULL;
+  ecc.curveID = TPM2_ECC_NIST_P256;
+  ecc.kdf.scheme = TPM2_ALG_NULL;
+  t.publicArea.unique.ecc.x.size = 32;  // zeros
+  t.publicArea.unique.ecc.y.size = 32;
+  return t;
+}
+
+// The EK: the persistent one at `handle` if there is one, else the default EK recreated from
+// its template (deterministic: the same key every time, until the TPM is reset): ECC P-256
+// (L-2) when the certificate is configured at the ECC P-256 index, else RSA 2048 (L-1).
 struct EkRef {
   ESYS_CONTEXT* esys;
   ESYS_TR handle = ESYS_TR_NONE;
@@ -683,7 +742,8 @@ struct EkRef {
   }
 };
 
-Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle) {
+Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle,
+                                      uint32_t certificate_nv_index) {
   auto ek = std::make_unique<EkRef>(EkRef{c.esys});
   MOAT_ASSIGN_OR_RETURN(bool exists, PersistentExists(c, handle));
   if (exists) {
@@ -696,7 +756,8 @@ Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle)
     return ek;
   }
   TPM2B_SENSITIVE_CREATE sensitive{};
-  TPM2B_PUBLIC in_public = EkTemplateRsa2048();
+  const bool ecc = certificate_nv_index == kEccP256EkCertificateNvIndex;
+  TPM2B_PUBLIC in_public = ecc ? EkTemplateEccP256() : EkTemplateRsa2048();
   TPM2B_DATA outside{};
   TPML_PCR_SELECTION creation_pcr{};
   if (TSS2_RC rc = Esys_CreatePrimary(c.esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD,
@@ -706,9 +767,9 @@ Result<std::unique_ptr<EkRef>> OpenEk(Tpm2KeyStore::Context& c, uint32_t handle)
       rc != TSS2_RC_SUCCESS) {
     ek->handle = ESYS_TR_NONE;
     return Fail(ErrorCode::kNotFound,
-                "TPM: no EK at persistent handle 0x{:08x}, and creating the default RSA EK "
+                "TPM: no EK at persistent handle 0x{:08x}, and creating the default {} EK "
                 "failed: {}",
-                handle, Tss2_RC_Decode(rc));
+                handle, ecc ? "ECC P-256" : "RSA 2048", Tss2_RC_Decode(rc));
   }
   ek->transient = true;
   return ek;
@@ -749,7 +810,8 @@ Result<std::vector<uint8_t>> Tpm2KeyStore::ActivateCredential(
   std::lock_guard lock(context_->mu);
   ESYS_CONTEXT* esys = context_->esys;
   MOAT_ASSIGN_OR_RETURN(auto ak, context_->Load(b.pub, b.priv));
-  MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle));
+  MOAT_ASSIGN_OR_RETURN(auto ek_ref,
+                        OpenEk(*context_, options_.ek_handle, options_.ek_certificate_nv_index));
   ESYS_TR ek = ek_ref->handle;
   // The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT): satisfy it in a policy session.
   TPMT_SYM_DEF symmetric{};
@@ -788,7 +850,8 @@ Result<EndorsementKey> Tpm2KeyStore::GetEndorsementKey() const {
   TPM2B_NAME* name_raw = nullptr;
   TSS2_RC rc;
   {
-    MOAT_ASSIGN_OR_RETURN(auto ek_ref, OpenEk(*context_, options_.ek_handle));
+    MOAT_ASSIGN_OR_RETURN(auto ek_ref,
+                          OpenEk(*context_, options_.ek_handle, options_.ek_certificate_nv_index));
     rc = Esys_ReadPublic(esys, ek_ref->handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                          &pub_raw, &name_raw, nullptr);
   }

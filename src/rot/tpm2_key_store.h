@@ -20,7 +20,8 @@
 // Attestation. Attest() signs the input with the identity key (like every store) and adds a
 // TPM2_Quote by the attestation key (AK: restricted ECC P-256 signing key, ECDSA/SHA-256,
 // under the SRK, kept as .ak.pub/.ak.priv) over PCRs 0-7 and the Moat PCR, with
-// qualifying data SHA-256(signing input).
+// qualifying data SHA-256(signing input). CertifyKey() has the AK certify a key (the TLS
+// key), which proves to a verifier that the key lives in this TPM.
 //
 // TLS. TlsKey() returns a crypto::PrivateKey whose signatures the TPM makes through this
 // store's connection (PrivateKey::FromSigner), so the key never exists outside the TPM.
@@ -48,11 +49,14 @@ struct Tpm2Options {
   uint32_t srk_handle = 0x81000001;  // TCG-recommended SRK handle
   uint32_t moat_pcr = 13;            // TPM PCR holding Moat's measurements (13, 16 or 23)
   // The endorsement key: persistent handle (swtpm_setup and many vendors persist the RSA EK
-  // at 0x81010001) and its certificate's NV index (TCG: RSA 2048 0x01c00002, ECC P-256
-  // 0x01c0000a).
+  // at 0x81010001, the ECC one at 0x81010002) and its certificate's NV index (TCG: RSA 2048
+  // 0x01c00002, ECC P-256 0x01c0000a). The index also says which EK to recreate when none is
+  // persistent at ek_handle: kEccP256EkCertificateNvIndex selects the ECC P-256 EK (template
+  // L-2), anything else the RSA 2048 one (L-1).
   uint32_t ek_handle = 0x81010001;
   uint32_t ek_certificate_nv_index = 0x01c00002;
 };
+inline constexpr uint32_t kEccP256EkCertificateNvIndex = 0x01c0000a;
 
 // The TPM's endorsement key, the device identity the manufacturer certified.
 struct EndorsementKey {
@@ -82,7 +86,8 @@ class Tpm2KeyStore final : public KeyStore {
   Result<AttestationProof> Attest(std::span<const uint8_t> signing_input) override;
 
   // The EK's public area and certificate. Without a persistent EK at ek_handle, the default
-  // RSA 2048 EK (TCG template L-1) is recreated in the endorsement hierarchy (deterministic:
+  // EK (TCG template L-1 RSA 2048, or L-2 ECC P-256 when ek_certificate_nv_index is
+  // kEccP256EkCertificateNvIndex) is recreated in the endorsement hierarchy (deterministic:
   // same key until the TPM is reset); kNotFound if that fails too.
   Result<EndorsementKey> GetEndorsementKey() const;
 
@@ -92,6 +97,13 @@ class Tpm2KeyStore final : public KeyStore {
   Result<std::vector<uint8_t>> AttestationKeyPublicArea();
   // The AK's TPM name (0x000b || SHA-256(TPMT_PUBLIC)): what MakeCredential binds to.
   Result<std::vector<uint8_t>> AttestationKeyName();
+
+  // TPM2_Certify of key `label` by the AK, with `qualifying_data` (at most 64 bytes; the
+  // attestor passes formats::CertifyQualifyingData(nonce)): the AK's signed statement that a key
+  // with this public area is loaded in this TPM. The verifier checks it with
+  // formats::VerifyTpm2Certify. kNotFound if the key does not exist.
+  Result<formats::Tpm2Certify> CertifyKey(std::string_view label,
+                                          std::span<const uint8_t> qualifying_data);
 
   // TPM2_ActivateCredential: the verifier ran MakeCredential(EK public, AK name, secret) and
   // sent `credential_blob` (TPM2B_ID_OBJECT) and `encrypted_secret` (TPM2B_ENCRYPTED_SECRET),

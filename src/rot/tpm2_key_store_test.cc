@@ -154,6 +154,34 @@ TEST_F(Tpm2KeyStoreTest, QuotesBindTheNonceAndThePcrs) {
   EXPECT_FALSE(VerifyTpm2Quote(tampered, old_input));
 }
 
+// The TPM's own TPM2_Certify output, checked by the service's pure verifier: the TLS key is a
+// TPM-generated, non-duplicable signing key the AK vouches for, bound to the nonce.
+TEST_F(Tpm2KeyStoreTest, TheAkCertifiesTheTlsKey) {
+  auto store = *Open();
+  auto tls = store->CreateKey(kTlsClientKeyLabel);
+  ASSERT_TRUE(tls) << tls.error().message();
+  const std::vector<uint8_t> nonce(32, 0x17);
+  auto certified = store->CertifyKey(kTlsClientKeyLabel, formats::CertifyQualifyingData(nonce));
+  ASSERT_TRUE(certified) << certified.error().message();
+  auto ak = store->EnsureAttestationKey();
+  ASSERT_TRUE(ak);
+  auto ok = formats::VerifyTpm2Certify(*certified, *ak, nonce, *tls);
+  EXPECT_TRUE(ok) << ok.error().message();
+  auto info = formats::ParseCertifyAttest(certified->attest);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->name, formats::TpmName(*formats::ParseTpm2bPublic(certified->key_tpm_public)));
+  // Another nonce, another key, another signer: refused.
+  const std::vector<uint8_t> other_nonce(32, 0x18);
+  EXPECT_EQ(formats::VerifyTpm2Certify(*certified, *ak, other_nonce, *tls).error().code(),
+            ErrorCode::kVerificationFailed);
+  auto identity = *store->EnsureKey(kIdentityKeyLabel);
+  EXPECT_FALSE(formats::VerifyTpm2Certify(*certified, *ak, nonce, identity));
+  EXPECT_FALSE(formats::VerifyTpm2Certify(*certified, identity, nonce, *tls));
+  // A label without a key.
+  auto missing = store->CertifyKey("no-such-key", formats::CertifyQualifyingData(nonce));
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(Tpm2KeyStoreTest, MoatRegisterCanLiveInAnotherPcr) {
   auto store = *Tpm2KeyStore::Open(
       {.dir = tmp_->path() / "store", .tcti = tpm_->tcti(), .moat_pcr = 23});
@@ -361,6 +389,59 @@ TEST_F(Tpm2KeyStoreTest, PureMakeCredentialFromTheEkCertificateActivates) {
   auto refused = store->ActivateCredential(other->credential_blob, other->encrypted_secret);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), ErrorCode::kVerificationFailed);
+}
+
+// The ECC P-256 EK (template L-2), recreated because nothing is persisted at 0x81010002 (swtpm
+// 0.7 persists an RSA 2048 and an ECC P-384 EK only): the pure template from its point is the
+// TPM's EK, and the pure ECDH/KDFe MakeCredential activates in the TPM.
+TEST_F(Tpm2KeyStoreTest, EccP256EkFromTemplateL2AndPureMakeCredentialActivates) {
+  auto store = *Tpm2KeyStore::Open({.dir = tmp_->path() / "store",
+                                    .tcti = tpm_->tcti(),
+                                    .ek_handle = 0x81010002,
+                                    .ek_certificate_nv_index = kEccP256EkCertificateNvIndex});
+  auto ek = store->GetEndorsementKey();
+  ASSERT_TRUE(ek) << ek.error().message();
+  EXPECT_TRUE(ek->certificate.empty()) << "swtpm_setup writes no ECC P-256 EK certificate";
+  auto parsed = formats::ParseTpm2bPublic(ek->tpm_public);
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  ASSERT_EQ(parsed->type, formats::kTpmAlgEcc);
+  const std::vector<uint8_t> rebuilt =
+      formats::DefaultEccEkTpm2bPublic(parsed->ecc_x, parsed->ecc_y);
+  EXPECT_EQ(rebuilt, ek->tpm_public) << "template L-2 with the point equals the TPM's EK";
+  EXPECT_EQ(formats::EkDeviceId(*parsed), ek->DeviceId());
+  EXPECT_EQ(formats::TpmName(*parsed), ek->name);
+  // Deterministic: the same EK again, and not the RSA one.
+  auto again = store->GetEndorsementKey();
+  EXPECT_EQ(again->tpm_public, ek->tpm_public);
+  EXPECT_NE(Open().value()->GetEndorsementKey()->DeviceId(), ek->DeviceId());
+
+  auto ak_name = store->AttestationKeyName();
+  ASSERT_TRUE(ak_name) << ak_name.error().message();
+  for (int i = 0; i < 3; ++i) {  // three ephemeral keys, three secrets
+    const std::vector<uint8_t> secret = crypto::RandomBytes(32);
+    auto made = formats::MakeCredential(*parsed, *ak_name, secret, crypto::RandomBytes(32));
+    ASSERT_TRUE(made) << made.error().message();
+    auto recovered = store->ActivateCredential(made->credential_blob, made->encrypted_secret);
+    ASSERT_TRUE(recovered) << recovered.error().message();
+    EXPECT_EQ(*recovered, secret);
+  }
+  // Bound to the AK's name, and to this EK.
+  std::vector<uint8_t> wrong_name = *ak_name;
+  wrong_name.back() ^= 1;
+  const std::vector<uint8_t> small_secret = {1, 2, 3};
+  auto other = formats::MakeCredential(*parsed, wrong_name, small_secret, crypto::RandomBytes(32));
+  ASSERT_TRUE(other);
+  EXPECT_EQ(
+      store->ActivateCredential(other->credential_blob, other->encrypted_secret).error().code(),
+      ErrorCode::kVerificationFailed);
+  const std::vector<uint8_t> a =
+      crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256)->public_key().ToRaw();
+  const std::vector<uint8_t> b =
+      crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256)->public_key().ToRaw();
+  auto mixed = *formats::ParseTpm2bPublic(
+      formats::DefaultEccEkTpm2bPublic(std::span(a).subspan(1, 32), std::span(b).subspan(33, 32)));
+  EXPECT_FALSE(formats::MakeCredential(mixed, *ak_name, small_secret, crypto::RandomBytes(32)))
+      << "a point off the curve (x and y of two different keys) is refused";
 }
 
 TEST_F(Tpm2KeyStoreTest, RefusesBadOptions) {

@@ -608,14 +608,19 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     const Role role = *caller->RoleIn(tenant->id);
     if (seg.size() == 5 && req.method == "GET") {
       auto rows = db_.Query(
-          "SELECT id, device_group_id, pcr, sha256, comment, created_at, created_by FROM "
-          "pcr_policies WHERE tenant_id = ? ORDER BY device_group_id, pcr, created_at",
+          "SELECT pp.id, pp.device_group_id, pp.pcr, pp.sha256, pp.comment, pp.created_at, "
+          "pp.created_by, p.name, g.name FROM pcr_policies pp LEFT JOIN device_groups g ON g.id "
+          "= pp.device_group_id LEFT JOIN products p ON p.id = g.product_id WHERE pp.tenant_id = "
+          "? ORDER BY p.name, g.name, pp.pcr, pp.created_at",
           {tenant->id});
       if (!rows) return ErrorResponse(rows.error());
       Json list = Json::array();
       for (const auto& r : *rows) {
+        const bool grouped = !r.IsNull(1);
         list.push_back({{"id", *r.Text(0)},
-                        {"device_group", r.IsNull(1) ? Json() : Json(*r.Text(1))},
+                        {"product", grouped ? Json(*r.Text(7)) : Json()},
+                        {"device_group", grouped ? Json(*r.Text(8)) : Json()},
+                        {"device_group_id", grouped ? Json(*r.Text(1)) : Json()},
                         {"pcr", *r.Int(2)},
                         {"sha256", *r.Text(3)},
                         {"comment", *r.Text(4)},
@@ -635,7 +640,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       formats::ObjectReader reader(*body, "body");
       auto pcr = reader.OptionalInt("pcr", 0, 23);
       auto sha256 = reader.RequiredString("sha256", 64);
-      auto group = reader.OptionalString("device_group", 64);
+      auto group = reader.OptionalString("device_group", 256);
       auto comment = reader.OptionalString("comment", 256);
       if (!pcr) return ErrorResponse(pcr.error());
       for (const Result<std::string>* r : {&sha256, &group, &comment}) {
@@ -650,26 +655,40 @@ HttpResponse Api::Handle(const HttpRequest& req) {
         return ErrorResponse(Error(ErrorCode::kInvalidArgument,
                                    "body.sha256: not 64 lowercase hexadecimal characters"));
       }
+      // device_group: "PRODUCT/GROUP" (as `moat deployment create` names a group) or the
+      // group's ID. Stored as the ID, so renaming a group keeps its policy.
+      std::string group_id, product_name, group_name;
       if (!group->empty()) {
-        auto g = db_.QueryOne(
-            "SELECT g.id FROM device_groups g JOIN products p ON p.id = g.product_id WHERE g.id "
-            "= ? AND p.tenant_id = ?",
-            {*group, tenant->id});
+        const size_t slash = group->find('/');
+        auto g = slash == std::string::npos
+                     ? db_.QueryOne(
+                           "SELECT g.id, p.name, g.name FROM device_groups g JOIN products p ON "
+                           "p.id = g.product_id WHERE g.id = ? AND p.tenant_id = ?",
+                           {*group, tenant->id})
+                     : db_.QueryOne(
+                           "SELECT g.id, p.name, g.name FROM device_groups g JOIN products p ON "
+                           "p.id = g.product_id WHERE p.name = ? AND g.name = ? AND p.tenant_id "
+                           "= ?",
+                           {group->substr(0, slash), group->substr(slash + 1), tenant->id});
         if (!g) {
           return ErrorResponse(
               g.error().code() == ErrorCode::kNotFound
                   ? Error(ErrorCode::kNotFound,
-                          fmt::format("body.device_group: no device group {} in tenant '{}'",
-                                      group->substr(0, 64), tenant->name))
+                          fmt::format("body.device_group: no device group {} in tenant '{}' "
+                                      "(give PRODUCT/GROUP or the group's ID)",
+                                      formats::QuoteForMessage(*group), tenant->name))
                   : g.error());
         }
+        group_id = *g->Text(0);
+        product_name = *g->Text(1);
+        group_name = *g->Text(2);
       }
       std::string id = random_.NewUuid();
       auto added = db_.Transact([&](store::Session& s) -> Result<void> {
         std::vector<store::Value> values;
         values.emplace_back(id);
         values.emplace_back(tenant->id);
-        values.emplace_back(group->empty() ? store::Value() : store::Value(*group));
+        values.emplace_back(group_id.empty() ? store::Value() : store::Value(group_id));
         values.emplace_back(**pcr);
         values.emplace_back(*sha256);
         values.emplace_back(*comment);
@@ -679,13 +698,21 @@ HttpResponse Api::Handle(const HttpRequest& req) {
                            "sha256, comment, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, "
                            "?, ?)",
                            values));
-        MOAT_TRY(AuditAs(s, now, &*caller, tenant->id, "pcr-policy.add", id, "ok",
-                         fmt::format("PCR {} sha256 {}{}", **pcr, *sha256,
-                                     group->empty() ? "" : " for device group " + *group)));
+        MOAT_TRY(AuditAs(
+            s, now, &*caller, tenant->id, "pcr-policy.add", id, "ok",
+            fmt::format("PCR {} sha256 {}{}", **pcr, *sha256,
+                        group_id.empty() ? ""
+                                         : fmt::format(" for device group {}/{} ({})", product_name,
+                                                       group_name, group_id))));
         return Ok();
       });
       if (!added) return ErrorResponse(added.error());
-      return JsonResponse(201, {{"id", id}, {"pcr", **pcr}, {"sha256", *sha256}});
+      return JsonResponse(201, {{"id", id},
+                                {"pcr", **pcr},
+                                {"sha256", *sha256},
+                                {"product", group_id.empty() ? Json() : Json(product_name)},
+                                {"device_group", group_id.empty() ? Json() : Json(group_name)},
+                                {"device_group_id", group_id.empty() ? Json() : Json(group_id)}});
     }
     if (seg.size() == 6 && req.method == "DELETE") {
       std::string id(seg[5].substr(0, 64));

@@ -798,9 +798,13 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
     // SECURITY (TPM): the AK that signed the quote is the one the challenge's credential was
     // made for, and the device activated that credential, so the AK lives in the TPM holding
     // the registered EK; the quote binds the nonce and the log (qualifying data); the log
-    // replays to the quoted PCRs. The identity signature adds nothing and is not relied on.
+    // replays to the quoted PCRs; the same AK certified the CSR's key (TPM2_Certify over this
+    // nonce), so the TLS key lives in that TPM too and the client certificate cannot be
+    // issued for a key that exists outside it. The identity signature adds nothing and is not
+    // relied on.
     const formats::Tpm2Quote& quote = *evidence->tpm2_quote;
     std::string failure;
+    std::string_view event_kind = "attestation.bad-quote";
     auto ak = formats::ParseTpm2bPublic(quote.ak_tpm_public);
     if (challenge_ak_name.empty() || challenge_credential_sha256.empty()) {
       failure = "the challenge carried no credential (ask for a new one naming the AK)";
@@ -812,9 +816,21 @@ HttpResponse DeviceApi::Attest(const Caller& caller, const HttpRequest& req) {
       failure = q.error().message();
     } else if (auto l = CheckLogAgainstQuote(evidence->log, quote); !l) {
       failure = l.error().message();
+    } else if (!quote.certify) {
+      event_kind = "attestation.bad-certify";
+      failure =
+          "no TPM2_Certify of the TLS key (tpm2_quote.certify): a TPM device's TLS key must be "
+          "shown to live in its TPM";
+    } else if (auto ak_key = crypto::PublicKey::FromDer(quote.ak_public); !ak_key) {
+      failure = ak_key.error().message();  // VerifyTpm2Quote parsed it: not reached
+    } else if (auto c = formats::VerifyTpm2Certify(*quote.certify, *ak_key, evidence->nonce,
+                                                   csr->public_key());
+               !c) {
+      event_kind = "attestation.bad-certify";
+      failure = c.error().message();
     }
     if (!failure.empty()) {
-      record_security_event("attestation.bad-quote", failure, "failed: " + failure);
+      record_security_event(event_kind, failure, "failed: " + failure);
       return Refuse({403, "attestation-failed",
                      fmt::format("TPM attestation failed: {}; no certificate was issued",
                                  failure)});

@@ -55,6 +55,13 @@ struct TpmDevice {
   std::string id;
 };
 
+// How a hand-made round misbehaves (TpmAttestationTest::MakeRound).
+struct Tweaks {
+  bool certify = true;                          // send the TLS key's TPM2_Certify
+  TpmDevice* certifier = nullptr;               // whose TPM certifies its own TLS key (d's)
+  const crypto::PrivateKey* csr_key = nullptr;  // the CSR's key (default: d's TLS key)
+};
+
 class TpmAttestationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -111,14 +118,19 @@ class TpmAttestationTest : public ::testing::Test {
   }
 
   // Manufactures a device: a fresh swtpm, the store, the log measured into the TPM.
-  void MakeDevice(TpmDevice& d, const std::string& name, bool fresh = true) {
+  void MakeDevice(TpmDevice& d, const std::string& name, bool fresh = true, bool ecc_ek = false) {
     d.dir = dir_->path() / name;
     if (!d.tpm) {
       auto tpm = rot::testing::Swtpm::Start(d.dir / "swtpm", fresh);
       ASSERT_TRUE(tpm.has_value()) << tpm.error().message();
       d.tpm = std::make_unique<rot::testing::Swtpm>(std::move(*tpm));
     }
-    auto store = rot::Tpm2KeyStore::Open({.dir = d.dir / "keys", .tcti = d.tpm->tcti()});
+    rot::Tpm2Options options{.dir = d.dir / "keys", .tcti = d.tpm->tcti()};
+    if (ecc_ek) {
+      options.ek_handle = 0x81010002;  // not persisted by swtpm_setup: recreated from L-2
+      options.ek_certificate_nv_index = rot::kEccP256EkCertificateNvIndex;
+    }
+    auto store = rot::Tpm2KeyStore::Open(options);
     ASSERT_TRUE(store.has_value()) << store.error().message();
     d.store = std::move(*store);
     ASSERT_TRUE(d.store->EnsureKey(rot::kIdentityKeyLabel));
@@ -167,7 +179,8 @@ class TpmAttestationTest : public ::testing::Test {
     std::string body;  // the attestation request
   };
   Round MakeRound(TpmDevice& d, net::HttpsClient& c, const std::string& id,
-                  const formats::MeasurementLog& log, bool activate = true) {
+                  const formats::MeasurementLog& log, bool activate = true,
+                  const Tweaks& tweaks = {}) {
     Round round;
     Json req = {{"ak_tpm_public", Base64Encode(*d.store->AttestationKeyPublicArea(),
                                                Base64Alphabet::kUrl, Base64Padding::kWithout)}};
@@ -197,7 +210,15 @@ class TpmAttestationTest : public ::testing::Test {
     e.signature = proof->signature;
     e.tpm2_quote = *proof->tpm2_quote;
     e.tpm2_quote->activated_secret = secret;
-    auto csr = crypto::CertificateRequest::Create(*d.store->TlsKey(rot::kTlsClientKeyLabel), id);
+    if (tweaks.certify) {
+      TpmDevice& certifier = tweaks.certifier ? *tweaks.certifier : d;
+      auto certified = certifier.store->CertifyKey(rot::kTlsClientKeyLabel,
+                                                   formats::CertifyQualifyingData(e.nonce));
+      EXPECT_TRUE(certified.has_value()) << certified.error().message();
+      if (certified) e.tpm2_quote->certify = *certified;
+    }
+    auto tls_key = d.store->TlsKey(rot::kTlsClientKeyLabel);
+    auto csr = crypto::CertificateRequest::Create(tweaks.csr_key ? *tweaks.csr_key : *tls_key, id);
     round.body = Json{{"evidence", formats::ToJson(e)}, {"csr", csr->ToPem()}}.dump();
     return round;
   }
@@ -335,6 +356,116 @@ TEST_F(TpmAttestationTest, AnotherDevicesEkCertificateWithoutItsTpmFailsActivati
   EXPECT_NE(r->body.find("credential activation failed"), std::string::npos) << r->body;
 }
 
+// TPM2_Certify: the client certificate is issued only for a TLS key the activated AK certified,
+// over this challenge's nonce, as a TPM-generated non-duplicable key.
+TEST_F(TpmAttestationTest, TheClientCertificateIsOnlyForATlsKeyTheTpmCertified) {
+  TpmDevice d, other;
+  MakeDevice(d, "dev");
+  MakeDevice(other, "other");
+  RegisterAndClaim(d);
+  Measure(d, GoodLog());
+  auto c = Bootstrap(d, d.id);
+  auto events = [&] {
+    return Parse(Admin("GET", "/api/v1/tenants/acme/security-events"))["security_events"];
+  };
+  auto refused = [&](const Round& round, std::string_view why) {
+    SCOPED_TRACE(why);
+    const size_t before = events().size();
+    auto r = c->Send("POST", "/device/v1/attestation", round.body);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status, 403) << r->body;
+    EXPECT_NE(r->body.find("attestation-failed"), std::string::npos) << r->body;
+    EXPECT_NE(r->body.find(why), std::string::npos) << r->body;
+    EXPECT_EQ(r->body.find("BEGIN CERTIFICATE"), std::string::npos) << "no certificate at all";
+    Json after = events();
+    ASSERT_EQ(after.size(), before + 1) << after.dump();
+    EXPECT_EQ(after[0]["kind"], "attestation.bad-certify") << after.dump();  // newest first
+  };
+
+  // Good: the certify is checked and passes (the other tests' rounds pass the same way).
+  Round good = MakeRound(d, *c, d.id, GoodLog());
+  EXPECT_TRUE(
+      Parse(net::HttpResponse{.body = good.body})["evidence"]["tpm2_quote"].contains("certify"));
+  auto ok = c->Send("POST", "/device/v1/attestation", good.body);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(Parse(*ok)["result"], "passed");
+
+  // A CSR for a software key while the TPM certified its own TLS key.
+  auto outside = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
+  refused(MakeRound(d, *c, d.id, GoodLog(), true, {.csr_key = &outside}),
+          "not the key the certificate request names");
+  // The TLS key certified by another TPM's AK (and the CSR for that key).
+  auto other_tls = other.store->TlsKey(rot::kTlsClientKeyLabel);
+  ASSERT_TRUE(other_tls.has_value());
+  refused(MakeRound(d, *c, d.id, GoodLog(), true, {.certifier = &other, .csr_key = &*other_tls}),
+          "not the attestation key's");
+  // No certify at all.
+  refused(MakeRound(d, *c, d.id, GoodLog(), true, {.certify = false}),
+          "no TPM2_Certify of the TLS key");
+  // A certify from an earlier round (another nonce).
+  Round next = MakeRound(d, *c, d.id, GoodLog());
+  Json forged = Parse(net::HttpResponse{.body = next.body});
+  forged["evidence"]["tpm2_quote"]["certify"] =
+      Parse(net::HttpResponse{.body = good.body})["evidence"]["tpm2_quote"]["certify"];
+  refused(Round{.challenge = next.challenge, .body = forged.dump()}, "old nonce");
+}
+
+// An ECC P-256 EK (template L-2): the service derives the device ID from the certificate's point
+// and makes the credential by ECDH (KDFe) rather than RSA-OAEP. swtpm_setup certifies no P-256
+// EK, so a test manufacturer CA certifies it here.
+TEST_F(TpmAttestationTest, AnEccP256EkDeviceEnrolsAndAttests) {
+  TpmDevice d;
+  MakeDevice(d, "ecc", /*fresh=*/true, /*ecc_ek=*/true);
+  auto ek = d.store->GetEndorsementKey();
+  ASSERT_TRUE(ek.has_value()) << ek.error().message();
+  auto ek_public = formats::ParseTpm2bPublic(ek->tpm_public);
+  ASSERT_TRUE(ek_public.has_value());
+  ASSERT_EQ(ek_public->type, formats::kTpmAlgEcc);
+  auto point = formats::EccPoint(*ek_public);
+  auto ek_key = crypto::PublicKey::FromRaw(crypto::KeyType::kEcdsaP256, *point);
+  ASSERT_TRUE(ek_key.has_value());
+
+  const auto now = std::chrono::system_clock::now();
+  auto ca_key = *crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256);
+  auto ca = crypto::SelfSignCertificate({.kind = crypto::CertificateProfile::Kind::kRootCa,
+                                         .common_name = "Test TPM Manufacturer EK CA",
+                                         .not_before = now - 1h,
+                                         .not_after = now + 24h * 365},
+                                        ca_key);
+  ASSERT_TRUE(ca.has_value()) << ca.error().message();
+  auto ek_cert = crypto::IssueCertificate(
+      {.common_name = "EK", .not_before = now - 1h, .not_after = now + 24h * 365}, *ek_key, *ca,
+      ca_key);
+  ASSERT_TRUE(ek_cert.has_value()) << ek_cert.error().message();
+  ASSERT_EQ(
+      Admin("POST", "/api/v1/manufacturer-cas", Json{{"certificate", ca->ToPem()}}.dump()).status,
+      201);
+  auto r = Admin("POST", "/api/v1/devices", Json{{"ek_certificate", ek_cert->ToPem()}}.dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(Parse(r)["id"], d.id) << "the service derives the ID the device computes";
+  ASSERT_EQ(Admin("POST", fmt::format("/api/v1/tenants/acme/devices/{}/claim", d.id)).status, 200);
+
+  Measure(d, GoodLog());
+  auto out = d.attestor->AttestOnce(GoodLog(), "1.0");
+  ASSERT_TRUE(out.has_value()) << out.error().message();
+  EXPECT_TRUE(out->passed);
+  ASSERT_TRUE(out->client.has_value());
+  EXPECT_EQ(*crypto::DeviceIdFromCertificate(out->client->leaf()), d.id);
+  // Another device's TPM cannot answer this EK's credential.
+  TpmDevice thief;
+  MakeDevice(thief, "thief", /*fresh=*/true, /*ecc_ek=*/true);
+  Measure(thief, GoodLog());
+  auto c = Bootstrap(thief, d.id);
+  Round round = MakeRound(thief, *c, d.id, GoodLog(), /*activate=*/false);
+  auto blob = Base64Decode(round.challenge["credential"]["credential_blob"].get<std::string>(),
+                           Base64Alphabet::kUrl, Base64Padding::kWithout);
+  auto enc = Base64Decode(round.challenge["credential"]["encrypted_secret"].get<std::string>(),
+                          Base64Alphabet::kUrl, Base64Padding::kWithout);
+  auto activated = thief.store->ActivateCredential(*blob, *enc);
+  ASSERT_FALSE(activated.has_value());
+  EXPECT_EQ(activated.error().code(), ErrorCode::kVerificationFailed);
+}
+
 // Self-certified certificates may name any device ID (a TPM device's is not its key's), so the
 // service checks the key of a device registered by public key: an impostor naming it is refused.
 TEST_F(TpmAttestationTest, ASelfCertifiedCertificateNamingAnotherKeysDeviceIsRefused) {
@@ -381,6 +512,32 @@ TEST_F(TpmAttestationTest, APcrPolicyDecidesTheClientCertificate) {
   EXPECT_TRUE(again->passed);
   auto listed = Admin("GET", "/api/v1/tenants/acme/pcr-policies");
   EXPECT_EQ(Parse(listed)["pcr_policies"].size(), 2u) << listed.body;
+
+  // A policy for the device's group, named PRODUCT/GROUP: applies once the device is in it,
+  // and not to the tenant's other groups.
+  ASSERT_EQ(Admin("POST", "/api/v1/tenants/acme/products", R"({"name":"Thermostat"})").status, 201);
+  Json pin = {
+      {"pcr", 7}, {"sha256", std::string(64, 'b')}, {"device_group", "Thermostat/Field Test"}};
+  auto grouped = Admin("POST", "/api/v1/tenants/acme/pcr-policies", pin.dump());
+  ASSERT_EQ(grouped.status, 201) << grouped.body;
+  EXPECT_EQ(Parse(grouped)["product"], "Thermostat");
+  EXPECT_EQ(Parse(grouped)["device_group"], "Field Test");
+  EXPECT_TRUE(d.attestor->AttestOnce(GoodLog(), "1.0")->passed) << "not in that group yet";
+  auto moved = Admin("PATCH", fmt::format("/api/v1/tenants/acme/devices/{}", d.id),
+                     R"({"device_group":"Thermostat/Field Test"})");
+  ASSERT_EQ(moved.status, 200) << moved.body;
+  auto pinned = d.attestor->AttestOnce(GoodLog(), "1.0");
+  ASSERT_TRUE(pinned.has_value()) << pinned.error().message();
+  EXPECT_FALSE(pinned->passed);
+  ASSERT_FALSE(pinned->failures.empty());
+  EXPECT_NE(pinned->failures.front().find("PCR 7"), std::string::npos) << pinned->failures.front();
+  listed = Admin("GET", "/api/v1/tenants/acme/pcr-policies");
+  EXPECT_NE(listed.body.find("\"device_group\":\"Field Test\""), std::string::npos) << listed.body;
+  // An unknown group name is 404 naming it.
+  pin["device_group"] = "Thermostat/Nope";
+  auto unknown = Admin("POST", "/api/v1/tenants/acme/pcr-policies", pin.dump());
+  EXPECT_EQ(unknown.status, 404) << unknown.body;
+  EXPECT_NE(unknown.body.find("Thermostat/Nope"), std::string::npos) << unknown.body;
 }
 
 }  // namespace

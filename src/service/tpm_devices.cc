@@ -20,12 +20,21 @@ Result<TpmDeviceIdentity> TpmDeviceFromEkCertificateDer(store::Database& db,
                                                         SystemTime now) {
   MOAT_ASSIGN_OR_RETURN(auto cas, ManufacturerCas(db));
   MOAT_TRY(crypto::VerifyEkCertificateDer(der, cas, now));
-  MOAT_ASSIGN_OR_RETURN(crypto::RsaPublicNumbers rsa, crypto::RsaPublicKeyOfCertificateDer(der));
-  if (rsa.modulus.size() != 256) {
-    return Fail(ErrorCode::kInvalidArgument, "not an RSA 2048 endorsement key certificate");
-  }
   TpmDeviceIdentity out;
-  out.ek_tpm_public = formats::DefaultRsaEkTpm2bPublic(rsa.modulus);
+  if (auto rsa = crypto::RsaPublicKeyOfCertificateDer(der)) {
+    if (rsa->modulus.size() != 256) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "not an RSA 2048 or ECC P-256 endorsement key certificate (RSA {} bits)",
+                  rsa->modulus.size() * 8);
+    }
+    out.ek_tpm_public = formats::DefaultRsaEkTpm2bPublic(rsa->modulus);
+  } else if (auto point = crypto::EcP256PointOfCertificateDer(der)) {
+    out.ek_tpm_public = formats::DefaultEccEkTpm2bPublic(std::span(*point).subspan(1, 32),
+                                                         std::span(*point).subspan(33, 32));
+  } else {
+    return Fail(ErrorCode::kInvalidArgument,
+                "not an RSA 2048 or ECC P-256 endorsement key certificate");
+  }
   MOAT_ASSIGN_OR_RETURN(out.ek, formats::ParseTpm2bPublic(out.ek_tpm_public));
   out.device_id = formats::EkDeviceId(out.ek);
   out.certificate.assign(der.begin(), der.end());

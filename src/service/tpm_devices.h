@@ -17,7 +17,8 @@ namespace moat::service {
 
 struct TpmDeviceIdentity {
   std::string device_id;               // formats::EkDeviceId of the EK
-  std::vector<uint8_t> ek_tpm_public;  // TPM2B_PUBLIC: the TCG default RSA EK (template L-1)
+  // TPM2B_PUBLIC: the TCG default RSA 2048 EK (template L-1) or ECC P-256 EK (L-2)
+  std::vector<uint8_t> ek_tpm_public;
   formats::TpmPublic ek;
   std::vector<uint8_t> certificate;  // DER
 };
@@ -26,8 +27,8 @@ struct TpmDeviceIdentity {
 Result<std::vector<std::vector<uint8_t>>> ManufacturerCas(store::Database& db);
 
 // Verifies an EK certificate (PEM or DER) against the manufacturer CAs as of `now` and derives
-// the device: kVerificationFailed if it does not chain, kInvalidArgument if it is not an RSA
-// 2048 EK certificate.
+// the device: kVerificationFailed if it does not chain, kInvalidArgument if it is neither an
+// RSA 2048 nor an ECC P-256 EK certificate.
 Result<TpmDeviceIdentity> TpmDeviceFromEkCertificate(store::Database& db, std::string_view pem,
                                                      SystemTime now);
 Result<TpmDeviceIdentity> TpmDeviceFromEkCertificateDer(store::Database& db,

@@ -377,6 +377,35 @@ expect 0 "audit records deployments and root rotations" -- "$moat" --config "$cf
 contains "deployment.create" "deployment audited"
 contains "device-group.rotate-root" "rotation audited"
 
+# --- PCR policy per device group, named PRODUCT/GROUP as deployments name it (or by its ID)
+golden=$(printf '0%.0s' {1..64})
+expect 0 "pcr-policy add --device-group PRODUCT/GROUP" -- "$moat" --config "$cfg" pcr-policy add \
+  --tenant acme --pcr 0 --sha256 "$golden" --device-group "Thermostat/Field Test" --comment "golden fw"
+contains "for device group Thermostat/Field Test" "pcr-policy add names the group"
+expect 1 "pcr-policy add for a missing group" -- "$moat" --config "$cfg" pcr-policy add \
+  --tenant acme --pcr 0 --sha256 "$golden" --device-group "Thermostat/Nope"
+contains "no device group 'Thermostat/Nope' in tenant 'acme'" "missing group message"
+expect 1 "pcr-policy add for another tenant's group" -- "$moat" --config "$cfg" pcr-policy add \
+  --tenant globex --pcr 0 --sha256 "$golden" --device-group "Thermostat/Field Test"
+contains "no device group" "another tenant's group is not found"
+expect 0 "pcr-policy add --output json" -- "$moat" --config "$cfg" --output json pcr-policy add \
+  --tenant acme --pcr 7 --sha256 "$golden" --device-group "Thermostat/Production"
+group_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_group_id"])' "$work/out")
+expect 0 "pcr-policy add --device-group ID" -- "$moat" --config "$cfg" pcr-policy add \
+  --tenant acme --pcr 8 --sha256 "$golden" --device-group "$group_id"
+contains "for device group Thermostat/Production" "a group given by ID is named"
+expect 0 "pcr-policy add tenant-wide" -- "$moat" --config "$cfg" pcr-policy add \
+  --tenant acme --pcr 1 --sha256 "$golden"
+contains "(whole tenant)" "a tenant-wide entry"
+pcr_id=$(sed -n 's/^Added PCR policy \([0-9a-f-]*\):.*/\1/p' "$work/out")
+expect 0 "pcr-policy list" -- "$moat" --config "$cfg" pcr-policy list --tenant acme
+contains "Thermostat/Field Test" "pcr-policy list shows the group by name"
+contains "Thermostat/Production" "pcr-policy list shows the other group"
+contains "(tenant)" "pcr-policy list shows the tenant-wide entry"
+contains "golden fw" "pcr-policy list shows the comment"
+expect 0 "pcr-policy remove" -- "$moat" --config "$cfg" pcr-policy remove "$pcr_id" --tenant acme
+expect 1 "pcr-policy remove twice" -- "$moat" --config "$cfg" pcr-policy remove "$pcr_id" --tenant acme
+
 # A device of that group, attested by moat-test-device, reads the repository with curl.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/device2.key" 2>/dev/null
 openssl pkey -in "$work/device2.key" -pubout -out "$work/device2.pub"

@@ -206,6 +206,11 @@ Result<AttestationOutcome> Attestor::AttestOnce(const formats::MeasurementLog& l
     if (!proof.tpm2_quote) return Fail(ErrorCode::kInternal, "the TPM store made no quote");
     evidence.tpm2_quote = std::move(*proof.tpm2_quote);
     evidence.tpm2_quote->activated_secret = std::move(activated);
+    // The AK certifies the TLS key, so that the service issues the client certificate only
+    // for a key that lives in this TPM (docs/service-api.md, "TPM devices").
+    MOAT_ASSIGN_OR_RETURN(
+        evidence.tpm2_quote->certify,
+        tpm->CertifyKey(rot::kTlsClientKeyLabel, formats::CertifyQualifyingData(evidence.nonce)));
   }
   MOAT_ASSIGN_OR_RETURN(auto csr, crypto::CertificateRequest::Create(tls_key, device_id));
   Json body = {{"evidence", formats::ToJson(evidence)}, {"csr", csr.ToPem()}};
