@@ -606,7 +606,8 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::Accept(const TlsServerCont
 
 TlsConnection::~TlsConnection() {
   ERR_clear_error();
-  SSL_shutdown(ssl_);  // non-blocking socket: one attempt, never waits
+  // Non-blocking socket: one attempt, never waits; not after the peer's own close_notify.
+  if ((SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN) == 0) SSL_shutdown(ssl_);
   SSL_free(ssl_);
   ERR_clear_error();
 }
