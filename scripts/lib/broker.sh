@@ -59,13 +59,19 @@ broker_net_down() {
 broker_pki() {
   local dir=$1 addr=$2
   mkdir -p "$dir"
+  # Extensions as RFC 5280 (and the apps' strict chain verification) want them: a CA with
+  # keyUsage and key identifiers, a server leaf with its usages and the issuer's key ID.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/ca.key" \
-    -out "$dir/ca.crt" -days 3 -subj "/CN=broker CA" >/dev/null 2>&1 &&
+    -out "$dir/ca.crt" -days 3 -subj "/CN=broker CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" >/dev/null 2>&1 &&
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/broker.key" \
       -out "$dir/broker.csr" -subj "/CN=$addr" >/dev/null 2>&1 &&
     openssl x509 -req -in "$dir/broker.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
       -days 3 -out "$dir/broker.crt" \
-      -extfile <(printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth\n' "$addr") >/dev/null 2>&1
+      -extfile <(printf '%s\n' "subjectAltName=IP:$addr" "extendedKeyUsage=serverAuth" \
+        "keyUsage=critical,digitalSignature" "basicConstraints=critical,CA:FALSE" \
+        "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid") >/dev/null 2>&1
 }
 
 broker_conf() {

@@ -29,8 +29,8 @@ cleanup() {
     for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null
   done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
   declare -F broker_net_down >/dev/null && broker_net_down
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
   if [[ ${KEEP_WORK:-0} == 1 ]]; then echo "work dir kept: $work"; else rm -rf "$work"; fi
 }
