@@ -160,14 +160,14 @@ class MqttReader {
  public:
   // The next packet's first byte and body; nullopt when nothing came before `deadline`.
   Result<std::optional<std::pair<uint8_t, std::string>>> Next(moat::crypto::TlsConnection& c,
-                                                               Clock::time_point deadline) {
+                                                              Clock::time_point deadline) {
     for (;;) {
       if (auto packet = Take()) return packet;
       if (buffer_.size() > (64 << 10)) {
         return Fail(ErrorCode::kLimitExceeded, "mqtt: a packet of more than 64 KiB");
       }
-      const auto left = std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
-                                                      deadline - Clock::now()));
+      const auto left = std::max(milliseconds(0),
+                                 std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
       uint8_t chunk[4096];
       MOAT_ASSIGN_OR_RETURN(std::optional<size_t> n, c.Read(chunk, left));
       if (!n) return std::optional<std::pair<uint8_t, std::string>>();
@@ -244,11 +244,11 @@ Result<void> RunConnection(const Options& o, DeviceAuthChannel& channel,
                            bool& connected_once) {
   MOAT_ASSIGN_OR_RETURN(std::vector<moat::crypto::Certificate> chain, channel.Chain());
   MOAT_ASSIGN_OR_RETURN(std::string device_id, moat::crypto::DeviceIdFromCertificate(chain[0]));
-  MOAT_ASSIGN_OR_RETURN(
-      moat::crypto::PrivateKey key,
-      moat::crypto::PrivateKey::FromSigner(
-          chain[0].public_key(),
-          [&channel](const moat::crypto::Sha256Digest& d) { return channel.Sign(d); }));
+  MOAT_ASSIGN_OR_RETURN(moat::crypto::PrivateKey key,
+                        moat::crypto::PrivateKey::FromSigner(
+                            chain[0].public_key(), [&channel](const moat::crypto::Sha256Digest& d) {
+                              return channel.Sign(d);
+                            }));
   moat::crypto::TlsClientConfig config;
   config.server_roots = {broker_ca};
   config.certificate = chain[0];
@@ -257,8 +257,8 @@ Result<void> RunConnection(const Options& o, DeviceAuthChannel& channel,
   config.server_name = o.host;
   MOAT_ASSIGN_OR_RETURN(auto context, moat::crypto::TlsClientContext::Create(config));
   MOAT_ASSIGN_OR_RETURN(UniqueFd socket, ConnectTcp(o, seconds(10)));
-  MOAT_ASSIGN_OR_RETURN(auto tls,
-                        moat::crypto::TlsConnection::Connect(*context, std::move(socket), seconds(15)));
+  MOAT_ASSIGN_OR_RETURN(
+      auto tls, moat::crypto::TlsConnection::Connect(*context, std::move(socket), seconds(15)));
   const uint16_t keep_alive = static_cast<uint16_t>(std::clamp(o.interval * 3, 30, 3600));
   MOAT_TRY(tls->Write(Bytes(Connect(device_id, keep_alive)), seconds(10)));
   MqttReader reader;
@@ -274,8 +274,8 @@ Result<void> RunConnection(const Options& o, DeviceAuthChannel& channel,
     return Fail(ErrorCode::kPermissionDenied, "the broker refused the connection (CONNACK code {})",
                 static_cast<int>(connack->second[1]));
   }
-  Log("connected to {}:{} as device {} (TLS 1.3, client certificate {})", o.host, o.port,
-      device_id, chain[0].SubjectCommonName());
+  Log("connected to {}:{} as device {} (TLS 1.3, client certificate {})", o.host, o.port, device_id,
+      chain[0].SubjectCommonName());
   connected_once = true;
   const std::string topic = fmt::format("moat/devices/{}/telemetry", device_id);
   std::mt19937 random(static_cast<unsigned>(std::time(nullptr)));
@@ -286,9 +286,9 @@ Result<void> RunConnection(const Options& o, DeviceAuthChannel& channel,
     const auto now = Clock::now();
     if (now >= next_publish) {
       ++published;
-      const std::string reading = fmt::format(
-          R"({{"device":"{}","seq":{},"temperature_c":{}.{},"at":"{}"}})", device_id, published,
-          20 + random() % 3, random() % 10, Now());
+      const std::string reading =
+          fmt::format(R"({{"device":"{}","seq":{},"temperature_c":{}.{},"at":"{}"}})", device_id,
+                      published, 20 + random() % 3, random() % 10, Now());
       MOAT_TRY(tls->Write(Bytes(Publish(topic, reading)), seconds(10)));
       std::printf("published %s %s\n", topic.c_str(), reading.c_str());
       std::fflush(stdout);
@@ -302,7 +302,9 @@ Result<void> RunConnection(const Options& o, DeviceAuthChannel& channel,
       last_sent = Clock::now();
       ping_outstanding = true;
     }
-    MOAT_ASSIGN_OR_RETURN(auto packet, reader.Next(*tls, std::min(next_publish, last_sent + seconds(keep_alive) / 2)));
+    MOAT_ASSIGN_OR_RETURN(
+        auto packet,
+        reader.Next(*tls, std::min(next_publish, last_sent + seconds(keep_alive) / 2)));
     if (packet) {
       if (packet->first == 0xd0) {
         ping_outstanding = false;  // PINGRESP

@@ -3,11 +3,11 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <openssl/err.h>
-#include <poll.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -540,7 +540,8 @@ Result<std::optional<int>> Drive(SSL* ssl, int fd, Deadline deadline, std::strin
     } else if (err == SSL_ERROR_ZERO_RETURN) {
       return std::optional<int>(0);
     } else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
-      if (errno == 0) return Fail(ErrorCode::kUnavailable, "TLS {}: the peer closed the connection", what);
+      if (errno == 0)
+        return Fail(ErrorCode::kUnavailable, "TLS {}: the peer closed the connection", what);
       return Fail(ErrorCode::kUnavailable, "TLS {}: {}", what, std::strerror(errno));
     } else {
       const long verify = SSL_get_verify_result(ssl);
@@ -551,13 +552,14 @@ Result<std::optional<int>> Drive(SSL* ssl, int fd, Deadline deadline, std::strin
       return Fail(OpenSslError(ErrorCode::kUnavailable, fmt::format("TLS {}", what)));
     }
     for (;;) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return std::optional<int>();
       pollfd p{fd, events, 0};
       const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Fail(ErrorCode::kUnavailable, "TLS {}: poll: {}", what, std::strerror(errno));
+      if (n < 0)
+        return Fail(ErrorCode::kUnavailable, "TLS {}: poll: {}", what, std::strerror(errno));
       if (n == 0) return std::optional<int>();
       break;
     }
@@ -582,11 +584,11 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::Handshake(SSL_CTX* ctx, bo
   const std::string_view what = client ? "handshake (client)" : "handshake (server)";
   SSL* s = ssl.get();
   MOAT_ASSIGN_OR_RETURN(std::optional<int> done,
-                        Drive(s, socket.get(), deadline, what, [s, client] {
-                          return client ? SSL_connect(s) : SSL_accept(s);
-                        }));
+                        Drive(s, socket.get(), deadline, what,
+                              [s, client] { return client ? SSL_connect(s) : SSL_accept(s); }));
   if (!done) return Fail(ErrorCode::kUnavailable, "TLS {}: timed out", what);
-  if (*done == 0) return Fail(ErrorCode::kUnavailable, "TLS {}: the peer closed the connection", what);
+  if (*done == 0)
+    return Fail(ErrorCode::kUnavailable, "TLS {}: the peer closed the connection", what);
   return std::unique_ptr<TlsConnection>(new TlsConnection(ssl.release(), std::move(socket)));
 }
 
@@ -627,7 +629,8 @@ Result<void> TlsConnection::Write(std::span<const uint8_t> data,
                           return SSL_write(s, data.data(), static_cast<int>(data.size()));
                         }));
   if (!written) return Fail(ErrorCode::kUnavailable, "TLS write: timed out");
-  if (*written == 0) return Fail(ErrorCode::kUnavailable, "TLS write: the peer closed the connection");
+  if (*written == 0)
+    return Fail(ErrorCode::kUnavailable, "TLS write: the peer closed the connection");
   return Ok();
 }
 

@@ -590,7 +590,8 @@ TEST_F(TlsConnectionTest, ReadTimesOutAndAnUntrustedServerOrAWrongNameIsRefused)
   }
   // A server whose root the client does not trust.
   SocketPair pair = MakeSocketPair();
-  std::thread server([&] { (void)TlsConnection::Accept(*server_ctx, std::move(pair.server), 10s); });
+  std::thread server(
+      [&] { (void)TlsConnection::Accept(*server_ctx, std::move(pair.server), 10s); });
   TlsClientConfig config = ClientConfig(nullptr);
   config.server_roots = {TestPki().foreign_root.cert};
   auto ctx = TlsClientContext::Create(config);

@@ -353,9 +353,10 @@ void Agent::LearnTenant() {
     return TenantFromWhoAmI(r.body);
   }();
   if (!tenant) {
-    log::Warn("the device's tenant is not known ({}); apps with DeviceAuthentication are refused "
-              "until it is",
-              tenant.error().message());
+    log::Warn(
+        "the device's tenant is not known ({}); apps with DeviceAuthentication are refused "
+        "until it is",
+        tenant.error().message());
     return;
   }
   if (auto r = credentials_->SetTenant(*tenant); !r) {

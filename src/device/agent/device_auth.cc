@@ -22,8 +22,7 @@ Result<void> DeviceCredentials::Load() {
   MOAT_ASSIGN_OR_RETURN(Json j, ParseJson(*text, tenant_file_.string()));
   auto it = j.is_object() ? j.find("tenant_id") : j.end();
   if (it == j.end() || !it->is_string()) {
-    return Fail(ErrorCode::kInvalidArgument, "{}: no \"tenant_id\" string",
-                tenant_file_.string());
+    return Fail(ErrorCode::kInvalidArgument, "{}: no \"tenant_id\" string", tenant_file_.string());
   }
   auto id = formats::Guid::Parse(it->get<std::string>());
   if (!id) return Fail(id.error().WithContext(tenant_file_.string()));
@@ -90,8 +89,7 @@ Result<std::vector<uint8_t>> DeviceCredentials::SignDigest(const formats::Guid& 
   // SECURITY: the key store signs; the key's bytes are never read (and the digest never logged).
   auto signature = keys_.SignDigest(rot::kTlsClientKeyLabel, digest);
   if (!signature) {
-    log::Warn("device authentication: the key store did not sign: {}",
-              signature.error().message());
+    log::Warn("device authentication: the key store did not sign: {}", signature.error().message());
     return Fail(ErrorCode::kUnavailable, "the device's key store could not sign");
   }
   return signature;

@@ -25,11 +25,11 @@ class DeviceCredentialsTest : public ::testing::Test {
     auto dir = TempDir::Create("moat-device-auth");
     ASSERT_TRUE(dir);
     dir_.emplace(std::move(*dir));
-    auto parsed = ParseConfig(
-        fmt::format(R"({{"service_url":"https://m:1","service_root_certificate":"/r",
+    auto parsed =
+        ParseConfig(fmt::format(R"({{"service_url":"https://m:1","service_root_certificate":"/r",
                         "state_dir":"{}"}})",
-                    (dir_->path() / "state").string()),
-        dir_->path());
+                                (dir_->path() / "state").string()),
+                    dir_->path());
     ASSERT_TRUE(parsed) << parsed.error().message();
     config_ = std::move(*parsed);
     auto keys = rot::SoftwareKeyStore::Open(dir_->path() / "keys", rot::WarningOutput::kSilent);
@@ -40,14 +40,17 @@ class DeviceCredentialsTest : public ::testing::Test {
     root_key_.emplace(*crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
     tenant_key_.emplace(*crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256));
     const SystemTime now = clock_.Now();
-    root_.emplace(*crypto::SelfSignCertificate(
-        {.kind = crypto::CertificateProfile::Kind::kRootCa, .common_name = "root",
-         .not_before = now - std::chrono::hours(1), .not_after = now + std::chrono::hours(1000)},
-        *root_key_));
-    tenant_ca_.emplace(*crypto::IssueCertificate(
-        {.kind = crypto::CertificateProfile::Kind::kIntermediateCa, .common_name = "tenant",
-         .not_before = now - std::chrono::hours(1), .not_after = now + std::chrono::hours(1000)},
-        tenant_key_->public_key(), *root_, *root_key_));
+    root_.emplace(*crypto::SelfSignCertificate({.kind = crypto::CertificateProfile::Kind::kRootCa,
+                                                .common_name = "root",
+                                                .not_before = now - std::chrono::hours(1),
+                                                .not_after = now + std::chrono::hours(1000)},
+                                               *root_key_));
+    tenant_ca_.emplace(
+        *crypto::IssueCertificate({.kind = crypto::CertificateProfile::Kind::kIntermediateCa,
+                                   .common_name = "tenant",
+                                   .not_before = now - std::chrono::hours(1),
+                                   .not_after = now + std::chrono::hours(1000)},
+                                  tenant_key_->public_key(), *root_, *root_key_));
     attestor_.emplace(config_, *keys_, clock_, *root_);
     credentials_.emplace(*attestor_, *keys_, clock_, config_.state_dir / "tenant.json");
     ASSERT_TRUE(MakeDirectories(StateLayout(config_.state_dir).certificates(), 0700));
@@ -56,10 +59,12 @@ class DeviceCredentialsTest : public ::testing::Test {
   // Saves a client certificate valid from now for `hours`, as the attestor would.
   void SaveClientCertificate(std::chrono::hours hours) {
     const SystemTime now = clock_.Now();
-    auto leaf = crypto::IssueCertificate(
-        {.kind = crypto::CertificateProfile::Kind::kClient, .common_name = "device",
-         .not_before = now - std::chrono::minutes(5), .not_after = now + hours},
-        *keys_->GetPublicKey(rot::kTlsClientKeyLabel), *tenant_ca_, *tenant_key_);
+    auto leaf = crypto::IssueCertificate({.kind = crypto::CertificateProfile::Kind::kClient,
+                                          .common_name = "device",
+                                          .not_before = now - std::chrono::minutes(5),
+                                          .not_after = now + hours},
+                                         *keys_->GetPublicKey(rot::kTlsClientKeyLabel), *tenant_ca_,
+                                         *tenant_key_);
     ASSERT_TRUE(leaf) << leaf.error().message();
     ASSERT_TRUE(AtomicWriteFile(StateLayout(config_.state_dir).client_certificate(),
                                 leaf->ToPem() + tenant_ca_->ToPem()));

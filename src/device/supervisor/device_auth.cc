@@ -147,27 +147,28 @@ bool DeviceAuthServer::Serve(Channel& channel) {
 
   std::string answer;
   const auto now = std::chrono::steady_clock::now();
-  channel.tokens = std::min(
-      limits_.burst, channel.tokens + limits_.per_second *
-                                          std::chrono::duration<double>(now - channel.refilled).count());
+  channel.tokens =
+      std::min(limits_.burst,
+               channel.tokens + limits_.per_second *
+                                    std::chrono::duration<double>(now - channel.refilled).count());
   channel.refilled = now;
   if (channel.tokens < 1) {
     answer = "error rate limit exceeded: too many requests; retry later\n";
   } else {
     channel.tokens -= 1;
-    auto request =
-        static_cast<size_t>(n) > kMaxDeviceAuthRequest
-            ? Result<DeviceAuthRequest>(Fail(ErrorCode::kLimitExceeded,
-                                             "request of {} bytes (at most {})", n,
-                                             kMaxDeviceAuthRequest))
-            : ParseDeviceAuthRequest(std::string_view(buffer, static_cast<size_t>(n)));
+    auto request = static_cast<size_t>(n) > kMaxDeviceAuthRequest
+                       ? Result<DeviceAuthRequest>(Fail(ErrorCode::kLimitExceeded,
+                                                        "request of {} bytes (at most {})", n,
+                                                        kMaxDeviceAuthRequest))
+                       : ParseDeviceAuthRequest(std::string_view(buffer, static_cast<size_t>(n)));
     if (!request) {
       answer = fmt::format("error malformed request: {}\n", request.error().message());
       log::Info("device authentication: app {}: {}", app, request.error().message());
     } else if (request->kind == DeviceAuthRequest::Kind::kChain) {
       auto chain = authority_->CertificateChainPem(channel.tenant);
       answer = chain ? "ok\n" + *chain : fmt::format("error {}\n", chain.error().message());
-      if (!chain) log::Info("device authentication: app {}: refused: {}", app, chain.error().message());
+      if (!chain)
+        log::Info("device authentication: app {}: refused: {}", app, chain.error().message());
     } else {
       auto signature = authority_->SignDigest(channel.tenant, request->digest);
       answer = signature ? fmt::format("ok {}\n", HexEncode(*signature))

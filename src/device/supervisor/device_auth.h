@@ -2,9 +2,9 @@
 // device's TLS client certificate without ever holding its private key (docs/supervisor.md,
 // "Device authentication").
 //
-// Each run of such an app gets one end of an AF_UNIX SOCK_SEQPACKET socketpair (MOAT_DEVICE_AUTH_FD);
-// a DeviceAuthServer serves the other end on a thread of its own. The app asks for the
-// certificate chain and for ECDSA P-256 signatures over SHA-256 digests (its TLS
+// Each run of such an app gets one end of an AF_UNIX SOCK_SEQPACKET socketpair
+// (MOAT_DEVICE_AUTH_FD); a DeviceAuthServer serves the other end on a thread of its own. The app
+// asks for the certificate chain and for ECDSA P-256 signatures over SHA-256 digests (its TLS
 // CertificateVerify); the server checks the request and asks a DeviceAuthority, which moatd's
 // agent implements over its key store and certificates (the supervisor never sees either).
 //
@@ -78,8 +78,8 @@ struct DeviceAuthLimits {
 // Serves the channels of running apps. Thread-safe.
 class DeviceAuthServer {
  public:
-  static Result<std::unique_ptr<DeviceAuthServer>> Create(std::shared_ptr<DeviceAuthority> authority,
-                                                          DeviceAuthLimits limits = {});
+  static Result<std::unique_ptr<DeviceAuthServer>> Create(
+      std::shared_ptr<DeviceAuthority> authority, DeviceAuthLimits limits = {});
   ~DeviceAuthServer();  // Shutdown()
   DeviceAuthServer(const DeviceAuthServer&) = delete;
   DeviceAuthServer& operator=(const DeviceAuthServer&) = delete;

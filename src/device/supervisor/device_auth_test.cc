@@ -143,7 +143,8 @@ class DeviceAuthServerTest : public ::testing::Test {
 TEST_F(DeviceAuthServerTest, AnswersChainAndSignaturesThatVerify) {
   Start();
   UniqueFd app = Attach(kTenant);
-  EXPECT_EQ(Ask(app, "chain\n"), "ok\n-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
+  EXPECT_EQ(Ask(app, "chain\n"),
+            "ok\n-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
   crypto::Sha256Digest d = crypto::Sha256(std::string_view("TLS 1.3, client CertificateVerify"));
   std::string answer = Ask(app, "sign " + HexEncode(d) + "\n");
   ASSERT_THAT(answer, StartsWith("ok "));
@@ -167,8 +168,9 @@ TEST_F(DeviceAuthServerTest, PassesRefusalsOnAndAnswersMalformedRequests) {
   EXPECT_THAT(Ask(app, "sign 12"), StartsWith("error malformed request: 'sign' needs"));
   EXPECT_EQ(Ask(app, std::string(500, 'x')),
             "error malformed request: request of 500 bytes (at most 128)\n");
-  EXPECT_EQ(Ask(app, "give me the key"), "error malformed request: unknown request 'give' (chain, "
-                                         "sign <digest>)\n");
+  EXPECT_EQ(Ask(app, "give me the key"),
+            "error malformed request: unknown request 'give' (chain, "
+            "sign <digest>)\n");
   EXPECT_EQ(authority_->signatures, 0);
   EXPECT_THAT(Ask(app, "chain"), StartsWith("ok\n"));  // still served
 }

@@ -604,7 +604,8 @@ TEST_F(SupervisorTest, ASandboxedAppGetsTheChainAndSignaturesButNeverTheKey) {
       << "the app's signature verifies with the device key";
   EXPECT_THAT(log, HasSubstr("sign XYZ -> error malformed request: 'sign' needs a SHA-256 digest"));
   EXPECT_THAT(log, HasSubstr("bogus -> error malformed request: unknown request 'bogus'"));
-  EXPECT_THAT(log, HasSubstr("LONG -> error malformed request: request of 200 bytes (at most 128)"));
+  EXPECT_THAT(log,
+              HasSubstr("LONG -> error malformed request: request of 200 bytes (at most 128)"));
   // Not the process's environment alone: the descriptor is the app's, moatd's end is served.
   EXPECT_THAT(log, Not(HasSubstr("closed")));
 
