@@ -27,15 +27,17 @@ fleet=$(cd "$fleet" && pwd)  # absolute: moatd configs and sockets name it
 rel() { echo "${1//$root\//}"; }  # for display: relative to the checkout
 log="$fleet/logs"
 mkdir -p "$log"
-service_pid="" broker_pid="" sub_pid="" moatd_pids=() telemetry_pids=()
+service_pid="" moatd_pids=()
 declare -A id moatd_pid
+source "$root/scripts/lib/broker.sh"  # the broker's network namespace (step 15)
 
-# Ctrl-C or any exit: telemetry, subscriber, broker, then each moatd (SIGTERM: it stops its apps
-# and removes its cgroups), then the devices' TPMs, then the service. Nothing is left running.
+# Ctrl-C or any exit: subscriber and broker (and their network namespace and veth), then each
+# moatd (SIGTERM: it stops its apps and removes its cgroups), then the devices' TPMs, then the
+# service. Nothing is left running.
 stop_all() {
   trap - EXIT INT TERM
   local p
-  for p in "${telemetry_pids[@]}" $sub_pid $broker_pid; do kill -TERM "$p" 2>/dev/null || true; done
+  broker_net_down
   for p in "${moatd_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${moatd_pids[@]}"; do
     for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -44,7 +46,7 @@ stop_all() {
   [[ $key_store == tpm2 ]] && swtpm_stop_all
   [[ -n $service_pid ]] && kill -TERM "$service_pid" 2>/dev/null || true
   wait 2>/dev/null || true
-  echo "demo: everything stopped (service, devices and their apps$([[ $key_store == tpm2 ]] && echo ", their TPMs"), broker, telemetry)."
+  echo "demo: everything stopped (service, devices and their apps$([[ $key_store == tpm2 ]] && echo ", their TPMs"), broker and its network namespace)."
 }
 trap 'stop_all' EXIT
 trap 'echo; echo "demo: Ctrl-C, stopping..."; exit 130' INT TERM
@@ -294,60 +296,48 @@ say "-> crash events for 1.0.0: $before, and $after after 1.0.1 has run past the
 say "   1.0.1 has $(bucket_count "$fixed_image") crash(es)."
 [[ $before == "$after" ]] || { echo "DEMO FAILED: crashes went on after the fix"; exit 1; }
 
-# swtpm: the stand-in below reads the software store's key file; auth's sandboxed telemetry app
-# replaces this section (and the broker part of step 16) and works on any store.
-if [[ $key_store != software ]]; then
-  step "15. A relying party: an MQTT broker that accepts only the tenant's devices"
-  say "(telemetry stand-in needs the software key store; replaced by the sandboxed telemetry app)"
-else
 step "15. A relying party: an MQTT broker that accepts only the tenant's devices"
-say "Mosquitto requires a client certificate chained to the tenant CA (cafile = the chain from"
-say "'moat ca-certificate download --chain'). dev1 publishes a reading every 2 s over mutual TLS."
-say "STAND-IN: moatd cannot yet lend an app its TLS key (the device-authentication channel), so"
-say "samples/telemetry/telemetry.sh runs outside moatd with the device's client certificate and"
-say "the development key store's key file. A sandboxed app cannot read that file."
-broker="$fleet/broker"; mkdir -p "$broker"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$broker/ca.key" \
-  -out "$broker/ca.crt" -days 3 -subj "/CN=demo broker CA" >/dev/null 2>&1
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$broker/broker.key" \
-  -out "$broker/broker.csr" -subj "/CN=127.0.0.1" >/dev/null 2>&1
-openssl x509 -req -in "$broker/broker.csr" -CA "$broker/ca.crt" -CAkey "$broker/ca.key" -CAcreateserial \
-  -days 3 -out "$broker/broker.crt" -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') >/dev/null 2>&1
-mqtt_port=$(free_port)
-cat > "$broker/mosquitto.conf" <<CONF
-user root
-per_listener_settings false
-allow_anonymous false
-listener $mqtt_port 127.0.0.1
-cafile $fleet/contoso-chain.pem
-certfile $broker/broker.crt
-keyfile $broker/broker.key
-require_certificate true
-use_identity_as_username true
-CONF
-sed -n 4,9p "$broker/mosquitto.conf" | sed 's/^/  mosquitto.conf: /'
-start_broker() {  # start_broker LOG [faketime offset]
-  local conf="$broker/mosquitto.conf"
-  # libfaketime preloaded into mosquitto itself (the faketime wrapper forks: killing it would
-  # orphan the broker).
-  if [[ -n ${2:-} ]]; then LD_PRELOAD=$faketime_lib FAKETIME="$2" mosquitto -c "$conf" >"$1" 2>&1 &
-  else mosquitto -c "$conf" >"$1" 2>&1 & fi
-  broker_pid=$!
-  wait_until 10 "the broker listens" bash -c "exec 3<>/dev/tcp/127.0.0.1/$mqtt_port"
-}
-start_broker "$log/mosquitto.log"
-mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" --cafile "$broker/ca.crt" \
-  --cert "$fleet/dev2/state/certificates/client.pem" --key "$fleet/dev2/state/keys/tls-client.key" \
-  -t 'moat/devices/+/telemetry' -v > "$fleet/received.log" 2>"$log/mosquitto_sub.log" &
-sub_pid=$!
-"$root/samples/telemetry/telemetry.sh" "$mqtt_port" "$broker/ca.crt" "$fleet/dev1/state/certificates/client.pem" \
-  "$fleet/dev1/state/keys/tls-client.key" "${id[dev1]}" 2 >"$log/telemetry-dev1.log" 2>&1 &
-telemetry_pids+=($!)
-wait_until 30 "readings arrive" bash -c "(( \$(wc -l < '$fleet/received.log') >= 3 ))"
-say "-> received by a subscriber (itself authenticated with dev2's certificate):"
-echo "  topic moat/devices/${id[dev1]}/telemetry:"
-head -3 "$fleet/received.log" | cut -d' ' -f2- | sed 's/^/    /'
-fi
+say "Mosquitto runs in a network namespace of its own (10.214.0.2, a veth pair away from the host)"
+say "and requires a client certificate chained to the tenant CA (cafile = the chain from 'moat"
+say "ca-certificate download --chain'). The telemetry app is deployed to the device group like the"
+say "others and runs sandboxed on every device. Its manifest names the tenant in DeviceAuthentication,"
+say "so moatd lends it the device's client certificate and signs its TLS handshake in the device's"
+say "key store: the app never holds the key. Its image ships the broker's CA (/etc/broker-ca.pem)."
+broker="$fleet/broker"
+broker_net_up moat-demo-broker mtdemobroker 10.214.0.1 10.214.0.2 ||
+  { echo "DEMO FAILED: the broker's network namespace"; exit 1; }
+broker_pki "$broker" 10.214.0.2 || { echo "DEMO FAILED: the broker's certificates"; exit 1; }
+broker_conf "$broker/mosquitto.conf" 10.214.0.2 8883 "$fleet/contoso-chain.pem" "$broker"
+sed -n 3,9p "$broker/mosquitto.conf" | sed "s|$root/||; s/^/  mosquitto.conf: /"
+broker_start "$broker/mosquitto.conf" "$log/mosquitto.log" || exit 1
+broker_subscribe "$fleet/received.log" "$log/mosquitto_sub.log"
+tenant_id=$("$moat" -o json tenant list | jq -r '.tenants[] | select(.name == "contoso") | .id')
+telemetry_component=8e4b2d1a-7c3f-4a5e-b6d9-0f1e2a3b4c5d
+pkg="$fleet/telemetry-package"
+rm -rf "$pkg"; cp -r "$samples/telemetry/package" "$pkg"; mkdir -p "$pkg/etc"
+cp "$broker/ca.crt" "$pkg/etc/broker-ca.pem"
+jq --arg tenant "$tenant_id" '.Capabilities.DeviceAuthentication = $tenant' \
+  "$samples/telemetry/package/app_manifest.json" > "$pkg/app_manifest.json"
+echo "  app_manifest.json: $(jq -c '{CmdArgs, Capabilities}' "$pkg/app_manifest.json")"
+"$moat" image-package pack-application --package-directory "$pkg" \
+  --destination "$fleet/telemetry-1.0.0.imagepackage" --signing-key "$fleet/release.key" --version 1.0.0 >/dev/null
+show "$moat" image add "$fleet/telemetry-1.0.0.imagepackage" --tenant contoso
+show "$moat" deployment create --tenant contoso --device-group "Thermostat/Pilot" \
+  --images "$(sha "$fleet/crash-1.0.1.imagepackage")" "$(sha "$fleet/hello-1.0.0.imagepackage")" \
+  "$(sha "$fleet/telemetry-1.0.0.imagepackage")"
+echo "\$ moatctl update now --ignore-window    # on each device"
+update_all
+readings_from() { (( $(grep -c "^moat/devices/${id[$1]}/telemetry " "$fleet/received.log") >= $2 )); }
+for d in "${devices[@]}"; do wait_until 60 "$d's telemetry app publishes" readings_from "$d" 2; done
+say "-> received by a subscriber inside the broker's namespace, from every device's app:"
+for d in "${devices[@]}"; do
+  grep -m1 "^moat/devices/${id[$d]}/telemetry " "$fleet/received.log" | cut -d' ' -f2- | sed "s/^/  $d: /"
+done
+wait_until 10 "the telemetry process" app_pid dev1 telemetry
+p=$(app_pid dev1 telemetry)
+say "-> dev1's telemetry app: pid $p, uid $(awk '/^Uid:/ {print $2}' /proc/$p/status), net namespace"
+say "   $(readlink /proc/$p/ns/net) (moatd: $(readlink /proc/${moatd_pid[dev1]}/ns/net)); its log:"
+grep -m1 "connected to" "$fleet/dev1/state/logs/$telemetry_component/stderr.log" | sed 's/^/    /'
 
 step "16. A device whose software nobody vouched for"
 if [[ $key_store == tpm2 ]]; then
@@ -372,29 +362,23 @@ echo "\$ moatctl --socket demo-data/fleet/dev3/state/moatctl.sock status"
 show "$moat" security-event list --tenant contoso | cut -c1-160
 [[ $(openssl x509 -noout -serial -in "$fleet/dev3/state/certificates/client.pem") == "$serial" ]] ||
   { echo "DEMO FAILED: dev3 got a new client certificate"; exit 1; }
-if [[ $key_store != software ]]; then  # swtpm: the broker part below needs the stand-in's key file
-  say "-> dev3 still holds the certificate it got before, with at most 24 h left:"
-  echo "\$ openssl verify -attime <now + 25 h> -CAfile $(rel $fleet)/contoso-chain.pem $(rel $fleet)/dev3/state/certificates/client.pem"
-  if openssl verify -attime $(($(date +%s) + 25 * 3600)) -CAfile "$fleet/contoso-chain.pem" \
-      "$fleet/dev3/state/certificates/client.pem" >"$fleet/verify-25h.out" 2>&1; then
-    echo "DEMO FAILED: dev3's certificate is still valid in 25 h"; exit 1
-  fi
-  grep -m1 'expired' "$fleet/verify-25h.out" | sed 's/^/  /'
-else
-say "-> dev3 still holds the certificate it got before (at most 24 h left). What happens when"
-say "   it expires? A second broker with the same configuration, its clock 25 h ahead (faketime):"
-real_broker=$broker_pid
-mqtt_port_real=$mqtt_port; mqtt_port=$(free_port)
-sed -i "s/^listener .*/listener $mqtt_port 127.0.0.1/" "$broker/mosquitto.conf"
-start_broker "$log/mosquitto-25h-later.log" "+25h"
-pub() { mosquitto_pub -h 127.0.0.1 -p "$1" --cafile "$broker/ca.crt" --cert "$fleet/$2/state/certificates/client.pem" \
-  --key "$fleet/$2/state/keys/tls-client.key" -t "moat/devices/${id[$2]}/telemetry" -m "$3"; }
-if pub "$mqtt_port_real" dev3 '{"note":"dev3 today"}'; then say "   today:        dev3 accepted"; else echo "DEMO FAILED: dev3 refused today"; exit 1; fi
-if pub "$mqtt_port" dev3 '{"note":"dev3 in 25 h"}' 2>/dev/null; then echo "DEMO FAILED: expired certificate accepted"; exit 1; fi
-say "   in 25 hours:  dev3 refused — broker log: $(grep -m1 'verify failed' "$log/mosquitto-25h-later.log" | cut -d' ' -f2-)"
-kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null || true
-broker_pid=$real_broker
-fi
+n=$(grep -c "^moat/devices/${id[dev3]}/telemetry " "$fleet/received.log")
+wait_until 60 "dev3's app publishes after the restart" readings_from dev3 $((n + 1))
+say "-> dev3 still holds the certificate it got before (at most 24 h left), so its app still"
+say "   publishes. What happens when it expires? The broker restarted with its clock 25 h ahead"
+say "   (libfaketime), the same configuration:"
+broker_stop
+broker_start "$broker/mosquitto.conf" "$log/mosquitto-25h-later.log" "+25h" || exit 1
+refusals() { (( $(grep -c "certificate verify failed" "$log/mosquitto-25h-later.log") >= $1 )); }
+wait_until 60 "the broker (25 h ahead) refuses the apps' certificates" refusals 3
+say "   in 25 hours:  every device's app is refused — broker log:"
+grep -m1 -B1 'verify failed' "$log/mosquitto-25h-later.log" | cut -d' ' -f2- | sed 's/^/     /'
+dev3_log="$fleet/dev3/state/logs/$telemetry_component/stderr.log"
+wait_until 30 "dev3's app reports the refusal" grep -q "certificate expired\|alert" "$dev3_log"
+say "   dev3's app: $(grep -m1 'certificate expired\|alert' "$dev3_log" | cut -c1-150)"
+broker_stop
+broker_start "$broker/mosquitto.conf" "$log/mosquitto.log" || exit 1
+say "   (the broker is back on today's clock; the apps reconnect with their backoff)"
 
 echo
 echo "${bold}Done in $((SECONDS - t0)) s.${plain} What ran, and where it is:"
@@ -402,8 +386,9 @@ cat <<INFO
   service      $url   data: $(rel $fleet)/service   log: $(rel $log)/moat-service.log
   devices      $(rel $fleet)/dev{1,2,3}/   (moatd.json, state/: keys, certificates, apps, logs/<app>/)
                moatd logs: $(rel $log)/moatd-dev{1,2,3}.log
-$(if [[ $key_store == tpm2 ]]; then echo "  TPMs         swtpm per device: $(rel $fleet)/dev{1,2,3}/tpm/ (state, swtpm.log); maker CA $(rel $fleet)/tpm-vendor/"
-else echo "  broker       127.0.0.1:$mqtt_port_real   received telemetry: $(rel $fleet)/received.log"; fi)
+$(if [[ $key_store == tpm2 ]]; then echo "  TPMs         swtpm per device: $(rel $fleet)/dev{1,2,3}/tpm/ (state, swtpm.log); maker CA $(rel $fleet)/tpm-vendor/"; fi)
+  broker       10.214.0.2:8883 (netns moat-demo-broker)   received telemetry: $(rel $fleet)/received.log
+               telemetry app logs: $(rel $fleet)/dev{1,2,3}/state/logs/$telemetry_component/
   offline      demo-data/offline/
 
   Try, while it runs:
@@ -412,8 +397,8 @@ else echo "  broker       127.0.0.1:$mqtt_port_real   received telemetry: $(rel 
     $moat report buckets --tenant contoso
     $moat security-event list --tenant contoso
     $moatctl --socket $(rel $fleet)/dev1/state/moatctl.sock status
-$(if [[ $key_store == software ]]; then echo "    tail -f $(rel $fleet)/received.log"
-else echo "    $moat device show ${id[dev1]} --tenant contoso"; fi)
+    tail -f $(rel $fleet)/received.log
+    $moat device show ${id[dev1]} --tenant contoso
 INFO
 keep=${MOAT_DEMO_KEEP_RUNNING:-auto}
 if [[ $keep == 1 || ($keep == auto && -t 0) ]]; then

@@ -1,13 +1,16 @@
 #include "crypto/tls.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -502,5 +505,139 @@ Result<Certificate> PeerCertificate(SSL* ssl) {
   if (!cert) return Fail(cert.error().WithContext("TLS: peer certificate"));
   return std::move(*cert);
 }
+
+// ---- Blocking connections ----
+
+namespace {
+
+using Deadline = std::chrono::steady_clock::time_point;
+
+// Runs `op` (an SSL_* call returning > 0 on success) until it succeeds, waiting for the socket as
+// OpenSSL asks. nullopt: the deadline passed. 0: the peer closed the connection (close_notify).
+template <typename Op>
+Result<std::optional<int>> Drive(SSL* ssl, int fd, Deadline deadline, std::string_view what,
+                                 Op op) {
+  for (;;) {
+    ERR_clear_error();
+    errno = 0;
+    const int rc = op();
+    if (rc > 0) return std::optional<int>(rc);
+    const int err = SSL_get_error(ssl, rc);
+    short events = 0;
+    if (err == SSL_ERROR_WANT_READ) {
+      events = POLLIN;
+    } else if (err == SSL_ERROR_WANT_WRITE) {
+      events = POLLOUT;
+    } else if (err == SSL_ERROR_ZERO_RETURN) {
+      return std::optional<int>(0);
+    } else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+      if (errno == 0)
+        return Fail(ErrorCode::kUnavailable, "TLS {}: the peer closed the connection", what);
+      return Fail(ErrorCode::kUnavailable, "TLS {}: {}", what, std::strerror(errno));
+    } else {
+      const long verify = SSL_get_verify_result(ssl);
+      if (verify != X509_V_OK) {
+        return Fail(ErrorCode::kVerificationFailed, "TLS {}: peer certificate: {}", what,
+                    X509_verify_cert_error_string(verify));
+      }
+      return Fail(OpenSslError(ErrorCode::kUnavailable, fmt::format("TLS {}", what)));
+    }
+    for (;;) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::optional<int>();
+      pollfd p{fd, events, 0};
+      const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0)
+        return Fail(ErrorCode::kUnavailable, "TLS {}: poll: {}", what, std::strerror(errno));
+      if (n == 0) return std::optional<int>();
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TlsConnection>> TlsConnection::Handshake(SSL_CTX* ctx, bool client,
+                                                                UniqueFd socket,
+                                                                std::chrono::milliseconds timeout) {
+  const int flags = ::fcntl(socket.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(socket.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return Fail(ErrorCode::kInvalidArgument, "TLS: not a usable socket: {}", std::strerror(errno));
+  }
+  internal::SslPtr ssl(SSL_new(ctx));
+  if (!ssl) return Fail(OpenSslError(ErrorCode::kInternal, "TLS: SSL_new"));
+  if (SSL_set_fd(ssl.get(), socket.get()) != 1) {
+    return Fail(OpenSslError(ErrorCode::kInternal, "TLS: SSL_set_fd"));
+  }
+  const Deadline deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string_view what = client ? "handshake (client)" : "handshake (server)";
+  SSL* s = ssl.get();
+  MOAT_ASSIGN_OR_RETURN(std::optional<int> done,
+                        Drive(s, socket.get(), deadline, what,
+                              [s, client] { return client ? SSL_connect(s) : SSL_accept(s); }));
+  if (!done) return Fail(ErrorCode::kUnavailable, "TLS {}: timed out", what);
+  if (*done == 0)
+    return Fail(ErrorCode::kUnavailable, "TLS {}: the peer closed the connection", what);
+  return std::unique_ptr<TlsConnection>(new TlsConnection(ssl.release(), std::move(socket)));
+}
+
+Result<std::unique_ptr<TlsConnection>> TlsConnection::Connect(const TlsClientContext& context,
+                                                              UniqueFd socket,
+                                                              std::chrono::milliseconds timeout) {
+  MOAT_ASSIGN_OR_RETURN(SSL_CTX * raw, context.NewNative());
+  SslCtxPtr ctx(raw);  // the connection's SSL holds its own reference
+  return Handshake(ctx.get(), /*client=*/true, std::move(socket), timeout);
+}
+
+Result<std::unique_ptr<TlsConnection>> TlsConnection::Accept(const TlsServerContext& context,
+                                                             UniqueFd socket,
+                                                             std::chrono::milliseconds timeout) {
+  return Handshake(context.native(), /*client=*/false, std::move(socket), timeout);
+}
+
+TlsConnection::~TlsConnection() {
+  ERR_clear_error();
+  // Non-blocking socket: one attempt, never waits; not after the peer's own close_notify.
+  if ((SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN) == 0) SSL_shutdown(ssl_);
+  SSL_free(ssl_);
+  ERR_clear_error();
+}
+
+Result<void> TlsConnection::Write(std::span<const uint8_t> data,
+                                  std::chrono::milliseconds timeout) {
+  if (data.empty()) return Ok();
+  if (data.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return Fail(ErrorCode::kInvalidArgument, "TLS write: {} bytes at once", data.size());
+  }
+  const Deadline deadline = std::chrono::steady_clock::now() + timeout;
+  SSL* s = ssl_;
+  // Without SSL_MODE_ENABLE_PARTIAL_WRITE, SSL_write completes the whole buffer (retried with
+  // the same arguments after WANT_*).
+  MOAT_ASSIGN_OR_RETURN(std::optional<int> written,
+                        Drive(s, socket_.get(), deadline, "write", [s, data] {
+                          return SSL_write(s, data.data(), static_cast<int>(data.size()));
+                        }));
+  if (!written) return Fail(ErrorCode::kUnavailable, "TLS write: timed out");
+  if (*written == 0)
+    return Fail(ErrorCode::kUnavailable, "TLS write: the peer closed the connection");
+  return Ok();
+}
+
+Result<std::optional<size_t>> TlsConnection::Read(std::span<uint8_t> out,
+                                                  std::chrono::milliseconds timeout) {
+  if (out.empty()) return Fail(ErrorCode::kInvalidArgument, "TLS read: empty buffer");
+  const int size = static_cast<int>(std::min<size_t>(out.size(), 1 << 30));
+  const Deadline deadline = std::chrono::steady_clock::now() + timeout;
+  SSL* s = ssl_;
+  MOAT_ASSIGN_OR_RETURN(std::optional<int> n,
+                        Drive(s, socket_.get(), deadline, "read",
+                              [s, out, size] { return SSL_read(s, out.data(), size); }));
+  if (!n) return std::optional<size_t>();
+  return std::optional<size_t>(static_cast<size_t>(*n));
+}
+
+Result<Certificate> TlsConnection::Peer() const { return PeerCertificate(ssl_); }
 
 }  // namespace moat::crypto

@@ -11,6 +11,8 @@
 // needed.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/unique_fd.h"
 #include "crypto/key.h"
 #include "crypto/x509.h"
 
@@ -136,6 +139,47 @@ class TlsClientContext {
 // is sent; an IP address (which SNI may not carry) or an empty name sends nothing. Host name
 // verification is TlsClientConfig::server_name's job, not this.
 Result<void> SetServerNameIndication(SSL* ssl, const std::string& host);
+
+// A blocking TLS connection over a stream socket the caller has connected (or accepted), each
+// call bounded by a timeout: for small programs without an event loop (the telemetry sample app)
+// and for tests. The socket is made non-blocking and owned by the connection. Not thread-safe.
+// SECURITY/robustness: a write to a connection the peer closed raises SIGPIPE unless the
+// process ignores it, as such programs should.
+// Errors: kUnavailable for a timeout, a closed connection or a failed handshake (naming
+// OpenSSL's reason, e.g. the alert the peer sent); kVerificationFailed when the peer's
+// certificate does not verify.
+class TlsConnection {
+ public:
+  // Client handshake with `context`'s settings (TlsClientContext: server_roots, server_name,
+  // client certificate and key; a FromSigner key signs through its signer).
+  static Result<std::unique_ptr<TlsConnection>> Connect(const TlsClientContext& context,
+                                                        UniqueFd socket,
+                                                        std::chrono::milliseconds timeout);
+  // Server handshake with `context`'s settings.
+  static Result<std::unique_ptr<TlsConnection>> Accept(const TlsServerContext& context,
+                                                       UniqueFd socket,
+                                                       std::chrono::milliseconds timeout);
+  // Sends close_notify (without waiting for the peer's) and closes the socket.
+  ~TlsConnection();
+  TlsConnection(const TlsConnection&) = delete;
+  TlsConnection& operator=(const TlsConnection&) = delete;
+
+  // Writes all of `data`.
+  Result<void> Write(std::span<const uint8_t> data, std::chrono::milliseconds timeout);
+  // Reads what is available, at most out.size() (> 0) bytes, waiting up to `timeout` for some:
+  // the number read, 0 when the peer closed the connection, nullopt when nothing came in time.
+  Result<std::optional<size_t>> Read(std::span<uint8_t> out, std::chrono::milliseconds timeout);
+  // The peer's verified certificate (PeerCertificate below).
+  Result<Certificate> Peer() const;
+
+ private:
+  TlsConnection(SSL* ssl, UniqueFd socket) : ssl_(ssl), socket_(std::move(socket)) {}
+  static Result<std::unique_ptr<TlsConnection>> Handshake(SSL_CTX* ctx, bool client,
+                                                          UniqueFd socket,
+                                                          std::chrono::milliseconds timeout);
+  SSL* ssl_;  // owned
+  UniqueFd socket_;
+};
 
 // The peer's certificate (leaf) on an established connection, as verified by the handshake.
 // kNotFound when the peer sent none; kVerificationFailed if the connection's verification did

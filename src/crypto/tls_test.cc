@@ -6,8 +6,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <atomic>
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "crypto/openssl_util.h"
 #include "support/pki.h"
@@ -474,6 +479,128 @@ TEST(TlsTest, AcquiredNativeContextOutlivesTheObject) {
   auto client = ClientContext(ClientConfig(&TestPki().operator_cert));
   EXPECT_TRUE(Handshake(native, client.get()).established);
   SSL_CTX_free(native);
+}
+
+// ---- TlsConnection: blocking connections over a real socket pair ----
+
+struct SocketPair {
+  UniqueFd client, server;
+};
+SocketPair MakeSocketPair() {
+  int fds[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+std::span<const uint8_t> Bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// TlsConnection's contract: a process using it ignores SIGPIPE (a write to a closed peer is
+// then an error, not the end of the test binary).
+class TlsConnectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ::signal(SIGPIPE, SIG_IGN); }
+};
+
+TEST_F(TlsConnectionTest, ClientKeyedBySignerTalksToARequiringServer) {
+  TlsServerConfig server_config = ServerConfig();
+  server_config.client_certificates = ClientCertificateMode::kRequire;
+  auto server_ctx = ServerContext(server_config);
+  // The device's key is "elsewhere": every handshake signature goes through the signer.
+  const Issued& device = TestPki().device;
+  std::atomic<int> signatures = 0;
+  auto key = PrivateKey::FromSigner(device.key.public_key(), [&](const Sha256Digest& d) {
+    ++signatures;
+    return device.key.SignDigest(d);
+  });
+  ASSERT_TRUE(key) << key.error().message();
+  TlsClientConfig client_config = ClientConfig(nullptr);
+  client_config.certificate = device.cert;
+  client_config.chain = {TestPki().tenant.cert};
+  client_config.key = *key;
+  client_config.server_name = "127.0.0.1";
+  auto client_ctx = TlsClientContext::Create(client_config);
+  ASSERT_TRUE(client_ctx) << client_ctx.error().message();
+
+  SocketPair pair = MakeSocketPair();
+  std::string server_got, server_error, peer_cn;
+  std::thread server([&] {
+    auto c = TlsConnection::Accept(*server_ctx, std::move(pair.server), 10s);
+    if (!c) {
+      server_error = c.error().message();
+      return;
+    }
+    if (auto peer = (*c)->Peer()) peer_cn = peer->SubjectCommonName();
+    uint8_t buf[64];
+    auto n = (*c)->Read(buf, 10s);
+    if (n && *n) server_got.assign(reinterpret_cast<char*>(buf), **n);
+    (void)(*c)->Write(Bytes("pong"), 10s);
+  });
+  auto c = TlsConnection::Connect(**client_ctx, std::move(pair.client), 10s);
+  ASSERT_TRUE(c) << c.error().message();
+  ASSERT_TRUE((*c)->Write(Bytes("ping"), 10s));
+  uint8_t buf[64];
+  auto n = (*c)->Read(buf, 10s);
+  ASSERT_TRUE(n) << n.error().message();
+  ASSERT_TRUE(n->has_value());
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(buf), **n), "pong");
+  // The server closes after its answer: a clean end reads 0.
+  server.join();
+  auto end = (*c)->Read(buf, 10s);
+  ASSERT_TRUE(end) << end.error().message();
+  EXPECT_EQ(end->value_or(99), 0u);
+  EXPECT_EQ(server_error, "");
+  EXPECT_EQ(server_got, "ping");
+  EXPECT_EQ(peer_cn, "device-1");
+  EXPECT_EQ(signatures, 1) << "one CertificateVerify";
+  auto peer = (*c)->Peer();
+  ASSERT_TRUE(peer);
+  EXPECT_EQ(peer->SubjectCommonName(), "moat-service");
+}
+
+TEST_F(TlsConnectionTest, ReadTimesOutAndAnUntrustedServerOrAWrongNameIsRefused) {
+  auto server_ctx = ServerContext(ServerConfig());
+  for (const std::string name : {"127.0.0.1", "10.0.0.9"}) {
+    SocketPair pair = MakeSocketPair();
+    std::thread server([&] {
+      auto c = TlsConnection::Accept(*server_ctx, std::move(pair.server), 10s);
+      if (!c) return;
+      uint8_t buf[8];
+      (void)(*c)->Read(buf, 2s);  // until the client closes
+    });
+    TlsClientConfig config = ClientConfig(nullptr);
+    config.server_name = name;
+    auto ctx = TlsClientContext::Create(config);
+    ASSERT_TRUE(ctx);
+    auto c = TlsConnection::Connect(**ctx, std::move(pair.client), 10s);
+    if (name == "127.0.0.1") {
+      ASSERT_TRUE(c) << c.error().message();
+      uint8_t buf[8];
+      auto n = (*c)->Read(buf, 50ms);
+      ASSERT_TRUE(n) << n.error().message();
+      EXPECT_FALSE(n->has_value()) << "nothing came: a timeout, not an error";
+    } else {
+      ASSERT_FALSE(c);
+      EXPECT_EQ(c.error().code(), ErrorCode::kVerificationFailed);
+      EXPECT_THAT(c.error().message(), HasSubstr("IP address mismatch"));
+    }
+    c = Fail(ErrorCode::kInternal, "closed");  // closes the client's end
+    server.join();
+  }
+  // A server whose root the client does not trust.
+  SocketPair pair = MakeSocketPair();
+  std::thread server(
+      [&] { (void)TlsConnection::Accept(*server_ctx, std::move(pair.server), 10s); });
+  TlsClientConfig config = ClientConfig(nullptr);
+  config.server_roots = {TestPki().foreign_root.cert};
+  auto ctx = TlsClientContext::Create(config);
+  ASSERT_TRUE(ctx);
+  auto c = TlsConnection::Connect(**ctx, std::move(pair.client), 10s);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code(), ErrorCode::kVerificationFailed);
+  EXPECT_THAT(c.error().message(), HasSubstr("peer certificate"));
+  server.join();
 }
 
 }  // namespace

@@ -590,6 +590,7 @@ HttpResponse DeviceApi::WhoAmI(const Caller& caller) {
   }
   return JsonResponse(200, {{"device_id", caller.device_id},
                             {"tenant", d.tenant_name},
+                            {"tenant_id", d.tenant_id},
                             {"credential", CredentialName(caller.credential)},
                             {"certificate_not_after", FormatRfc3339(caller.certificate.NotAfter())},
                             {"device_group", group_json},

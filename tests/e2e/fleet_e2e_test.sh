@@ -14,9 +14,11 @@
 # Steps: enrolment (register, claim, attest: 24 h client certificates chained to the tenant CA);
 # a deployment of the crash sample 1.0.0 and hello to the device group; apps sandboxed (not
 # root, own namespaces); the crash in the failure report (component, image, signal 11); the
-# fix 1.0.1 deployed and the crash bucket no longer growing; telemetry over mutual TLS to the
-# broker; a device whose OS measurement changed gets no new client certificate (security event),
-# and once its old one has expired (the broker 25 h ahead under faketime) the broker refuses it.
+# fix 1.0.1 deployed and the crash bucket no longer growing; the telemetry app, sandboxed on every
+# device, publishing over mutual TLS with its device's certificate (signed through moatd's
+# device-authentication channel) to the broker in its own network namespace; a device whose OS
+# measurement changed gets no new client certificate (security event), and once the old ones
+# have expired (the broker 25 h ahead under faketime) the broker refuses the apps.
 set -uo pipefail
 moat=$1 service=$2 moatd=$3 moatctl=$4 samples=$5 src=$6
 if [[ $(id -u) -ne 0 ]]; then echo "fleet_e2e_test: needs root (sandboxes); skipped"; exit 77; fi
@@ -47,6 +49,7 @@ cleanup() {
     kill -9 "$p" 2>/dev/null
   done
   [[ $key_store == tpm2 ]] && swtpm_stop_all
+  declare -F broker_net_down >/dev/null && broker_net_down
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
   if [[ ${KEEP_WORK:-0} == 1 ]]; then echo "work dir kept: $work"; else rm -rf "$work"; fi
@@ -350,69 +353,56 @@ after=$(bucket_count "$crash_image")
 [[ $(bucket_count "$fixed_image") == 0 ]] && pass || fail "1.0.1 crashed"
 echo "    crash bucket of 1.0.0: $before events before, $after after the fix"
 
-# --- the relying party: Mosquitto requiring client certificates chained to the tenant CA
-# swtpm: the telemetry stand-in and mosquitto_pub/sub below read the software store's key file;
-# auth's sandboxed telemetry app replaces this part (and the broker checks further down).
-if [[ $key_store != software ]]; then
-  step "broker: skipped (telemetry stand-in needs the software key store; replaced by the sandboxed telemetry app)"
-else
-step "broker"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/broker-ca.key" \
-  -out "$work/broker-ca.crt" -days 3 -subj "/CN=broker CA" >/dev/null 2>&1
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/broker.key" \
-  -out "$work/broker.csr" -subj "/CN=127.0.0.1" >/dev/null 2>&1
-openssl x509 -req -in "$work/broker.csr" -CA "$work/broker-ca.crt" -CAkey "$work/broker-ca.key" \
-  -CAcreateserial -days 3 -out "$work/broker.crt" \
-  -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') >/dev/null 2>&1
-mqtt_port=$(free_port)
-cat > "$work/mosquitto.conf" <<CONF
-user root
-per_listener_settings false
-allow_anonymous false
-listener $mqtt_port 127.0.0.1
-cafile $work/acme-chain.pem
-certfile $work/broker.crt
-keyfile $work/broker.key
-require_certificate true
-use_identity_as_username true
-CONF
-start_broker() {  # start_broker [faketime offset]
-  if [[ -n ${1:-} ]]; then
-    # libfaketime preloaded into mosquitto itself: the faketime wrapper would fork, and killing
-    # it would orphan the broker.
-    LD_PRELOAD=$faketime_lib FAKETIME="$1" mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
-  else
-    mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
-  fi
-  broker_pid=$!
-  pids+=($broker_pid)
-  wait_for 10 "the broker listens" -- bash -c "exec 3<>/dev/tcp/127.0.0.1/$mqtt_port"
+# --- the relying party: Mosquitto in its own network namespace, requiring client certificates
+# chained to the tenant CA; the telemetry app, sandboxed on every device, publishes to it with its
+# device's certificate, signing through moatd's device-authentication channel
+step "broker and telemetry"
+source "$src/scripts/lib/broker.sh"
+# 10.214.0.4/30 (the demo uses 10.214.0.0/30), and names of this run's own.
+broker_addr=10.214.0.6 broker_netns="moat-e2e-broker-$$" broker_if="mte2e$$"
+expect 0 "the broker's network namespace and veth" -- broker_net_up "$broker_netns" "$broker_if" 10.214.0.5 "$broker_addr"
+expect 0 "the broker's certificates" -- broker_pki "$work/broker" "$broker_addr"
+broker_conf "$work/mosquitto.conf" "$broker_addr" 8883 "$work/acme-chain.pem" "$work/broker"
+expect 0 "the broker starts in its namespace" -- broker_start "$work/mosquitto.conf" "$work/mosquitto.log"
+broker_subscribe "$work/received.txt" "$work/sub.err"
+tenant_id=$("$moat" --config "$ops" -o json tenant list | jq -r '.tenants[] | select(.name == "acme") | .id')
+[[ $tenant_id =~ ^[0-9a-f-]{36}$ ]] && pass || fail "acme's tenant ID '$tenant_id'"
+telemetry_component=8e4b2d1a-7c3f-4a5e-b6d9-0f1e2a3b4c5d
+pkg="$work/telemetry-package"
+cp -r "$samples/telemetry/package" "$pkg" && mkdir -p "$pkg/etc" && cp "$work/broker/ca.crt" "$pkg/etc/broker-ca.pem"
+jq --arg tenant "$tenant_id" --arg broker "$broker_addr" \
+  '.Capabilities.DeviceAuthentication = $tenant | .Capabilities.AllowedConnections = [$broker]
+   | .CmdArgs = [$broker, "8883", "1"]' "$samples/telemetry/package/app_manifest.json" > "$pkg/app_manifest.json"
+expect 0 "pack telemetry 1.0.0" -- pack "$pkg" 1.0.0 "$work/telemetry-1.0.0.imagepackage"
+expect 0 "image add telemetry" -- "$moat" --config "$ops" image add "$work/telemetry-1.0.0.imagepackage" --tenant acme
+expect 0 "deployment create (crash 1.0.1, hello, telemetry)" -- "$moat" --config "$ops" deployment create \
+  --tenant acme --device-group "Sensor/Pilot" --images "$(sha "$work/crash-1.0.1.imagepackage")" \
+  "$(sha "$work/hello-1.0.0.imagepackage")" "$(sha "$work/telemetry-1.0.0.imagepackage")"
+expect 0 "update now on every device" -- update_all
+readings_from() {  # readings_from DEVICE N: the broker passed on N readings of DEVICE's app
+  (( $(grep -c "^moat/devices/${id[$1]}/telemetry {\"device\":\"${id[$1]}\"" "$work/received.txt") >= $2 ))
 }
-start_broker
-dev_pub() {  # dev_pub DEVICE MESSAGE [CERT]
-  mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" --cafile "$work/broker-ca.crt" \
-    --cert "${3:-$work/$1/state/certificates/client.pem}" --key "$work/$1/state/keys/tls-client.key" \
-    -q 1 -t "moat/devices/${id[$1]}/telemetry" -m "$2"
-}
-mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" --cafile "$work/broker-ca.crt" \
-  --cert "$work/dev2/state/certificates/client.pem" --key "$work/dev2/state/keys/tls-client.key" \
-  -t "moat/devices/${id[dev1]}/telemetry" -C 3 -W 60 -v > "$work/received.txt" 2>"$work/sub.err" &
-sub_pid=$!
-pids+=($sub_pid)
-wait_for 10 "the subscriber is connected" -- grep -q "Subscribed\|${id[dev2]}" "$work/mosquitto.log"
-"$src/samples/telemetry/telemetry.sh" "$mqtt_port" "$work/broker-ca.crt" \
-  "$work/dev1/state/certificates/client.pem" "$work/dev1/state/keys/tls-client.key" "${id[dev1]}" 1 \
-  >"$work/telemetry.log" 2>&1 &
-telemetry_pid=$!
-pids+=($telemetry_pid)
-wait "$sub_pid"; rc=$?
-kill "$telemetry_pid" 2>/dev/null
-[[ $rc -eq 0 ]] && pass || fail "mosquitto_sub exit $rc: $(cat "$work/sub.err")"
-[[ $(grep -c "\"device\":\"${id[dev1]}\"" "$work/received.txt") -eq 3 ]] && pass ||
-  fail "3 readings from dev1 expected: $(cat "$work/received.txt")"
-head -1 "$work/received.txt" | sed 's/^/    received: /'
-expect 0 "the broker accepts dev3's certificate today" -- dev_pub dev3 "hello"
-fi
+for d in "${devices[@]}"; do
+  wait_for 60 "$d: its sandboxed telemetry app's readings arrive at the broker" -- readings_from "$d" 3
+done
+grep -m1 "${id[dev1]}" "$work/received.txt" | sed 's/^/    received: /'
+for d in "${devices[@]}"; do
+  p=$(app_pid "$d" "$telemetry_component" telemetry)
+  mp=$(eval echo "\$pid_$d")
+  uid=$(awk '/^Uid:/ {print $2}' "/proc/$p/status" 2>/dev/null)
+  [[ -n $p && -n $uid && $uid -ne 0 ]] && pass || fail "$d: telemetry runs as uid '$uid' (pid '$p')"
+  for ns in pid mnt net ipc uts cgroup; do
+    [[ -n $p && $(readlink "/proc/$p/ns/$ns") != "$(readlink "/proc/$mp/ns/$ns")" ]] && pass ||
+      fail "$d: telemetry shares moatd's $ns namespace"
+  done
+  [[ -e /proc/$p/root/bin/telemetry && ! -e /proc/$p/root$work/$d/state/keys ]] && pass ||
+    fail "$d: the telemetry app's file system shows the key store"
+  grep -q "connected to $broker_addr:8883 as device ${id[$d]}" "$work/$d/state/logs/$telemetry_component/stderr.log" &&
+    pass || fail "$d: the app's log does not show its connection"
+done
+# The broker saw each device's certificate (use_identity_as_username: the certificate's CN).
+grep -q "New client connected from 10.214.0.5" "$work/mosquitto.log" && pass ||
+  fail "the broker log shows no client through moatd's masquerade"
 
 # --- a device whose measurement is wrong: no new client certificate, a security event
 step "wrong measurement"
@@ -426,7 +416,7 @@ serial_before=$(openssl x509 -noout -serial -in "$work/dev3/state/certificates/c
 update_serial_before=$(openssl x509 -noout -serial -in "$work/dev3/state/certificates/update.pem")
 kill -TERM "$pid_dev3"; wait "$pid_dev3"; rc=$?
 [[ $rc -eq 0 ]] && pass || fail "dev3 moatd exit $rc after SIGTERM"
-[[ -z $(for p in $(pgrep -x hello; pgrep -x crash_sample); do grep -l "moat-e2e-dev3" /proc/$p/cgroup 2>/dev/null; done) ]] &&
+[[ -z $(for p in $(pgrep -x hello; pgrep -x crash_sample; pgrep -x telemetry); do grep -l "moat-e2e-dev3" /proc/$p/cgroup 2>/dev/null; done) ]] &&
   pass || fail "dev3's apps outlived moatd"
 if [[ $key_store == tpm2 ]]; then
   # The PCR holds what moatd measured (the OS at start, each app image as installed): read from
@@ -453,27 +443,35 @@ expect 2 "the update certificate is no TLS client certificate" -- \
 expect 0 "security events" -- "$moat" --config "$ops" security-event list --tenant acme
 contains "${id[dev3]}" "the security event names dev3"
 contains "attestation.measurement-mismatch" "security event kind"
-if [[ $key_store == software ]]; then  # swtpm: broker part, see "broker" above
-refused "the broker refuses dev3's update certificate" -- dev_pub dev3 "hello" "$work/dev3/state/certificates/update.pem"
+n=$(grep -c "^moat/devices/${id[dev3]}/telemetry " "$work/received.txt")
+wait_for 60 "dev3's app still publishes with its old certificate" -- readings_from dev3 $((n + 1))
+# The update certificate is for the service only: the broker refuses it (tried with the key file,
+# which only the software key store has).
+if [[ -f $work/dev3/state/keys/tls-client.key ]]; then
+  refused "the broker refuses dev3's update certificate" -- mosquitto_pub -h "$broker_addr" -p 8883 \
+    --cafile "$work/broker/ca.crt" --cert "$work/dev3/state/certificates/update.pem" \
+    --key "$work/dev3/state/keys/tls-client.key" -t "moat/devices/${id[dev3]}/telemetry" -m hello
+else
+  echo "    (no key file in dev3's key store: the update-certificate check needs the software store)"
 fi
 
-# --- 25 h later (the broker's clock moved by faketime): dev3's old certificate has expired
+# --- 25 h later (the broker's clock moved by faketime): every device's certificate has expired,
+# dev3's too, which attestation no longer renews
 step "25 h later"
-if [[ $key_store == software ]]; then  # swtpm: broker part, see "broker" above
-kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null
-start_broker "+25h"
-: > "$work/mosquitto.log"
-refused "the broker (25 h ahead) refuses dev3's expired certificate" -- dev_pub dev3 "hello"
-grep -q "certificate verify failed" "$work/mosquitto.log" && pass || fail "the broker log does not show the refusal"
-fi
+broker_stop
+expect 0 "the broker restarts 25 h ahead" -- broker_start "$work/mosquitto.conf" "$work/mosquitto-25h.log" "+25h"
+refusals() { (( $(grep -c "certificate verify failed" "$work/mosquitto-25h.log") >= $1 )); }
+wait_for 60 "the broker (25 h ahead) refuses the apps' certificates" -- refusals 3
+dev3_log="$work/dev3/state/logs/$telemetry_component/stderr.log"
+wait_for 30 "dev3's app reports the refusal" -- grep -q "certificate expired" "$dev3_log"
+grep -m1 "certificate expired" "$dev3_log" | cut -c1-200 | sed 's/^/    dev3 app: /'
+grep -q "New client connected from 10.214.0.5" "$work/mosquitto-25h.log" && fail "the broker 25 h ahead let a device in" || pass
 # Why: the certificate has expired by then (openssl at the same moment).
 openssl verify -attime $(($(date +%s) + 25 * 3600)) -CAfile "$work/acme-chain.pem" \
   "$work/dev3/state/certificates/client.pem" > "$work/out" 2>&1
 contains "certificate has expired" "25 h on, openssl calls dev3's certificate expired"
-if [[ $key_store == software ]]; then  # swtpm: broker part, see "broker" above
-kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null
+broker_stop
 [[ -z $(pgrep -f "$work/mosquitto.conf") ]] && pass || fail "a broker outlived its stop"
-fi
 
 # --- a moatd restart without a reboot: the TPM keeps its PCRs, moatd resumes this boot's log
 # (kept under its run dir) instead of measuring everything again, and still attests.
@@ -526,12 +524,15 @@ for d in "${devices[@]}"; do
   [[ $rc -eq 0 ]] && pass || fail "$d moatd exit $rc after SIGTERM"
 done
 moatd_pids=()
-left=$(for p in $(pgrep -x hello; pgrep -x crash_sample); do grep -l "moat-e2e-" /proc/$p/cgroup 2>/dev/null; done)
+left=$(for p in $(pgrep -x hello; pgrep -x crash_sample; pgrep -x telemetry); do grep -l "moat-e2e-" /proc/$p/cgroup 2>/dev/null; done)
 [[ -z $left ]] && pass || fail "app processes left after moatd stopped: $left"
 if [[ $key_store == tpm2 ]]; then
   swtpm_stop_all
   [[ -z $(pgrep -f "swtpm socket --tpm2 --tpmstate dir=$work/") ]] && pass || fail "a swtpm outlived its stop"
 fi
+broker_net_down
+ip netns list | grep -q "^$broker_netns\b" && fail "the broker's namespace is left" || pass
+ip link show "$broker_if" >/dev/null 2>&1 && fail "the broker's veth is left" || pass
 
 echo "$passes passed, $failures failed in $((SECONDS - t0)) s"
 [[ $failures -eq 0 ]]

@@ -106,6 +106,12 @@ Result<std::unique_ptr<Agent>> Agent::Start(const Config& config, const Clock& c
   }
   agent->attestor_ =
       std::make_unique<Attestor>(agent->config_, *agent->keys_, clock, std::move(*root));
+  agent->credentials_ = std::make_shared<DeviceCredentials>(
+      *agent->attestor_, *agent->keys_, clock, agent->config_.state_dir / "tenant.json");
+  if (auto loaded = agent->credentials_->Load(); !loaded) {
+    log::Warn("the remembered tenant is unusable ({}); asking the service again",
+              loaded.error().message());
+  }
   Agent* raw = agent.get();
   MOAT_ASSIGN_OR_RETURN(agent->control_,
                         ControlServer::Start(agent->config_.control_socket, [raw](const Json& r) {
@@ -149,7 +155,8 @@ Result<void> Agent::StartApps() {
                                                   std::lock_guard lock(mu_);
                                                   crash_loops_.push_back(component);
                                                   wake_.notify_all();
-                                                }});
+                                                },
+                                            .device_authority = credentials_});
   if (runner) {
     runner_ = std::move(*runner);
   } else {
@@ -345,6 +352,7 @@ void Agent::Loop() {
     auto outcome = measurements_->WithLog([&](const formats::MeasurementLog& log) {
       return attestor_->AttestOnce(log, config_.os_version);
     });
+    if (outcome) LearnTenant();
     lock.lock();
     const SystemTime now = clock_.Now();
     if (outcome) {
@@ -372,6 +380,27 @@ void Agent::Loop() {
   }
 }
 
+void Agent::LearnTenant() {
+  auto tenant = [&]() -> Result<formats::Guid> {
+    MOAT_ASSIGN_OR_RETURN(auto client, attestor_->Connect(/*certified_only=*/true, 64 << 10));
+    MOAT_ASSIGN_OR_RETURN(net::HttpResponse r, client->Send("GET", "/device/v1/whoami"));
+    if (r.status != 200) {
+      return Fail(ErrorCode::kUnavailable, "whoami: HTTP {}: {}", r.status, r.body.substr(0, 200));
+    }
+    return TenantFromWhoAmI(r.body);
+  }();
+  if (!tenant) {
+    log::Warn(
+        "the device's tenant is not known ({}); apps with DeviceAuthentication are refused "
+        "until it is",
+        tenant.error().message());
+    return;
+  }
+  if (auto r = credentials_->SetTenant(*tenant); !r) {
+    log::Warn("remembering the device's tenant: {}", r.error().message());
+  }
+}
+
 Json Agent::Identity() const {
   auto pub = keys_->GetPublicKey(rot::kIdentityKeyLabel);
   return {{"device_id", device_id_},
@@ -390,7 +419,9 @@ Json Agent::Status() const {
   }
   Json log = measurements_->Status();
   const auto queue = failures_->Stats();
+  const std::optional<formats::Guid> tenant = credentials_->tenant();
   return {{"device_id", device_id_},
+          {"tenant_id", tenant ? Json(tenant->ToString()) : Json()},
           {"service_url", config_.service_url},
           {"os_version", config_.os_version},
           {"credential", CredentialKindName(attestor_->BestCredential())},

@@ -19,6 +19,7 @@
 #include "device/agent/attestor.h"
 #include "device/agent/config.h"
 #include "device/agent/control.h"
+#include "device/agent/device_auth.h"
 #include "device/agent/measurements.h"
 #include "device/agent/schedule.h"
 #include "device/reporting/failure_queue.h"
@@ -72,6 +73,9 @@ class Agent {
   void UploadLoop();
   void UpdateLoop();
   Result<void> StartApps();
+  // Asks the service which tenant this device belongs to (whoami) and remembers it for the
+  // apps' device authentication. Failures are logged; the next attestation retries.
+  void LearnTenant();
   Result<void> RunApp(const update::InstalledApp& app);
   Result<void> SendReports(std::span<const formats::FailureEvent> events);
   Json HandleControl(const Json& request);
@@ -85,6 +89,7 @@ class Agent {
   std::string device_id_;
   std::unique_ptr<Measurements> measurements_;  // this boot's log (measurements.h)
   std::unique_ptr<Attestor> attestor_;
+  std::shared_ptr<DeviceCredentials> credentials_;  // lent to apps (device authentication)
   AttestationScheduler scheduler_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<reporting::FailureQueue> failures_;

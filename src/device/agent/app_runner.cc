@@ -71,6 +71,7 @@ Result<std::unique_ptr<AppRunner>> AppRunner::Create(const Config& config, Callb
   options.restart.crash_loop_window = config.supervisor.crash_loop_window;
   options.on_failure = std::move(callbacks.on_failure);
   options.on_crash_loop = std::move(callbacks.on_crash_loop);
+  options.device_authority = std::move(callbacks.device_authority);
   options.cgroup_layout = runner->cgroups_;
   options.network_pool = runner->instance_.network_pool;
   MOAT_ASSIGN_OR_RETURN(runner->supervisor_, supervisor::Supervisor::Create(std::move(options)));

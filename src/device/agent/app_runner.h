@@ -34,6 +34,9 @@ class AppRunner {
   struct Callbacks {
     std::function<void(const formats::FailureEvent&)> on_failure;
     std::function<void(const formats::Guid& component_id)> on_crash_loop;
+    // Serves apps with DeviceAuthentication (supervisor/device_auth.h); null: such apps are
+    // refused at start.
+    std::shared_ptr<supervisor::DeviceAuthority> device_authority;
   };
   static Result<std::unique_ptr<AppRunner>> Create(const Config& config, Callbacks callbacks);
   ~AppRunner();

@@ -10,7 +10,7 @@ namespace moat::device::sandbox {
 // Descriptors the app may inherit at fixed numbers (LaunchOptions::inherited_fds) lie in
 // [3, kFirstPrivateFd); the sandbox's own descriptors are kept at kFirstPrivateFd and above, so
 // that installing the inherited ones can never clobber them.
-inline constexpr int kMaxInheritedFds = 8;
+inline constexpr int kMaxInheritedFds = 9;
 inline constexpr int kFirstPrivateFd = 3 + kMaxInheritedFds + 5;
 
 // Child-side. Installs `stdio[0..2]` as descriptors 0, 1 and 2, and closes every other descriptor

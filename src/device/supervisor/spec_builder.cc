@@ -162,11 +162,8 @@ Result<SandboxSpec> BuildSandboxSpec(const AppInstall& install, const AppManifes
   spec.network =
       AsksForNetwork(caps) ? sandbox::NetworkMode::kConfigured : sandbox::NetworkMode::kNone;
 
-  // Capabilities Moat cannot honour yet.
-  if (caps.device_authentication && caps.device_authentication->tenant) {
-    return err.Invalid(
-        "Capabilities.DeviceAuthentication: no device-certificate service for apps yet");
-  }
+  // Capabilities Moat cannot honour yet. (DeviceAuthentication is a service, not a sandbox
+  // grant: BuildAppServices.)
   if (!caps.power_controls.empty()) {
     return err.Invalid("Capabilities.PowerControls: apps cannot control power on this device");
   }
@@ -216,6 +213,12 @@ AppServices BuildAppServices(const AppManifest& manifest) {
   services.connections.erase(std::unique(services.connections.begin(), services.connections.end()),
                              services.connections.end());
   std::erase(services.connections, manifest.component_id);
+  // SECURITY: the app must name the tenant. The nil GUID (Azure Sphere's "the current tenant")
+  // and placeholders grant nothing: a device is never lent to whichever tenant holds it now.
+  if (caps.device_authentication && caps.device_authentication->tenant &&
+      !caps.device_authentication->tenant->IsNil()) {
+    services.device_authentication = caps.device_authentication->tenant;
+  }
   return services;
 }
 

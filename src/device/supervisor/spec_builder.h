@@ -105,10 +105,14 @@ Result<sandbox::SandboxSpec> BuildSandboxSpec(const AppInstall& install,
 //   AllowedApplicationConnections  connections: the apps it may talk to (sorted, without
 //                                  duplicates or itself); a channel exists only for a pair that
 //                                  lists each other
+//   DeviceAuthentication           device_authentication: the tenant whose device certificate
+//                                  the app may use (device_auth.h); a placeholder or the nil
+//                                  GUID asks for nothing
 struct AppServices {
   bool system_events = false;
   bool update_deferral = false;
   std::vector<formats::Guid> connections;
+  std::optional<formats::Guid> device_authentication;
 
   bool operator==(const AppServices&) const = default;
 };

@@ -353,6 +353,24 @@ TEST_F(SpecBuilderTest, EventsDeferralAndAppConnectionsBecomeAppServices) {
   EXPECT_TRUE(services.system_events);
   EXPECT_TRUE(services.update_deferral);
   EXPECT_EQ(services.connections, (std::vector<formats::Guid>{other, peer}));
+  EXPECT_EQ(services.device_authentication, std::nullopt);
+}
+
+TEST_F(SpecBuilderTest, DeviceAuthenticationNamingATenantBecomesAnAppService) {
+  auto m = Compat("samples__Samples_HelloWorld_HelloWorld_HighLevelApp");
+  const auto tenant = *formats::Guid::Parse("7d3a1c2e-1111-4222-8333-444455556666");
+  m.capabilities.device_authentication = formats::DeviceAuthentication{tenant, ""};
+  ASSERT_TRUE(Build(m)) << "granted, no longer refused";
+  EXPECT_EQ(BuildAppServices(m).device_authentication, tenant);
+  // The nil GUID ("the current tenant" on Azure Sphere) and a placeholder grant nothing: the
+  // manifest must name the tenant.
+  m.capabilities.device_authentication = formats::DeviceAuthentication{formats::Guid{}, ""};
+  ASSERT_TRUE(Build(m));
+  EXPECT_EQ(BuildAppServices(m).device_authentication, std::nullopt);
+  m.capabilities.device_authentication =
+      formats::DeviceAuthentication{std::nullopt, "REPLACE_WITH_YOUR_AZURE_SPHERE_TENANT_ID"};
+  ASSERT_TRUE(Build(m));
+  EXPECT_EQ(BuildAppServices(m).device_authentication, std::nullopt);
 }
 
 TEST_F(SpecBuilderTest, EachUnsupportedCapabilityIsRefusedByName) {
@@ -369,10 +387,6 @@ TEST_F(SpecBuilderTest, EachUnsupportedCapabilityIsRefusedByName) {
       {"ReadNetworkProxyConfig", [](auto& c) { c.read_network_proxy_config = true; }},
       {"HeapMemStats", [](auto& c) { c.heap_mem_stats = true; }},
       {"PowerControls", [](auto& c) { c.power_controls = {"ForceReboot"}; }},
-      {"DeviceAuthentication",
-       [](auto& c) {
-         c.device_authentication = formats::DeviceAuthentication{formats::Guid{}, ""};
-       }},
   };
   for (const auto& [field, set] : cases) {
     formats::AppManifest m = base;
@@ -435,16 +449,15 @@ TEST_F(SpecBuilderTest, EveryCompatManifestBuildsOrIsRefusedByField) {
     size_t at = msg.find("Capabilities.");
     refused[c.file] = msg.substr(at, msg.find_first_of(":[", at) - at);
   }
-  EXPECT_EQ(built, 32);
+  EXPECT_EQ(built, 35);
   std::map<std::string, int> by_field;
   for (const auto& [file, field] : refused) ++by_field[field];
   // Peripherals: other boards' constants, or (Pwm) nothing on this board backs them with a
   // device node. The rest: services Moat does not offer apps yet.
   EXPECT_EQ(by_field, (std::map<std::string, int>{
-                          {"Capabilities.DeviceAuthentication", 4},
                           {"Capabilities.Gpio", 14},
                           {"Capabilities.I2cMaster", 1},
-                          {"Capabilities.NetworkConfig", 7},
+                          {"Capabilities.NetworkConfig", 8},
                           {"Capabilities.PowerControls", 1},
                           {"Capabilities.Pwm", 1},
                           {"Capabilities.ReadNetworkProxyConfig", 3},
@@ -453,8 +466,8 @@ TEST_F(SpecBuilderTest, EveryCompatManifestBuildsOrIsRefusedByField) {
                           {"Capabilities.Uart", 2},
                           {"Capabilities.WifiConfig", 5},
                       }));
-  EXPECT_EQ(refused["samples__Samples_AzureIoT_app_manifest.json"],
-            "Capabilities.DeviceAuthentication");
+  // DeviceAuthentication is granted now (an app service): the Azure IoT sample builds.
+  EXPECT_EQ(refused.count("samples__Samples_AzureIoT_app_manifest.json"), 0u);
   EXPECT_EQ(refused["samples__Samples_PWM_PWM_HighLevelApp_app_manifest.json"], "Capabilities.Pwm");
 }
 

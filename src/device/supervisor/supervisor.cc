@@ -71,14 +71,17 @@ struct Started {
 
 constexpr int kEventsFd = 3;
 constexpr int kFirstConnectionFd = 4;
+// The last inherited descriptor; app connections stop below it.
+constexpr int kDeviceAuthFd = 3 + sandbox::kMaxInheritedFds - 1;
 
 // Launches `app` with its stdout and stderr on pipes whose (non-blocking) read ends it returns,
 // and its services: the event socket at fd 3 (its other end in `events`) and its app-connection
-// channels from fd 4 on, both named in the environment.
+// channels from fd 4 on, and its device-authentication socket at kDeviceAuthFd (its other end
+// in `device_auth`), all named in the environment.
 Result<Started> LaunchWithPipes(const SupervisedApp& app, const sandbox::CgroupLayout& layout,
                                 sandbox::NetworkHook network_hook,
                                 const std::map<formats::Guid, std::shared_ptr<UniqueFd>>& channels,
-                                UniqueFd& events) {
+                                UniqueFd& events, UniqueFd& device_auth) {
   const std::string what = fmt::format("app {} output", app.component_id.ToString());
   sandbox::LaunchOptions launch;
   launch.cgroup_layout = layout;
@@ -109,7 +112,7 @@ Result<Started> LaunchWithPipes(const SupervisedApp& app, const sandbox::CgroupL
   std::string connections;
   int next_fd = kFirstConnectionFd;
   for (const auto& [peer, end] : channels) {
-    if (next_fd >= 3 + sandbox::kMaxInheritedFds) {
+    if (next_fd >= kDeviceAuthFd) {
       log::Warn("supervisor: app {}: more app connections than descriptors; {} left out",
                 app.component_id.ToString(), peer.ToString());
       continue;
@@ -121,8 +124,21 @@ Result<Started> LaunchWithPipes(const SupervisedApp& app, const sandbox::CgroupL
     ++next_fd;
   }
   if (!connections.empty()) spec.env.push_back("MOAT_APP_CONNECTIONS=" + connections);
+  UniqueFd our_device_auth;
+  if (app.services.device_authentication) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+      return Fail(ErrnoError(
+          "socketpair", fmt::format("app {} device authentication", app.component_id.ToString()),
+          errno));
+    }
+    our_device_auth.Reset(pair[0]);
+    launch.inherited_fds.push_back({UniqueFd(pair[1]), kDeviceAuthFd});
+    spec.env.push_back(fmt::format("MOAT_DEVICE_AUTH_FD={}", kDeviceAuthFd));
+  }
   MOAT_ASSIGN_OR_RETURN(sandbox::LaunchedProcess process, sandbox::Launch(spec, std::move(launch)));
   events = std::move(our_events);
+  device_auth = std::move(our_device_auth);
   return Started{std::move(process), std::move(read_ends)};
 }
 
@@ -221,6 +237,11 @@ Result<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions options
   if (!options.cgroup_layout) {
     MOAT_ASSIGN_OR_RETURN(options.cgroup_layout, sandbox::DetectCgroupLayout());
   }
+  std::unique_ptr<DeviceAuthServer> device_auth;
+  if (options.device_authority) {
+    MOAT_ASSIGN_OR_RETURN(device_auth, DeviceAuthServer::Create(options.device_authority,
+                                                                options.device_auth_limits));
+  }
   if (!options.network_pool) {
     MOAT_ASSIGN_OR_RETURN(options.network_pool,
                           sandbox::Ipv4Subnet::Parse(sandbox::kDefaultAppNetworkPool));
@@ -231,6 +252,7 @@ Result<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions options
   if (fd < 0) return Fail(ErrnoError("eventfd", "supervisor wake-up", errno));
   std::unique_ptr<Supervisor> supervisor(new Supervisor(std::move(options), UniqueFd(fd)));
   supervisor->pool_ = std::make_shared<AppLinkPool>(std::move(pool));
+  supervisor->device_auth_ = std::move(device_auth);
   supervisor->thread_ = std::thread(&Supervisor::Loop, supervisor.get());
   supervisor->loop_id_ = supervisor->thread_.get_id();
   return supervisor;
@@ -264,6 +286,12 @@ Result<void> Supervisor::Add(SupervisedApp app) {
                 configured ? "exactly one" : "neither");
   }
   if (app.network_policy) MOAT_TRY(app.network_policy->Validate());
+  if (app.services.device_authentication && !options_.device_authority) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "supervisor: app {} asks for DeviceAuthentication, but this supervisor has no "
+                "device authority",
+                app.component_id.ToString());
+  }
   std::lock_guard lock(mu_);
   if (shutting_down_) {
     return Fail(ErrorCode::kFailedPrecondition, "supervisor: shutting down; cannot add app {}",
@@ -371,6 +399,8 @@ void Supervisor::Shutdown() {
   Wake();
   if (on_loop) return;  // from a callback: the loop ends by itself; the destructor joins
   thread_.join();
+  // No app runs any more; the authority (the caller's) is not called after this.
+  if (device_auth_) device_auth_->Shutdown();
 }
 
 std::vector<AppInfo> Supervisor::List() const {
@@ -589,8 +619,15 @@ void Supervisor::LaunchSlot(Slot& slot, std::vector<Callback>& callbacks) {
                                                slot.link->link(), *slot.app.network_policy}));
       hook = slot.network->Hook();
     }
-    return LaunchWithPipes(slot.app, *options_.cgroup_layout, std::move(hook), slot.channels,
-                           slot.events);
+    UniqueFd device_auth;
+    MOAT_ASSIGN_OR_RETURN(Started started,
+                          LaunchWithPipes(slot.app, *options_.cgroup_layout, std::move(hook),
+                                          slot.channels, slot.events, device_auth));
+    if (device_auth) {
+      device_auth_->Attach(slot.app.component_id, *slot.app.services.device_authentication,
+                           std::move(device_auth));
+    }
+    return started;
   }();
   if (!process) {
     TearDownNetwork(slot);
@@ -632,6 +669,7 @@ void Supervisor::DropChannels(const formats::Guid& component_id, Slot& slot) {
   }
   slot.channels.clear();
   slot.events.Reset();
+  if (device_auth_) device_auth_->Detach(component_id);
 }
 
 void Supervisor::TearDownNetwork(Slot& slot) {
@@ -698,6 +736,7 @@ void Supervisor::HandleEnd(Slot& slot, std::vector<Callback>& callbacks) {
   }
   slot.process.reset();
   slot.events.Reset();
+  if (device_auth_) device_auth_->Detach(slot.app.component_id);
   TearDownNetwork(slot);
   slot.status.pid.reset();
   slot.status.last_exit = exit;

@@ -53,6 +53,7 @@
 #include "device/sandbox/launcher.h"
 #include "device/sandbox/network_policy.h"
 #include "device/sandbox/sandbox_spec.h"
+#include "device/supervisor/device_auth.h"
 #include "device/supervisor/restart_policy.h"
 #include "device/supervisor/spec_builder.h"
 #include "formats/failure_event.h"
@@ -103,6 +104,10 @@ struct SupervisorOptions {
   // Where apps' links come from; nullopt: sandbox::kDefaultAppNetworkPool. Each moatd instance on
   // a host needs a pool of its own.
   std::optional<sandbox::Ipv4Subnet> network_pool;
+  // Serves the device-authentication channel of apps whose services ask for it (device_auth.h);
+  // null: Add refuses such apps (kFailedPrecondition).
+  std::shared_ptr<DeviceAuthority> device_authority;
+  DeviceAuthLimits device_auth_limits;
   // The longest the loop sleeps without a request; bounds how late it notices a FakeClock moved
   // without Wake().
   std::chrono::milliseconds max_poll_interval{1000};
@@ -226,6 +231,7 @@ class Supervisor {
   // Shared so that the loop's poll set keeps a slot alive if Remove() erases it meanwhile.
   std::map<formats::Guid, std::shared_ptr<Slot>> slots_;
   bool shutting_down_ = false;
+  std::unique_ptr<DeviceAuthServer> device_auth_;  // with options_.device_authority
   std::thread::id loop_id_;  // set once, before any app exists
   std::mutex shutdown_mu_;   // serialises Shutdown() calls (the join)
   std::mutex notify_mu_;     // serialises NotifyUpdatePending (never held with mu_ waiting)

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -17,8 +18,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "core/encoding.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "crypto/digest.h"
+#include "crypto/key.h"
 #include "device/sandbox/app_network.h"
 #include "device/sandbox/host_tool.h"
 #include "device/sandbox/testdata/elf_symbols.h"
@@ -30,6 +34,7 @@ using sandbox::ExitStatus;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 formats::Guid G(std::string_view text) { return *formats::Guid::Parse(text); }
 
@@ -539,6 +544,105 @@ TEST_F(SupervisorTest, OnlyAppsThatListEachOtherGetAChannel) {
     return log.ends_with("connections=none\n") &&
            log.find("connections=none") != log.rfind("connections=none");
   }));
+}
+
+// moatd's side of device authentication for these tests: a real P-256 key, one tenant, and a
+// switch for "the device has no valid client certificate".
+class TestAuthority : public DeviceAuthority {
+ public:
+  explicit TestAuthority(formats::Guid tenant)
+      : tenant_(tenant), key_(*crypto::PrivateKey::Generate(crypto::KeyType::kEcdsaP256)) {}
+  Result<std::string> CertificateChainPem(const formats::Guid& tenant) override {
+    MOAT_TRY(Check(tenant));
+    return std::string("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
+  }
+  Result<std::vector<uint8_t>> SignDigest(const formats::Guid& tenant,
+                                          const std::array<uint8_t, 32>& digest) override {
+    MOAT_TRY(Check(tenant));
+    return key_.SignDigest(digest);
+  }
+  crypto::PublicKey public_key() const { return key_.public_key(); }
+  std::atomic<bool> has_certificate = true;
+
+ private:
+  Result<void> Check(const formats::Guid& tenant) const {
+    if (!has_certificate) {
+      return Fail(ErrorCode::kFailedPrecondition, "this device has no valid client certificate");
+    }
+    if (tenant != tenant_) {
+      return Fail(ErrorCode::kPermissionDenied, "this device does not belong to tenant {}",
+                  tenant.ToString());
+    }
+    return Ok();
+  }
+  formats::Guid tenant_;
+  crypto::PrivateKey key_;
+};
+
+TEST_F(SupervisorTest, ASandboxedAppGetsTheChainAndSignaturesButNeverTheKey) {
+  const formats::Guid tenant = G("7d3a1c2e-1111-4222-8333-444455556666");
+  auto authority = std::make_shared<TestAuthority>(tenant);
+  options_.device_authority = authority;
+  Start();
+  auto out = [&](const formats::Guid& id) {
+    return ReadFile(dir_->path() / (id.ToString() + ".out"), 1 << 16).value_or("");
+  };
+  const crypto::Sha256Digest digest = crypto::Sha256(std::string_view("CertificateVerify"));
+  const std::string sign = "sign " + HexEncode(digest);
+  SupervisedApp a = App(kAppA, {"device_auth", "chain", sign, "sign XYZ", "bogus", "LONG"});
+  a.services.device_authentication = tenant;
+  ASSERT_TRUE(supervisor_->Add(a));
+  ASSERT_TRUE(WaitUntil([&] { return out(kAppA).ends_with("done\n"); })) << out(kAppA);
+  const std::string log = out(kAppA);
+  EXPECT_THAT(log, HasSubstr("auth fd=11\nchain -> ok\npem-lines=3\n"));
+  const size_t at = log.find(fmt::format("{} -> ok ", sign.substr(0, 8)));
+  ASSERT_NE(at, std::string::npos) << log;
+  const size_t hex_start = at + sign.substr(0, 8).size() + 7;
+  auto signature = HexDecode(log.substr(hex_start, log.find('\n', hex_start) - hex_start));
+  ASSERT_TRUE(signature) << log;
+  EXPECT_TRUE(authority->public_key().VerifyDigest(digest, *signature))
+      << "the app's signature verifies with the device key";
+  EXPECT_THAT(log, HasSubstr("sign XYZ -> error malformed request: 'sign' needs a SHA-256 digest"));
+  EXPECT_THAT(log, HasSubstr("bogus -> error malformed request: unknown request 'bogus'"));
+  EXPECT_THAT(log,
+              HasSubstr("LONG -> error malformed request: request of 200 bytes (at most 128)"));
+  // Not the process's environment alone: the descriptor is the app's, moatd's end is served.
+  EXPECT_THAT(log, Not(HasSubstr("closed")));
+
+  // An app naming another tenant is refused, and so is any app once the device has no valid
+  // client certificate.
+  SupervisedApp b = App(kAppB, {"device_auth", "chain", sign});
+  b.services.device_authentication = G("00000000-aaaa-4bbb-8ccc-dddddddddddd");
+  ASSERT_TRUE(supervisor_->Add(b));
+  ASSERT_TRUE(WaitUntil([&] { return out(kAppB).ends_with("done\n"); })) << out(kAppB);
+  EXPECT_THAT(out(kAppB), HasSubstr("chain -> error this device does not belong to tenant "
+                                    "00000000-aaaa-4bbb-8ccc-dddddddddddd\n"));
+  EXPECT_THAT(out(kAppB), HasSubstr(" -> error this device does not belong to tenant"));
+  authority->has_certificate = false;
+  ASSERT_TRUE(supervisor_->StopApp(kAppA));
+  ASSERT_TRUE(supervisor_->StartApp(kAppA));
+  ASSERT_TRUE(WaitUntil([&] {
+    std::string l = out(kAppA);
+    return l.find("done\n") != l.rfind("done\n");
+  })) << out(kAppA);
+  EXPECT_THAT(out(kAppA).substr(log.size()),
+              HasSubstr("chain -> error this device has no valid client certificate\n"));
+
+  // An app without the capability has no channel.
+  SupervisedApp c = App(kAppC, {"device_auth", "chain"});
+  ASSERT_TRUE(supervisor_->Add(c));
+  ASSERT_TRUE(WaitUntil([&] { return !out(kAppC).empty(); }));
+  EXPECT_EQ(out(kAppC), "auth fd=none\n");
+}
+
+TEST_F(SupervisorTest, DeviceAuthenticationNeedsAnAuthority) {
+  Start();
+  SupervisedApp a = App(kAppA, {"device_auth", "chain"});
+  a.services.device_authentication = G("7d3a1c2e-1111-4222-8333-444455556666");
+  auto added = supervisor_->Add(a);
+  ASSERT_FALSE(added);
+  EXPECT_EQ(added.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_THAT(added.error().message(), HasSubstr("has no device authority"));
 }
 
 TEST_F(SupervisorTest, ShutdownLeavesNoProcessAndNoCgroup) {

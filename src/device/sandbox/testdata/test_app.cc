@@ -572,6 +572,48 @@ int Peer(const char* name) {
   for (;;) pause();
 }
 
+// The device-authentication channel (MOAT_DEVICE_AUTH_FD): sends each argument as one request
+// ("chain", "sign <hex>", or anything malformed; "LONG" sends 200 bytes) and prints
+// "<request word> -> <first line of the answer>", plus "pem-lines=<n>" after an "ok" chain.
+// Then waits (the test removes it).
+int DeviceAuth(int argc, char** argv) {
+  const char* env = getenv("MOAT_DEVICE_AUTH_FD");
+  printf("auth fd=%s\n", env ? env : "none");
+  if (!env) return 1;
+  int fd = atoi(env);
+  for (int i = 2; i < argc; ++i) {
+    char request[256];
+    size_t len = 0;
+    if (!strcmp(argv[i], "LONG")) {
+      memset(request, 'a', 200);
+      len = 200;
+    } else {
+      len = static_cast<size_t>(snprintf(request, sizeof request, "%s\n", argv[i]));
+    }
+    if (send(fd, request, len, MSG_NOSIGNAL) != static_cast<ssize_t>(len)) {
+      printf("send=%s\n", ErrName(errno));
+      continue;
+    }
+    static char answer[70000];
+    ssize_t n = recv(fd, answer, sizeof answer - 1, 0);
+    if (n <= 0) {
+      printf("%.8s -> closed\n", argv[i]);
+      continue;
+    }
+    answer[n] = '\0';
+    char* nl = strchr(answer, '\n');
+    if (nl) *nl = '\0';
+    printf("%.8s -> %s\n", argv[i], answer);
+    if (!strcmp(answer, "ok") && nl) {
+      int lines = 0;
+      for (char* q = nl + 1; *q; ++q) lines += *q == '\n';
+      printf("pem-lines=%d\n", lines);
+    }
+  }
+  printf("done\n");
+  for (;;) pause();
+}
+
 }  // namespace
 
 // The crash of the crash tests: recognizable names (not inlined, C linkage) that the tests find
@@ -604,6 +646,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!strcmp(mode, "exit")) return atoi(arg);
+  if (!strcmp(mode, "device_auth")) return DeviceAuth(argc, argv);
   if (!strcmp(mode, "probe")) return Probe();
   if (!strcmp(mode, "write")) return TryWrite(arg);
   if (!strcmp(mode, "read")) return TryRead(arg);
