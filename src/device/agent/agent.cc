@@ -39,16 +39,6 @@ Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config) {
   return store;
 }
 
-Result<std::string> DeviceId(const rot::KeyStore& keys) {
-  // The same rule as the Attestor's (attestor.cc): a TPM device is known by its endorsement key.
-  if (const auto* tpm = dynamic_cast<const rot::Tpm2KeyStore*>(&keys)) {
-    MOAT_ASSIGN_OR_RETURN(rot::EndorsementKey ek, tpm->GetEndorsementKey());
-    return ek.DeviceId();
-  }
-  MOAT_ASSIGN_OR_RETURN(crypto::PublicKey identity, keys.GetPublicKey(rot::kIdentityKeyLabel));
-  return rot::DeviceIdOf(identity);
-}
-
 Result<formats::MeasurementLog> MeasureOs(const Config& config) {
   const std::filesystem::path source =
       config.os_image.empty() ? std::filesystem::path("/etc/os-release") : config.os_image;

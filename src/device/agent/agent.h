@@ -35,10 +35,6 @@ namespace moat::device::agent {
 // use. Shared by `moatd run` and `moatd identity`.
 Result<std::unique_ptr<rot::KeyStore>> OpenKeyStore(const Config& config);
 
-// The device ID the service knows this device by, the one the Attestor attests with: on a TPM,
-// the endorsement key's (rot::EndorsementKey::DeviceId), else the identity key's
-// (rot::DeviceIdOf). Shared by `moatd run`, `moatd identity` and moatctl status.
-Result<std::string> DeviceId(const rot::KeyStore& keys);
 
 // What the device measures at start: the OS image (config "os.image"; without one, the bytes
 // of /etc/os-release, which identify a plain Linux install), extended into kMoatPcr.

@@ -79,10 +79,10 @@ std::string_view CredentialKindName(CredentialKind kind) {
   return "identity";
 }
 
-static Result<std::string> DeviceIdOf(rot::KeyStore& keys) {
+Result<std::string> DeviceId(const rot::KeyStore& keys) {
   // A TPM device is known by its endorsement key (what its manufacturer registered with the
   // EK certificate); other stores by their identity key.
-  if (auto* tpm = dynamic_cast<rot::Tpm2KeyStore*>(&keys)) {
+  if (const auto* tpm = dynamic_cast<const rot::Tpm2KeyStore*>(&keys)) {
     MOAT_ASSIGN_OR_RETURN(rot::EndorsementKey ek, tpm->GetEndorsementKey());
     return ek.DeviceId();
   }
@@ -115,7 +115,7 @@ Result<std::unique_ptr<net::HttpsClient>> Attestor::Connect(bool certified_only,
     // SECURITY: the bootstrap certificate claims only "I hold this key"; its dates do not
     // matter to the service, and the handshake proves possession.
     MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey identity_key, keys_.TlsKey(rot::kIdentityKeyLabel));
-    MOAT_ASSIGN_OR_RETURN(std::string device_id, DeviceIdOf(keys_));
+    MOAT_ASSIGN_OR_RETURN(std::string device_id, DeviceId(keys_));
     MOAT_ASSIGN_OR_RETURN(http.tls.certificate,
                           crypto::SelfCertifiedDeviceCertificate(identity_key,
                                                                  now - std::chrono::hours(1),
@@ -151,7 +151,7 @@ CredentialKind Attestor::BestCredential() const {
 Result<AttestationOutcome> Attestor::AttestOnce(const formats::MeasurementLog& log,
                                                 const std::string& os_version) {
   const SystemTime now = clock_.Now();
-  MOAT_ASSIGN_OR_RETURN(const std::string device_id, DeviceIdOf(keys_));
+  MOAT_ASSIGN_OR_RETURN(const std::string device_id, DeviceId(keys_));
   auto* tpm = dynamic_cast<rot::Tpm2KeyStore*>(&keys_);
   MOAT_ASSIGN_OR_RETURN(crypto::PrivateKey tls_key, keys_.TlsKey(rot::kTlsClientKeyLabel));
 

@@ -23,6 +23,11 @@
 namespace moat::device::agent {
 
 // A certificate with the CA that issued it, as the device presents it.
+// The device ID the service knows this device by, the one the Attestor attests with: on a TPM,
+// the endorsement key's (rot::EndorsementKey::DeviceId), else the identity key's
+// (rot::DeviceIdOf). Also used by `moatd run`, `moatd identity` and moatctl status.
+Result<std::string> DeviceId(const rot::KeyStore& keys);
+
 struct CertificateChain {
   std::vector<crypto::Certificate> certificates;  // leaf first
   const crypto::Certificate& leaf() const { return certificates.front(); }
