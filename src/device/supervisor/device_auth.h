@@ -38,6 +38,7 @@
 
 #include "core/error.h"
 #include "core/unique_fd.h"
+#include "formats/device_auth.h"
 #include "formats/guid.h"
 
 namespace moat::device::supervisor {
@@ -56,19 +57,11 @@ class DeviceAuthority {
                                                   const std::array<uint8_t, 32>& digest) = 0;
 };
 
-inline constexpr size_t kMaxDeviceAuthRequest = 128;
-// The largest answer (a chain of a few certificates fits easily).
-inline constexpr size_t kMaxDeviceAuthAnswer = 64 << 10;
-
-struct DeviceAuthRequest {
-  enum class Kind { kChain, kSign };
-  Kind kind = Kind::kChain;
-  std::array<uint8_t, 32> digest{};  // kSign
-};
-
-// Parses one request message (see the file comment). kInvalidArgument naming what is wrong,
-// kLimitExceeded for a message longer than kMaxDeviceAuthRequest.
-Result<DeviceAuthRequest> ParseDeviceAuthRequest(std::string_view message);
+// The request format lives in formats/device_auth.h (a parser of untrusted input, fuzzed there).
+using formats::DeviceAuthRequest;
+using formats::kMaxDeviceAuthAnswer;
+using formats::kMaxDeviceAuthRequest;
+using formats::ParseDeviceAuthRequest;
 
 struct DeviceAuthLimits {
   double burst = 16;      // requests an app may make at once
