@@ -93,9 +93,9 @@ Result<formats::Measurement> AppMeasurement(const update::InstalledImage& image)
                          .version = image.version};
   // The app store names each image by the SHA-256 of its package file (app_store.h), computed
   // from the bytes it installed; the package itself is not kept.
-  MOAT_ASSIGN_OR_RETURN(m.digest,
-                        DigestFromHex(image.image_id, fmt::format("app '{}' {}: image ID",
-                                                                  image.name, image.version)));
+  MOAT_ASSIGN_OR_RETURN(
+      m.digest, DigestFromHex(image.image_id,
+                              fmt::format("app '{}' {}: image ID", image.name, image.version)));
   return m;
 }
 
@@ -134,15 +134,15 @@ Result<std::unique_ptr<Measurements>> Measurements::Open(
 
   if (value == zero) {
     out->start_ = MeasurementStart::kFresh;
-    out->start_detail_ = fmt::format("PCR {} is at its reset value: a new measurement log",
-                                     formats::kMoatPcr);
+    out->start_detail_ =
+        fmt::format("PCR {} is at its reset value: a new measurement log", formats::kMoatPcr);
     if (saved && !saved->log.entries.empty()) {
       log::Warn(
           "the saved measurement log {} has {} entries but PCR {} is at its reset value (the "
           "TPM was reset without a reboot clearing the run directory?); discarding it",
           where, saved->log.entries.size(), formats::kMoatPcr);
-      out->start_detail_ += fmt::format(" (the saved log of {} entries was discarded)",
-                                        saved->log.entries.size());
+      out->start_detail_ +=
+          fmt::format(" (the saved log of {} entries was discarded)", saved->log.entries.size());
     }
     MOAT_TRY(out->Save(out->log_));
     return out;
@@ -152,7 +152,8 @@ Result<std::unique_ptr<Measurements>> Measurements::Open(
     // The longest prefix of the saved log that replays to the register: entries after it were
     // saved but never extended (a crash between the two).
     std::vector<crypto::Sha256Digest> replay{saved->base};
-    for (const auto& m : saved->log.entries) replay.push_back(crypto::ExtendPcr(replay.back(), m.digest));
+    for (const auto& m : saved->log.entries)
+      replay.push_back(crypto::ExtendPcr(replay.back(), m.digest));
     for (size_t n = replay.size(); n-- > 0;) {
       if (replay[n] != value) continue;
       const size_t dropped = saved->log.entries.size() - n;
@@ -161,20 +162,22 @@ Result<std::unique_ptr<Measurements>> Measurements::Open(
       out->log_ = std::move(saved->log);
       const bool from_reset = out->base_ == zero;
       out->start_ = from_reset ? MeasurementStart::kResumed : MeasurementStart::kUnverifiable;
-      out->start_detail_ = fmt::format("the saved log of {} entries replays to PCR {}{}: reused",
-                                       n, formats::kMoatPcr,
-                                       from_reset ? "" : " from a base that is not its reset value");
+      out->start_detail_ = fmt::format(
+          "the saved log of {} entries replays to PCR {}{}: reused", n, formats::kMoatPcr,
+          from_reset ? "" : " from a base that is not its reset value");
       if (dropped > 0) {
-        log::Warn("the last {} entries of the saved measurement log were never extended into "
-                  "PCR {} (moatd stopped between saving and extending); dropped",
-                  dropped, formats::kMoatPcr);
+        log::Warn(
+            "the last {} entries of the saved measurement log were never extended into "
+            "PCR {} (moatd stopped between saving and extending); dropped",
+            dropped, formats::kMoatPcr);
         out->start_detail_ += fmt::format(" ({} entries never extended were dropped)", dropped);
         MOAT_TRY(out->Save(out->log_));
       }
       if (!from_reset) {
-        log::Warn("PCR {} holds measurements this boot's log does not account for; attestation "
-                  "cannot pass until the device reboots or its TPM is reset",
-                  formats::kMoatPcr);
+        log::Warn(
+            "PCR {} holds measurements this boot's log does not account for; attestation "
+            "cannot pass until the device reboots or its TPM is reset",
+            formats::kMoatPcr);
       }
       return out;
     }
@@ -245,10 +248,37 @@ Result<bool> Measurements::Record(const formats::Measurement& m) {
   next.entries.push_back(m);
   MOAT_TRY(Save(next));  // before the extend: see the file comment
   if (auto r = keys_.Extend(m.pcr, m.digest); !r) {
-    if (auto undo = Save(log_); !undo) {
-      log::Warn("restoring the measurement log after a failed extend: {}", undo.error().message());
+    // The command may have reached the TPM even though its answer did not reach us (a transport
+    // timeout): ask the register which log it holds, rather than assume. The run file stays one
+    // entry ahead unless the register proves the extend did not happen (Open drops such an
+    // entry anyway).
+    std::optional<crypto::Sha256Digest> held;
+    if (auto registers = keys_.ReadRegisters(); registers) {
+      auto i = registers->find(m.pcr);
+      held = i != registers->end() ? i->second : crypto::Sha256Digest{};  // absent: reset value
     }
-    return Fail(r.error().WithContext(fmt::format("extending PCR {}", m.pcr)));
+    crypto::Sha256Digest before = base_;
+    for (const auto& e : log_.entries) before = crypto::ExtendPcr(before, e.digest);
+    const crypto::Sha256Digest after = crypto::ExtendPcr(before, m.digest);
+    if (held == after) {
+      log::Warn(
+          "extending PCR {} reported an error ({}), but the register holds the extended "
+          "value: the measurement is recorded",
+          m.pcr, r.error().message());
+    } else {
+      if (held == before) {
+        if (auto undo = Save(log_); !undo) {
+          log::Warn("restoring the measurement log after a failed extend: {}",
+                    undo.error().message());
+        }
+      } else {
+        log::Warn(
+            "extending PCR {} failed and the register could not be read or holds neither "
+            "the old nor the new value; the next start will say whether the log replays",
+            m.pcr);
+      }
+      return Fail(r.error().WithContext(fmt::format("extending PCR {}", m.pcr)));
+    }
   }
   {
     std::lock_guard lock(mu_);

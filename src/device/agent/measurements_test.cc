@@ -32,6 +32,42 @@ formats::Measurement App(std::string_view component, std::string_view what) {
 
 constexpr std::string_view kComponent = "2b7e1516-28ae-d2a6-abf7-158809cf4f3c";
 
+// A key store whose Extend fails: either after the register took the value (the TPM's answer
+// was lost, e.g. a transport timeout) or before. Everything else goes to `inner`.
+class FlakyExtendStore : public rot::KeyStore {
+ public:
+  enum class Mode { kLoseAnswer, kRefuse };
+  FlakyExtendStore(rot::KeyStore& inner, Mode mode) : inner_(inner), mode_(mode) {}
+  std::string_view backend() const override { return inner_.backend(); }
+  Result<crypto::PublicKey> CreateKey(std::string_view label) override {
+    return inner_.CreateKey(label);
+  }
+  Result<crypto::PublicKey> GetPublicKey(std::string_view label) const override {
+    return inner_.GetPublicKey(label);
+  }
+  Result<std::vector<uint8_t>> SignDigest(std::string_view label,
+                                          const crypto::Sha256Digest& digest) override {
+    return inner_.SignDigest(label, digest);
+  }
+  Result<crypto::PrivateKey> TlsKey(std::string_view label) override {
+    return inner_.TlsKey(label);
+  }
+  Result<void> Extend(uint32_t pcr, const crypto::Sha256Digest& digest) override {
+    if (mode_ == Mode::kLoseAnswer) MOAT_TRY(inner_.Extend(pcr, digest));
+    return Fail(ErrorCode::kUnavailable, "TPM: no answer");
+  }
+  Result<std::map<uint32_t, crypto::Sha256Digest>> ReadRegisters() const override {
+    return inner_.ReadRegisters();
+  }
+  Result<rot::AttestationProof> Attest(std::span<const uint8_t> signing_input) override {
+    return inner_.Attest(signing_input);
+  }
+
+ private:
+  rot::KeyStore& inner_;
+  Mode mode_;
+};
+
 class MeasurementsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -328,9 +364,43 @@ TEST(MeasurementFileTest, IsPerInstanceUnderTheRunDirectory) {
   config.supervisor.instance_id = "dev1";
   EXPECT_EQ(MeasurementFile(config), "/run/moat/dev1/measurements.json");
   config.supervisor.instance_id.clear();
-  EXPECT_EQ(MeasurementFile(config),
-            std::filesystem::path("/run/moat") / DefaultInstanceId("/var/lib/moat") /
-                "measurements.json");
+  EXPECT_EQ(MeasurementFile(config), std::filesystem::path("/run/moat") /
+                                         DefaultInstanceId("/var/lib/moat") / "measurements.json");
+}
+
+// A failed extend asks the register what happened: if the value went in (the answer was lost),
+// the entry is kept and the log still replays; if it did not, the entry is dropped, the run file
+// too, and a later Record extends it once.
+TEST_F(MeasurementsTest, AFailedExtendKeepsTheLogTrueToTheRegister) {
+  {
+    FlakyExtendStore lost(*keys_, FlakyExtendStore::Mode::kLoseAnswer);
+    auto m = Measurements::Open(lost, file_);
+    ASSERT_TRUE(m) << m.error().message();
+    auto recorded = (*m)->Record(Os("os image"));
+    ASSERT_TRUE(recorded) << recorded.error().message();
+    EXPECT_TRUE(*recorded);
+    ASSERT_EQ((*m)->Log().entries.size(), 1u);
+    EXPECT_EQ(formats::ReplayMeasurementLog((*m)->Log()).at(formats::kMoatPcr), Register());
+  }
+  const crypto::Sha256Digest after_os = Register();
+  {
+    FlakyExtendStore refusing(*keys_, FlakyExtendStore::Mode::kRefuse);
+    auto m = Measurements::Open(refusing, file_);
+    ASSERT_TRUE(m) << m.error().message();
+    EXPECT_EQ((*m)->start(), MeasurementStart::kResumed);
+    EXPECT_FALSE((*m)->Record(App(kComponent, "package")).has_value());
+    EXPECT_EQ((*m)->Log().entries.size(), 1u);
+    EXPECT_EQ(Register(), after_os);
+  }
+  // The run file was put back: a restart resumes the one-entry log and extends the app once.
+  auto m = Open();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->start(), MeasurementStart::kResumed);
+  ASSERT_EQ(m->Log().entries.size(), 1u);
+  auto app = m->Record(App(kComponent, "package"));
+  ASSERT_TRUE(app) << app.error().message();
+  EXPECT_TRUE(*app);
+  EXPECT_EQ(formats::ReplayMeasurementLog(m->Log()).at(formats::kMoatPcr), Register());
 }
 
 }  // namespace
