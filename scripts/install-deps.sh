@@ -12,6 +12,8 @@ PACKAGES=(
   libboost-dev libsqlite3-dev libseccomp-dev libcap-dev
   # third-party peers used by integration tests (curl and openssl as independent TLS clients)
   curl jq iproute2 nftables util-linux e2fsprogs
+  # the test and demo scripts compute ports, hashes and PCR replays with it
+  python3
   # the demo's relying party (an MQTT broker that requires device certificates) and the clock
   # the e2e test moves forward to see a device certificate expire
   mosquitto mosquitto-clients faketime libfaketime
