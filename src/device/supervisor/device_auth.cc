@@ -96,7 +96,7 @@ size_t DeviceAuthServer::ChannelCount() const {
 
 bool DeviceAuthServer::Serve(Channel& channel) {
   const std::string app = channel.component.ToString();
-  char buffer[kMaxDeviceAuthRequest + 1];
+  char buffer[formats::kMaxDeviceAuthRequest + 1];
   // MSG_TRUNC: the real length of a longer message, which is then refused, not cut.
   ssize_t n = ::recv(channel.fd.get(), buffer, sizeof buffer, MSG_DONTWAIT | MSG_TRUNC);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
@@ -118,15 +118,16 @@ bool DeviceAuthServer::Serve(Channel& channel) {
     answer = "error rate limit exceeded: too many requests; retry later\n";
   } else {
     channel.tokens -= 1;
-    auto request = static_cast<size_t>(n) > kMaxDeviceAuthRequest
-                       ? Result<DeviceAuthRequest>(Fail(ErrorCode::kLimitExceeded,
-                                                        "request of {} bytes (at most {})", n,
-                                                        kMaxDeviceAuthRequest))
-                       : ParseDeviceAuthRequest(std::string_view(buffer, static_cast<size_t>(n)));
+    auto request =
+        static_cast<size_t>(n) > formats::kMaxDeviceAuthRequest
+            ? Result<formats::DeviceAuthRequest>(Fail(ErrorCode::kLimitExceeded,
+                                                      "request of {} bytes (at most {})", n,
+                                                      formats::kMaxDeviceAuthRequest))
+            : formats::ParseDeviceAuthRequest(std::string_view(buffer, static_cast<size_t>(n)));
     if (!request) {
       answer = fmt::format("error malformed request: {}\n", request.error().message());
       log::Info("device authentication: app {}: {}", app, request.error().message());
-    } else if (request->kind == DeviceAuthRequest::Kind::kChain) {
+    } else if (request->kind == formats::DeviceAuthRequest::Kind::kChain) {
       auto chain = authority_->CertificateChainPem(channel.tenant);
       answer = chain ? "ok\n" + *chain : fmt::format("error {}\n", chain.error().message());
       if (!chain)
@@ -140,7 +141,7 @@ bool DeviceAuthServer::Serve(Channel& channel) {
       }
     }
   }
-  if (answer.size() > kMaxDeviceAuthAnswer) {
+  if (answer.size() > formats::kMaxDeviceAuthAnswer) {
     answer = "error the answer is too large for the channel\n";
   }
   if (::send(channel.fd.get(), answer.data(), answer.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {

@@ -8,7 +8,8 @@
 // CertificateVerify); the server checks the request and asks a DeviceAuthority, which moatd's
 // agent implements over its key store and certificates (the supervisor never sees either).
 //
-// Wire format (one message each way per request, ASCII, at most kMaxDeviceAuthRequest bytes in):
+// Wire format (one message each way per request, ASCII, at most formats::kMaxDeviceAuthRequest
+// bytes in; the request parser is formats/device_auth.h):
 //   app -> moatd   "chain\n"                  the chain, PEM, leaf first
 //                  "sign <64 hex digits>\n"   an ECDSA P-256 signature over that SHA-256 digest
 //   moatd -> app   "ok\n<PEM>"                 answer to "chain"
@@ -56,12 +57,6 @@ class DeviceAuthority {
   virtual Result<std::vector<uint8_t>> SignDigest(const formats::Guid& tenant,
                                                   const std::array<uint8_t, 32>& digest) = 0;
 };
-
-// The request format lives in formats/device_auth.h (a parser of untrusted input, fuzzed there).
-using formats::DeviceAuthRequest;
-using formats::kMaxDeviceAuthAnswer;
-using formats::kMaxDeviceAuthRequest;
-using formats::ParseDeviceAuthRequest;
 
 struct DeviceAuthLimits {
   double burst = 16;      // requests an app may make at once

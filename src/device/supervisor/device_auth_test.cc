@@ -30,14 +30,14 @@ const formats::Guid kApp = *formats::Guid::Parse("aaaaaaaa-0000-4000-8000-000000
 std::string HexOf(const std::array<uint8_t, 32>& d) { return HexEncode(d); }
 
 TEST(DeviceAuthRequestTest, ParsesChainAndSign) {
-  auto chain = ParseDeviceAuthRequest("chain\n");
+  auto chain = formats::ParseDeviceAuthRequest("chain\n");
   ASSERT_TRUE(chain) << chain.error().message();
-  EXPECT_EQ(chain->kind, DeviceAuthRequest::Kind::kChain);
-  ASSERT_TRUE(ParseDeviceAuthRequest("chain"));  // the final newline is optional
+  EXPECT_EQ(chain->kind, formats::DeviceAuthRequest::Kind::kChain);
+  ASSERT_TRUE(formats::ParseDeviceAuthRequest("chain"));  // the final newline is optional
   crypto::Sha256Digest d = crypto::Sha256(std::string_view("hello"));
-  auto sign = ParseDeviceAuthRequest("sign " + HexEncode(d) + "\n");
+  auto sign = formats::ParseDeviceAuthRequest("sign " + HexEncode(d) + "\n");
   ASSERT_TRUE(sign) << sign.error().message();
-  EXPECT_EQ(sign->kind, DeviceAuthRequest::Kind::kSign);
+  EXPECT_EQ(sign->kind, formats::DeviceAuthRequest::Kind::kSign);
   EXPECT_EQ(HexOf(sign->digest), HexEncode(d));
 }
 
@@ -68,11 +68,11 @@ TEST(DeviceAuthRequestTest, RefusesEveryMalformedShape) {
       {"sign " + hex + "\r\n", ErrorCode::kInvalidArgument, "(65 characters given)"},
       {"sign " + std::string(63, 'a') + std::string("\0", 1), ErrorCode::kInvalidArgument,
        "64 lower-case hex"},
-      {std::string(kMaxDeviceAuthRequest + 1, 'a'), ErrorCode::kLimitExceeded,
+      {std::string(formats::kMaxDeviceAuthRequest + 1, 'a'), ErrorCode::kLimitExceeded,
        "request of 129 bytes (at most 128)"},
   };
   for (const Case& c : cases) {
-    auto r = ParseDeviceAuthRequest(c.message);
+    auto r = formats::ParseDeviceAuthRequest(c.message);
     ASSERT_FALSE(r) << "accepted: '" << c.message << "'";
     EXPECT_EQ(r.error().code(), c.code) << c.message;
     EXPECT_THAT(r.error().message(), HasSubstr(c.error)) << c.message;
@@ -130,7 +130,7 @@ class DeviceAuthServerTest : public ::testing::Test {
               static_cast<ssize_t>(request.size()));
     pollfd p{fd.get(), POLLIN, 0};
     if (::poll(&p, 1, 10000) != 1) return "(no answer)";
-    std::string answer(kMaxDeviceAuthAnswer, '\0');
+    std::string answer(formats::kMaxDeviceAuthAnswer, '\0');
     ssize_t n = ::recv(fd.get(), answer.data(), answer.size(), 0);
     answer.resize(n > 0 ? static_cast<size_t>(n) : 0);
     return answer;
